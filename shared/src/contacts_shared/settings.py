@@ -1,0 +1,81 @@
+"""Settings read from CONTACTS_* environment variables (spec section 8).
+
+Each service reads only what it uses (so a deployment sets exactly those). A missing or
+malformed setting stops the service at start with one line naming the variable.
+"""
+
+from __future__ import annotations
+
+import sys
+from datetime import timedelta
+from typing import TypeVar
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_TTL = timedelta(days=14)
+
+
+class CommonSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CONTACTS_", extra="ignore")
+
+    database_url: str = Field("postgresql://postgres@127.0.0.1:5432/postgres", pattern=r"^postgres(ql)?://")
+    amqp_url: str = Field("amqp://guest:guest@127.0.0.1:5672/", pattern=r"^amqps?://")
+    # Prefix of exchange, queue and schema names so test runs and tenants never collide.
+    namespace: str = Field("", pattern=r"^[a-z0-9_]{0,40}$")
+
+    @property
+    def exchange_name(self) -> str:
+        return f"{self.namespace}contacts"
+
+
+class RequestsSettings(CommonSettings):
+    jwt_secret: str = Field(min_length=16)
+    http_port: int = Field(8000, ge=1, le=65535)
+    public_url: str = Field("http://127.0.0.1:8000", pattern=r"^https?://")
+    # Seconds or ISO 8601 (P14D); how long a request may wait for its confirmers.
+    request_ttl: timedelta = DEFAULT_TTL
+
+    @field_validator("request_ttl")
+    @classmethod
+    def _positive(cls, value: timedelta) -> timedelta:
+        if value.total_seconds() <= 0:
+            raise ValueError("must be a positive duration")
+        return value
+
+
+class BillingCheckSettings(CommonSettings):
+    pass
+
+
+class NotifierSettings(CommonSettings):
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = Field(1025, ge=1, le=65535)
+    smtp_user: str | None = None
+    smtp_password: str | None = None
+    smtp_starttls: bool = False
+    mail_from: str = Field("contacts@localhost", pattern=r"^[^@\s]+@[^@\s]+$|^.+<[^@\s]+@[^@\s]+>$")
+    public_url: str = Field("http://127.0.0.1:8000", pattern=r"^https?://")
+    token_ttl: timedelta = DEFAULT_TTL
+
+    @field_validator("token_ttl")
+    @classmethod
+    def _positive(cls, value: timedelta) -> timedelta:
+        if value.total_seconds() <= 0:
+            raise ValueError("must be a positive duration")
+        return value
+
+
+S = TypeVar("S", bound=BaseSettings)
+
+
+def load_settings(cls: type[S], program: str) -> S:
+    """Read the settings or exit with one clear line (never a traceback)."""
+    try:
+        return cls()
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        name = "CONTACTS_" + str(error["loc"][0]).upper() if error["loc"] else "CONTACTS_*"
+        problem = "is missing" if error["type"] == "missing" else f"is invalid: {error['msg']}"
+        print(f"{program}: setting {name} {problem}", file=sys.stderr)
+        raise SystemExit(2) from None
