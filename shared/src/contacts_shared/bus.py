@@ -21,7 +21,7 @@ from faststream.rabbit import ExchangeType, QueueType, RabbitBroker, RabbitExcha
 from faststream.rabbit.annotations import RabbitMessage
 
 from contacts_shared.contracts import Contract, Envelope, MalformedMessage, envelope_for, parse_message
-from contacts_shared.db import claim_message
+from contacts_shared.db import claim_message, drain_on_notify
 
 log = structlog.get_logger("contacts.bus")
 
@@ -96,8 +96,6 @@ class ServiceBus:
         self.pool = pool
         self._handlers: dict[str, Handler] = {}
         self._relay_task: asyncio.Task[None] | None = None
-        self._wake = asyncio.Event()
-        self._listener: asyncpg.Connection | None = None
 
     def handle(self, routing_key: str, handler: Handler) -> None:
         self._handlers[routing_key] = handler
@@ -115,7 +113,8 @@ class ServiceBus:
         for key in self._handlers:
             await queue.bind(exchange, routing_key=key)
         await self.broker.start()
-        self._relay_task = asyncio.create_task(self._relay(), name="outbox-relay")
+        channel = await self.pool.fetchval("SELECT current_schema() || '_outbox'")
+        self._relay_task = asyncio.create_task(drain_on_notify(self.pool, channel, self.relay_once), name="outbox-relay")
 
     async def stop(self) -> None:
         if self._relay_task:
@@ -171,37 +170,6 @@ class ServiceBus:
         )
 
     # --- the outbox relay -------------------------------------------------------------------
-
-    async def _relay(self) -> None:
-        while True:
-            try:
-                await self._listen()
-                while True:
-                    self._wake.clear()
-                    while await self.relay_once():
-                        pass
-                    # The notification makes this immediate; the timeout covers a lost one.
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._wake.wait(), timeout=1.0)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - broker or database away: retry later
-                log.warning("outbox relay interrupted, retrying", reason=f"{type(exc).__name__}: {exc}")
-                await self._close_listener()
-                await asyncio.sleep(1.0)
-
-    async def _listen(self) -> None:
-        if self._listener is not None and not self._listener.is_closed():
-            return
-        self._listener = await self.pool.acquire()
-        channel = await self._listener.fetchval("SELECT current_schema() || '_outbox'")
-        await self._listener.add_listener(channel, lambda *_: self._wake.set())
-
-    async def _close_listener(self) -> None:
-        if self._listener is not None:
-            with contextlib.suppress(Exception):
-                await self.pool.release(self._listener)
-            self._listener = None
 
     async def relay_once(self, batch: int = 200) -> int:
         """Publish one batch of the outbox (with confirms), then delete it; returns its size."""

@@ -6,10 +6,15 @@ Each service owns `{namespace}{service}` and never reads another's. The pool pin
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 import asyncpg
+import structlog
+
+log = structlog.get_logger("contacts.db")
 
 # Tables every service has: the idempotent inbox and the transactional outbox.
 COMMON_MIGRATION = """
@@ -84,3 +89,40 @@ async def claim_message(conn: asyncpg.Connection, message_id: uuid.UUID, routing
         routing_key,
     )
     return row is not None
+
+
+async def drain_on_notify(
+    pool: asyncpg.Pool, channel: str, drain_once: Callable[[], Awaitable[int]], *, fallback_seconds: float = 1.0
+) -> None:
+    """Run `drain_once` until it finds nothing, then sleep until NOTIFY on `channel` (or a timeout).
+
+    Notifications make the work immediate; the timeout covers one lost while reconnecting.
+    Runs until cancelled; database errors are logged and retried.
+    """
+    wake = asyncio.Event()
+
+    def on_notify(*_: object) -> None:
+        wake.set()
+
+    while True:
+        listener: asyncpg.Connection | None = None
+        try:
+            listener = await pool.acquire()
+            await listener.add_listener(channel, on_notify)
+            while True:
+                wake.clear()
+                while await drain_once():
+                    pass
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(wake.wait(), timeout=fallback_seconds)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - database or broker away: retry later
+            log.warning("background work interrupted, retrying", channel=channel, reason=f"{type(exc).__name__}: {exc}")
+            await asyncio.sleep(fallback_seconds)
+        finally:
+            if listener is not None:
+                with contextlib.suppress(Exception):
+                    await listener.remove_listener(channel, on_notify)
+                with contextlib.suppress(Exception):
+                    await pool.release(listener)

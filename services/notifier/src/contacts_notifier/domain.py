@@ -1,0 +1,137 @@
+"""Who is told what, and in which words (spec sections 4 and 7). Pure: no I/O.
+
+Emails are plain text rendered from Jinja2 templates; the token is a parameter of the
+rendering and is never stored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from urllib.parse import quote
+
+from jinja2 import Environment, PackageLoader, StrictUndefined
+
+from contacts_shared.contracts import ContactChangeStateChanged, RequestState
+
+ROLE_NAMES = {"admin": "administrative", "tech": "technical", "billing": "billing"}
+
+_templates = Environment(
+    loader=PackageLoader("contacts_notifier", "templates"),
+    undefined=StrictUndefined,
+    autoescape=False,  # plain-text emails
+    keep_trailing_newline=True,
+)
+
+
+def new_token() -> tuple[str, str]:
+    """A fresh validation code (256 bits, URL-safe) and the hash that is all we keep of it."""
+    token = secrets.token_urlsafe(32)
+    return token, hash_token(token)
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def token_expiry(request_expires_at: datetime, now: datetime, token_ttl_seconds: float) -> datetime:
+    """A token expires with its request, and at the latest after the token TTL."""
+    return min(request_expires_at, now + timedelta(seconds=token_ttl_seconds))
+
+
+def confirm_link(public_url: str, request_id: str, token: str) -> str:
+    return f"{public_url.rstrip('/')}/requests/{quote(request_id)}?token={quote(token)}"
+
+
+@dataclass(frozen=True)
+class Recipient:
+    nic: str
+    email: str
+
+
+def outcome_recipients(event: ContactChangeStateChanged) -> list[Recipient]:
+    """Who hears about a new state (section 7); empty when the state mails nobody."""
+    roles_for_state: dict[RequestState, tuple[str, ...]] = {
+        RequestState.rejected: ("requester",),
+        # The confirmers are the requester and the new contact.
+        RequestState.declined: ("requester", "to"),
+        RequestState.cancelled: ("requester", "to"),
+        RequestState.expired: ("requester", "to"),
+        RequestState.failed: ("requester", "to"),
+        RequestState.done: ("requester", "to", "from"),
+    }
+    wanted = roles_for_state.get(event.state, ())
+    seen: set[str] = set()
+    recipients = []
+    for role in wanted:
+        for party in event.parties:
+            if party.role == role and party.nic not in seen:
+                seen.add(party.nic)
+                recipients.append(Recipient(party.nic, party.email))
+    return recipients
+
+
+@dataclass(frozen=True)
+class Email:
+    subject: str
+    body: str
+
+
+def token_email(
+    *,
+    request_id: str,
+    service: str,
+    ctype: str,
+    from_: str,
+    to: str,
+    requester: str,
+    recipient: str,
+    token: str,
+    link: str,
+    expires_at: datetime,
+) -> Email:
+    context = {
+        "request_id": request_id,
+        "service": service,
+        "role": ROLE_NAMES.get(ctype, ctype),
+        "from_": from_,
+        "to": to,
+        "requester": requester,
+        "recipient": recipient,
+        "token": token,
+        "link": link,
+        "expires_at": expires_at.strftime("%Y-%m-%d %H:%M UTC"),
+    }
+    return Email(
+        subject=f"Please confirm: new {context['role']} contact for {service}",
+        body=_templates.get_template("token.txt").render(context),
+    )
+
+
+OUTCOME_SUBJECTS = {
+    RequestState.rejected: "Contact change refused for {service}",
+    RequestState.declined: "Contact change declined for {service}",
+    RequestState.cancelled: "Contact change cancelled for {service}",
+    RequestState.expired: "Contact change expired for {service}",
+    RequestState.failed: "Contact change failed for {service}",
+    RequestState.done: "Contact change done for {service}",
+}
+
+
+def outcome_email(event: ContactChangeStateChanged, recipient: str) -> Email:
+    context = {
+        "request_id": str(event.request_id),
+        "service": event.service,
+        "role": ROLE_NAMES.get(event.type.value, event.type.value),
+        "from_": event.from_,
+        "to": event.to,
+        "state": event.state.value,
+        "reason": event.reason,
+        "recipient": recipient,
+    }
+    return Email(
+        subject=OUTCOME_SUBJECTS[event.state].format(service=event.service),
+        body=_templates.get_template(f"{event.state.value}.txt").render(context),
+    )

@@ -1,0 +1,33 @@
+"""`contacts-notifier`: issues the per-confirmer tokens and sends every email."""
+
+from __future__ import annotations
+
+import asyncio
+
+from contacts_notifier.handlers import HANDLERS
+from contacts_notifier.mailer import Mailer
+from contacts_notifier.store import MIGRATIONS
+from contacts_shared.db import drain_on_notify
+from contacts_shared.logs import configure_logging
+from contacts_shared.runtime import service_runtime, wait_for_stop_signal
+from contacts_shared.settings import NotifierSettings, load_settings
+
+PROGRAM = "contacts-notifier"
+
+
+async def serve(settings: NotifierSettings) -> None:
+    async with service_runtime("notifier", settings, MIGRATIONS, HANDLERS) as runtime:
+        mailer = Mailer(runtime.pool, settings)
+        channel = await runtime.pool.fetchval("SELECT current_schema() || '_mail'")
+        runtime.background(drain_on_notify(runtime.pool, channel, mailer.send_next), name="mailer")
+        await wait_for_stop_signal()
+
+
+def main() -> None:
+    settings = load_settings(NotifierSettings, PROGRAM)
+    configure_logging("notifier")
+    asyncio.run(serve(settings))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,125 @@
+"""SQL of the notifier: the mail log (every email, its state and attempts) and issued tokens.
+
+Token emails are stored without their token: it is made at send time and only its hash is
+kept, so the plaintext exists nowhere but in the email.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import datetime
+
+import asyncpg
+
+MIGRATIONS = [
+    """
+    CREATE TABLE mails (
+        id              bigserial PRIMARY KEY,
+        dedupe_key      text NOT NULL UNIQUE,
+        kind            text NOT NULL CHECK (kind IN ('token', 'outcome')),
+        request_id      uuid NOT NULL,
+        nic             text NOT NULL,
+        email           text NOT NULL,
+        subject         text,
+        body            text,
+        token_context   jsonb,
+        state           text NOT NULL DEFAULT 'pending',
+        attempts        int NOT NULL DEFAULT 0,
+        next_attempt_at timestamptz NOT NULL DEFAULT now(),
+        last_error      text,
+        created_at      timestamptz NOT NULL DEFAULT now(),
+        sent_at         timestamptz
+    );
+    CREATE INDEX mails_due ON mails (next_attempt_at, id) WHERE state = 'pending';
+    CREATE INDEX mails_request ON mails (request_id);
+
+    CREATE TABLE tokens (
+        id         bigserial PRIMARY KEY,
+        request_id uuid NOT NULL,
+        nic        text NOT NULL,
+        token_hash text NOT NULL UNIQUE,
+        expires_at timestamptz NOT NULL,
+        issued_at  timestamptz NOT NULL DEFAULT now()
+    );
+    CREATE INDEX tokens_request ON tokens (request_id, nic);
+    """,
+]
+
+
+async def _wake_mailer(conn: asyncpg.Connection) -> None:
+    await conn.execute("SELECT pg_notify(current_schema() || '_mail', '')")
+
+
+async def queue_token_mail(
+    conn: asyncpg.Connection, *, dedupe_key: str, request_id: uuid.UUID, nic: str, email: str, context: dict
+) -> None:
+    # A newer token mail (resend) makes an unsent older one pointless: its token would be stale.
+    await conn.execute(
+        "UPDATE mails SET state = 'superseded' WHERE kind = 'token' AND request_id = $1 AND nic = $2 AND state = 'pending'",
+        request_id,
+        nic,
+    )
+    await conn.execute(
+        "INSERT INTO mails (dedupe_key, kind, request_id, nic, email, token_context)"
+        " VALUES ($1, 'token', $2, $3, $4, $5::jsonb) ON CONFLICT (dedupe_key) DO NOTHING",
+        dedupe_key,
+        request_id,
+        nic,
+        email,
+        json.dumps(context),
+    )
+    await _wake_mailer(conn)
+
+
+async def queue_outcome_mail(
+    conn: asyncpg.Connection, *, dedupe_key: str, request_id: uuid.UUID, nic: str, email: str, subject: str, body: str
+) -> None:
+    await conn.execute(
+        "INSERT INTO mails (dedupe_key, kind, request_id, nic, email, subject, body)"
+        " VALUES ($1, 'outcome', $2, $3, $4, $5, $6) ON CONFLICT (dedupe_key) DO NOTHING",
+        dedupe_key,
+        request_id,
+        nic,
+        email,
+        subject,
+        body,
+    )
+    await _wake_mailer(conn)
+
+
+async def next_due_mail(conn: asyncpg.Connection) -> asyncpg.Record | None:
+    """The oldest mail due, locked for this sender (another replica skips it)."""
+    return await conn.fetchrow(
+        "SELECT * FROM mails WHERE state = 'pending' AND next_attempt_at <= now()"
+        " ORDER BY next_attempt_at, id LIMIT 1 FOR UPDATE SKIP LOCKED"
+    )
+
+
+async def record_token(
+    conn: asyncpg.Connection, request_id: uuid.UUID, nic: str, token_hash: str, expires_at: datetime
+) -> None:
+    await conn.execute(
+        "INSERT INTO tokens (request_id, nic, token_hash, expires_at) VALUES ($1, $2, $3, $4)",
+        request_id,
+        nic,
+        token_hash,
+        expires_at,
+    )
+
+
+async def mark_sent(conn: asyncpg.Connection, mail_id: int) -> None:
+    await conn.execute(
+        "UPDATE mails SET state = 'sent', sent_at = now(), attempts = attempts + 1, last_error = NULL WHERE id = $1",
+        mail_id,
+    )
+
+
+async def postpone(conn: asyncpg.Connection, mail_id: int, delay_seconds: float, error: str) -> None:
+    await conn.execute(
+        "UPDATE mails SET attempts = attempts + 1, last_error = $3,"
+        " next_attempt_at = now() + make_interval(secs => $2) WHERE id = $1",
+        mail_id,
+        delay_seconds,
+        error,
+    )

@@ -1,0 +1,266 @@
+"""The HTTP API (spec section 6): JSON in and out, errors as RFC 9457 problem details.
+
+Every route but the health checks needs an identity: the identity provider's JWT as a
+Bearer header or in the session cookie. What a NIC is not party to answers 404.
+"""
+
+from __future__ import annotations
+
+import base64
+import uuid
+from datetime import datetime, timedelta
+from typing import Annotated, Any, Literal
+
+import asyncpg
+import structlog
+from fastapi import Depends, FastAPI, Header, Query, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from contacts_requests import handlers, store
+from contacts_requests.domain import Refusal, may_view, not_found
+from contacts_shared.auth import NotAuthenticated, verify_token
+from contacts_shared.contracts import ContactType, Nic, RequestState, utcnow
+
+log = structlog.get_logger("contacts.requests.api")
+
+SESSION_COOKIE = "contacts_session"
+PROBLEM = "application/problem+json"
+
+
+class ContactChangeBody(BaseModel):
+    """The new holders wanted, by contact type; at least one."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    admin: Nic | None = None
+    tech: Nic | None = None
+    billing: Nic | None = None
+
+    def changes(self) -> dict[ContactType, str]:
+        return {t: v for t in ContactType if (v := getattr(self, t.value)) is not None}
+
+
+class TokenBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    token: str = Field(min_length=1, max_length=200, description="the validation code from the email")
+
+
+def problem(status: int, title: str, detail: str, *, field: str | None = None, **extra: Any) -> JSONResponse:
+    body: dict[str, Any] = {"type": "about:blank", "title": title, "status": status, "detail": detail}
+    if field:
+        body["errors"] = [{"field": field, "message": detail}]
+    body.update(extra)
+    headers = {"WWW-Authenticate": 'Bearer realm="contacts"'} if status == 401 else None
+    return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
+
+
+class NotSignedIn(Exception):
+    pass
+
+
+def current_nic(request: Request) -> str:
+    header = request.headers.get("authorization", "")
+    scheme, _, credentials = header.partition(" ")
+    token = credentials.strip() if scheme.lower() == "bearer" else request.cookies.get(SESSION_COOKIE)
+    if not token:
+        raise NotSignedIn
+    try:
+        return verify_token(request.app.state.jwt_secret, token)
+    except NotAuthenticated:
+        raise NotSignedIn from None
+
+
+Me = Annotated[str, Depends(current_nic)]
+
+
+def _pool(request: Request) -> asyncpg.Pool:
+    return request.app.state.pool
+
+
+Pool = Annotated[asyncpg.Pool, Depends(_pool)]
+
+
+def _cursor(created_at: datetime, request_id: uuid.UUID) -> str:
+    return base64.urlsafe_b64encode(f"{created_at.isoformat()}|{request_id}".encode()).decode()
+
+
+def _parse_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    try:
+        at, _, rid = base64.urlsafe_b64decode(cursor.encode()).decode().partition("|")
+        return datetime.fromisoformat(at), uuid.UUID(rid)
+    except ValueError:
+        raise Refusal(422, "Invalid cursor", "The cursor is not one this API gave out.", field="cursor") from None
+
+
+def create_api(*, pool: asyncpg.Pool, jwt_secret: str, request_ttl: timedelta, ready: Any = None) -> FastAPI:
+    app = FastAPI(
+        title="Contacts",
+        version="1.0.0",
+        description="Change the administrative, technical and billing contacts of your services through confirmed requests.",
+    )
+    app.state.pool = pool
+    app.state.jwt_secret = jwt_secret
+
+    @app.exception_handler(Refusal)
+    async def _refusal(_: Request, exc: Refusal) -> JSONResponse:
+        return problem(exc.status, exc.title, exc.detail, field=exc.field, **exc.extra)
+
+    @app.exception_handler(NotSignedIn)
+    async def _not_signed_in(_: Request, __: NotSignedIn) -> JSONResponse:
+        return problem(401, "Not signed in", "Sign in again: a valid identity token is required.")
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [
+            {"field": ".".join(str(p) for p in e["loc"][1:]) or str(e["loc"][0]), "message": e["msg"]}
+            for e in exc.errors()
+        ]
+        detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
+        return JSONResponse(
+            {"type": "about:blank", "title": "Invalid request", "status": 422, "detail": detail, "errors": errors},
+            status_code=422,
+            media_type=PROBLEM,
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return problem(exc.status_code, str(exc.detail), str(exc.detail))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error")
+        return problem(500, "Internal error", "Something went wrong on our side; nothing was changed. Try again.")
+
+    # --- health ---------------------------------------------------------------------------
+
+    @app.get("/healthz", tags=["operations"])
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["operations"])
+    async def readyz(db: Pool) -> JSONResponse:
+        checks = {"database": False, "broker": False}
+        try:
+            async with db.acquire(timeout=2) as conn:
+                checks["database"] = await conn.fetchval("SELECT true")
+        except Exception:  # noqa: BLE001 - reported as not ready
+            pass
+        checks["broker"] = bool(ready()) if ready else True
+        status = 200 if all(checks.values()) else 503
+        return JSONResponse({"status": "ready" if status == 200 else "not ready", "checks": checks}, status_code=status)
+
+    # --- contacts -------------------------------------------------------------------------------
+
+    @app.get("/v1/me/contacts", tags=["contacts"], summary="Services where I am a contact")
+    async def my_contacts(me: Me, db: Pool) -> dict[str, Any]:
+        async with db.acquire() as conn:
+            rows = await store.services_of(conn, me)
+        return {
+            "items": [
+                {
+                    "service": r["service"],
+                    "type": r["type"],
+                    "roles": [t.value for t in ContactType if r[t.value] == me],
+                    "contacts": {t.value: r[t.value] for t in ContactType},
+                }
+                for r in rows
+            ]
+        }
+
+    @app.post(
+        "/v1/services/{service:path}/contact-changes",
+        status_code=202,
+        tags=["contact changes"],
+        summary="Ask to change one or more contacts of a service",
+    )
+    async def submit(
+        service: str,
+        body: ContactChangeBody,
+        me: Me,
+        db: Pool,
+        idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+    ) -> JSONResponse:
+        async with db.acquire() as conn:
+            async with conn.transaction():
+                ids = await handlers.submit(
+                    conn,
+                    requester=me,
+                    service_id=service,
+                    changes=body.changes(),
+                    idempotency_key=idempotency_key,
+                    request_ttl=request_ttl,
+                )
+            items = [await store.request_view(conn, i) for i in ids]
+        return JSONResponse(jsonable_encoder({"items": items}), status_code=202)
+
+    @app.get("/v1/me/contact-changes", tags=["contact changes"], summary="Requests I am a party of, newest first")
+    async def my_requests(
+        me: Me,
+        db: Pool,
+        state: RequestState | None = None,
+        role: Literal["requester", "from", "to"] | None = None,
+        limit: Annotated[int, Query(ge=1, le=200)] = 50,
+        cursor: Annotated[str | None, Query(max_length=200)] = None,
+    ) -> dict[str, Any]:
+        before = _parse_cursor(cursor) if cursor else None
+        async with db.acquire() as conn:
+            ids = await store.requests_of(
+                conn, me, state=state.value if state else None, role=role, limit=limit + 1, before=before
+            )
+            page = ids[:limit]
+            items = [await store.request_view(conn, i) for i in page]
+        next_cursor = None
+        if len(ids) > limit and items:
+            last = items[-1]
+            next_cursor = _cursor(last["created_at"], uuid.UUID(last["id"]))
+        return jsonable_encoder({"items": items, "next_cursor": next_cursor})
+
+    async def _visible_view(conn: asyncpg.Connection, request_id: uuid.UUID, me: str) -> dict[str, Any]:
+        view = await store.request_view(conn, request_id)
+        if view is None or not may_view(me, view["requester"], view["from"], view["to"]):
+            raise not_found()
+        return jsonable_encoder(view)
+
+    @app.get("/v1/contact-changes/{request_id}", tags=["contact changes"], summary="One request, with its history")
+    async def one_request(request_id: uuid.UUID, me: Me, db: Pool) -> dict[str, Any]:
+        async with db.acquire() as conn:
+            return await _visible_view(conn, request_id, me)
+
+    async def _answer(request_id: uuid.UUID, body: TokenBody, me: str, db: asyncpg.Pool, accept: bool) -> dict[str, Any]:
+        await handlers.answer(db, request_id=request_id, nic=me, token=body.token, accept=accept, now=utcnow())
+        async with db.acquire() as conn:
+            return await _visible_view(conn, request_id, me)
+
+    @app.post("/v1/contact-changes/{request_id}/accept", tags=["contact changes"], summary="Accept with my token")
+    async def accept(request_id: uuid.UUID, body: TokenBody, me: Me, db: Pool) -> dict[str, Any]:
+        return await _answer(request_id, body, me, db, accept=True)
+
+    @app.post("/v1/contact-changes/{request_id}/decline", tags=["contact changes"], summary="Decline with my token")
+    async def decline(request_id: uuid.UUID, body: TokenBody, me: Me, db: Pool) -> dict[str, Any]:
+        return await _answer(request_id, body, me, db, accept=False)
+
+    @app.post(
+        "/v1/contact-changes/{request_id}/resend",
+        status_code=202,
+        tags=["contact changes"],
+        summary="Send new tokens to the confirmers who have not answered",
+    )
+    async def resend(request_id: uuid.UUID, me: Me, db: Pool) -> JSONResponse:
+        async with db.acquire() as conn:
+            async with conn.transaction():
+                await handlers.resend(conn, request_id=request_id, nic=me)
+            return JSONResponse(await _visible_view(conn, request_id, me), status_code=202)
+
+    @app.post("/v1/contact-changes/{request_id}/cancel", tags=["contact changes"], summary="Cancel my open request")
+    async def cancel(request_id: uuid.UUID, me: Me, db: Pool) -> dict[str, Any]:
+        async with db.acquire() as conn:
+            async with conn.transaction():
+                await handlers.cancel(conn, request_id=request_id, nic=me)
+            return await _visible_view(conn, request_id, me)
+
+    return app

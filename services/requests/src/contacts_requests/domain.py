@@ -1,0 +1,284 @@
+"""The rules of contact changes (spec sections 2 to 4), pure: no I/O, no clock of its own.
+
+`plan_submission` decides who may ask for what and who must confirm; `ContactChange` is the
+state machine of one request; `check_token` decides whether a presented validation code is
+good. Handlers load the facts, call these, and store what they return.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Mapping
+import dataclasses
+from dataclasses import dataclass, replace
+from datetime import datetime
+
+from contacts_shared.contracts import ContactType, RequestState
+
+OPEN_STATES = frozenset({RequestState.checking, RequestState.validating, RequestState.applying})
+FINAL_STATES = frozenset(RequestState) - OPEN_STATES
+MAX_TOKEN_FAILURES = 5
+
+ROLE_NAMES = {ContactType.admin: "administrative", ContactType.tech: "technical", ContactType.billing: "billing"}
+
+
+# --- facts the rules look at ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Account:
+    nic: str
+    email: str
+    zone: str
+
+
+@dataclass(frozen=True)
+class ServiceContacts:
+    service: str
+    admin: str
+    tech: str
+    billing: str
+
+    def holder(self, ctype: ContactType) -> str:
+        return getattr(self, ctype.value)
+
+    def roles_of(self, nic: str) -> list[ContactType]:
+        return [t for t in ContactType if self.holder(t) == nic]
+
+
+# --- refusals ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Refusal(Exception):
+    """A submission or action the rules refuse; maps to a problem-details response."""
+
+    status: int
+    title: str
+    detail: str
+    field: str | None = None
+    extra: dict[str, str] = dataclasses.field(default_factory=dict)
+
+    def __str__(self) -> str:
+        return self.detail
+
+
+def not_found() -> Refusal:
+    # One answer for "does not exist" and "not yours": never reveal what a NIC is not party to.
+    return Refusal(404, "Not found", "No such service or request among those you are a contact of.")
+
+
+# --- who may ask for what (section 2) ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PlannedChange:
+    type: ContactType
+    from_: str
+    to: str
+    confirmers: tuple[str, ...]
+
+
+def plan_submission(
+    requester: str,
+    service: ServiceContacts | None,
+    changes: Mapping[ContactType, str],
+    accounts: Mapping[str, Account],
+    open_requests: Mapping[ContactType, str],
+) -> list[PlannedChange]:
+    """Validate a whole submission (all or nothing) and return one planned change per type.
+
+    `accounts` holds the known accounts among the requester and the new NICs;
+    `open_requests` maps a type to the id of its open request on this service.
+    """
+    if service is None or not service.roles_of(requester):
+        raise not_found()
+    if not changes:
+        raise Refusal(422, "Nothing to change", "Name at least one of admin, tech or billing.", field="body")
+    plans = [_plan_one(requester, service, ctype, new, accounts) for ctype, new in changes.items()]
+    for plan in plans:
+        if plan.type in open_requests:
+            raise Refusal(
+                409,
+                "A request is already open",
+                f"A change of the {ROLE_NAMES[plan.type]} contact of this service is already under way; "
+                "wait for it to finish or cancel it.",
+                field=plan.type.value,
+                extra={"open_request_id": open_requests[plan.type]},
+            )
+    return plans
+
+
+def _plan_one(
+    requester: str, service: ServiceContacts, ctype: ContactType, new: str, accounts: Mapping[str, Account]
+) -> PlannedChange:
+    roles = service.roles_of(requester)
+    current = service.holder(ctype)
+    if ContactType.admin not in roles:
+        if ctype not in roles:
+            mine = " and ".join(ROLE_NAMES[r] for r in roles)
+            raise Refusal(
+                403,
+                "Not allowed",
+                f"As {mine} contact you may only replace yourself; "
+                f"the {ROLE_NAMES[ctype]} contact can be changed by the administrative contact.",
+                field=ctype.value,
+            )
+    if new not in accounts:
+        raise Refusal(422, "Unknown NIC handle", f"{new} is not a known customer account.", field=ctype.value)
+    if new == current:
+        raise Refusal(
+            422, "Nothing to change", f"{new} is already the {ROLE_NAMES[ctype]} contact of this service.", field=ctype.value
+        )
+    mine = accounts.get(requester)
+    if mine is None or mine.zone != accounts[new].zone:
+        raise Refusal(
+            422,
+            "Different zone",
+            f"{new} belongs to another geographical zone; contacts can only be managed between accounts of the same zone.",
+            field=ctype.value,
+        )
+    # The requester always confirms; the new contact too unless it is the requester (take over).
+    confirmers = (requester,) if new == requester else (requester, new)
+    return PlannedChange(type=ctype, from_=current, to=new, confirmers=confirmers)
+
+
+def may_view(nic: str, requester: str, from_: str, to: str) -> bool:
+    return nic in (requester, from_, to)
+
+
+# --- life of a request (section 3) ------------------------------------------------------------
+
+
+class ConfirmerState:
+    pending = "pending"
+    accepted = "accepted"
+    declined = "declined"
+
+
+@dataclass(frozen=True)
+class Transition:
+    state: RequestState
+    actor: str
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class ContactChange:
+    """One request as the state machine sees it."""
+
+    id: str
+    service: str
+    type: ContactType
+    from_: str
+    to: str
+    requester: str
+    state: RequestState
+    confirmers: Mapping[str, str]  # nic -> ConfirmerState
+
+    @property
+    def is_open(self) -> bool:
+        return self.state in OPEN_STATES
+
+    def _require(self, *states: RequestState) -> None:
+        if self.state not in states:
+            raise Refusal(
+                409,
+                "Request not open for this",
+                f"This request is {self.state.value}; it can no longer be changed that way.",
+                extra={"state": self.state.value},
+            )
+
+    def vetted(self, phase: str, approved: bool, reasons: list[str]) -> Transition | None:
+        """The billing check answered; None when the answer is stale (request moved on)."""
+        if phase == "submit":
+            if self.state != RequestState.checking:
+                return None
+            if approved:
+                return Transition(RequestState.validating, "billing-check")
+            return Transition(RequestState.rejected, "billing-check", "; ".join(reasons) or "refused by the billing check")
+        if self.state != RequestState.applying:
+            return None
+        if approved:
+            return Transition(RequestState.done, "system")
+        return Transition(RequestState.failed, "billing-check", "; ".join(reasons) or "refused by the billing check")
+
+    def answer(self, nic: str, accept: bool) -> tuple[ContactChange, Transition | None]:
+        """A confirmer accepts or declines (token already checked)."""
+        self._require(RequestState.validating)
+        if self.confirmers.get(nic) != ConfirmerState.pending:
+            raise Refusal(409, "Already answered", "You have already answered this request.")
+        new_state = ConfirmerState.accepted if accept else ConfirmerState.declined
+        confirmers = {**self.confirmers, nic: new_state}
+        changed = replace(self, confirmers=confirmers)
+        if not accept:
+            return replace(changed, state=RequestState.declined), Transition(RequestState.declined, nic, f"declined by {nic}")
+        if all(s == ConfirmerState.accepted for s in confirmers.values()):
+            return replace(changed, state=RequestState.applying), Transition(RequestState.applying, nic, "all confirmers accepted")
+        return changed, None
+
+    def cancel(self, nic: str) -> Transition:
+        if nic != self.requester:
+            raise Refusal(403, "Not allowed", "Only the requester can cancel a request.")
+        self._require(RequestState.checking, RequestState.validating)
+        return Transition(RequestState.cancelled, nic, f"cancelled by {nic}")
+
+    def check_resend(self, nic: str) -> list[str]:
+        """Who gets a new token on resend: the confirmers who have not answered."""
+        if not may_view(nic, self.requester, self.from_, self.to):
+            raise not_found()
+        self._require(RequestState.validating)
+        return [n for n, s in self.confirmers.items() if s == ConfirmerState.pending]
+
+    def apply_outcome(self, approved: bool, reasons: list[str], current_holder: str | None) -> Transition | None:
+        """The apply-phase check answered: apply only if still approved and nobody moved the holder."""
+        transition = self.vetted("apply", approved, reasons)
+        if transition is None or transition.state != RequestState.done:
+            return transition
+        if current_holder is None:
+            return Transition(RequestState.failed, "system", "the service no longer exists")
+        if current_holder != self.from_:
+            return Transition(
+                RequestState.failed, "system", f"the {ROLE_NAMES[self.type]} contact changed meanwhile (now {current_holder})"
+            )
+        return transition
+
+
+# --- tokens (section 4) -------------------------------------------------------------------------
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class TokenSlot:
+    """What the requests service knows of one confirmer's token: only its hash."""
+
+    token_hash: str | None
+    expires_at: datetime | None
+    failures: int
+
+
+def invalid_token() -> Refusal:
+    return Refusal(
+        422,
+        "Invalid validation code",
+        "This validation code is not valid for you on this request: it may be mistyped, already used, expired or "
+        "locked after too many tries. Use Resend to get a new one.",
+        field="token",
+    )
+
+
+def check_token(slot: TokenSlot, presented: str, now: datetime) -> bool:
+    """True when the token matches; the caller counts a failure otherwise.
+
+    A locked, expired, missing or foreign token is refused the same way as a wrong one,
+    so that the answer tells a guesser nothing.
+    """
+    if slot.token_hash is None or slot.failures >= MAX_TOKEN_FAILURES:
+        return False
+    if slot.expires_at is not None and slot.expires_at <= now:
+        return False
+    return hmac.compare_digest(slot.token_hash, hash_token(presented))

@@ -1,0 +1,356 @@
+"""Use cases of the requests service: messages and HTTP calls in, domain rules, store, outbox.
+
+Each use case is one transaction: the state change, its history line and the messages that
+announce it commit together or not at all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import datetime, timedelta
+
+import asyncpg
+import structlog
+
+from contacts_requests import store
+from contacts_requests.domain import (
+    ContactChange,
+    ConfirmerState,
+    Refusal,
+    Transition,
+    check_token,
+    invalid_token,
+    may_view,
+    not_found,
+    plan_submission,
+)
+from contacts_shared.bus import Handler, enqueue
+from contacts_shared.contracts import (
+    AccountDeleted,
+    AccountUpserted,
+    ContactChangeCompleted,
+    ContactChangeRequested,
+    ContactChangeStateChanged,
+    ContactChangeSubmit,
+    ContactChangeTokenIssued,
+    ContactChangeValidationRequested,
+    ContactChangeVetted,
+    ContactType,
+    Confirmer,
+    Envelope,
+    Party,
+    Phase,
+    RequestState,
+    ServiceDeleted,
+    ServiceUpserted,
+    utcnow,
+)
+
+log = structlog.get_logger("contacts.requests")
+
+
+# --- announcing transitions ---------------------------------------------------------------------
+
+
+async def _transition(conn: asyncpg.Connection, change: ContactChange, t: Transition) -> None:
+    """Record a transition and announce it."""
+    await store.set_state(conn, uuid.UUID(change.id), t.state, t.actor, t.reason)
+    await _announce(conn, change, t)
+
+
+async def _announce(conn: asyncpg.Connection, change: ContactChange, t: Transition) -> None:
+    """Tell the notifier and other systems the request's new state, with its parties' emails."""
+    accounts = await store.accounts_by_nic(conn, [change.requester, change.from_, change.to])
+    parties = [
+        Party(nic=nic, email=accounts[nic].email, role=role)
+        for role, nic in (("requester", change.requester), ("from", change.from_), ("to", change.to))
+        if nic in accounts
+    ]
+    await enqueue(
+        conn,
+        ContactChangeStateChanged(
+            request_id=uuid.UUID(change.id),
+            service=change.service,
+            type=change.type,
+            from_=change.from_,
+            to=change.to,
+            state=t.state,
+            reason=t.reason,
+            parties=parties,
+        ),
+    )
+    log.info("request state changed", request_id=change.id, state=t.state.value, actor=t.actor)
+
+
+async def _ask_confirmers(conn: asyncpg.Connection, change: ContactChange, nics: list[str]) -> str | None:
+    """Ask the notifier for tokens for `nics`; returns a reason if one of them has no account."""
+    accounts = await store.accounts_by_nic(conn, nics)
+    missing = [nic for nic in nics if nic not in accounts]
+    if missing:
+        return f"the account {', '.join(missing)} no longer exists"
+    expires_at = await conn.fetchval("SELECT expires_at FROM contact_changes WHERE id = $1", uuid.UUID(change.id))
+    await enqueue(
+        conn,
+        ContactChangeValidationRequested(
+            request_id=uuid.UUID(change.id),
+            service=change.service,
+            type=change.type,
+            from_=change.from_,
+            to=change.to,
+            requester=change.requester,
+            confirmers=[Confirmer(nic=nic, email=accounts[nic].email) for nic in nics],
+            expires_at=expires_at,
+        ),
+    )
+    return None
+
+
+# --- submitting -----------------------------------------------------------------------------------
+
+
+async def submit(
+    conn: asyncpg.Connection,
+    *,
+    requester: str,
+    service_id: str,
+    changes: dict[ContactType, str],
+    idempotency_key: str | None,
+    request_ttl: timedelta,
+) -> list[uuid.UUID]:
+    """Create one request per type (all or nothing); the same idempotency key returns the same ids."""
+    if idempotency_key:
+        existing = await store.submission_by_key(conn, requester, idempotency_key)
+        if existing is not None:
+            return existing
+    service = await store.get_service(conn, service_id)
+    accounts = await store.accounts_by_nic(conn, [requester, *changes.values()])
+    open_requests = await store.open_requests_for(conn, service_id)
+    plans = plan_submission(requester, service, changes, accounts, open_requests)
+
+    expires_at = utcnow() + request_ttl
+    ids: list[uuid.UUID] = []
+    try:
+        async with conn.transaction():  # savepoint: a lost race leaves nothing behind
+            for plan in plans:
+                request_id = uuid.uuid4()
+                await store.insert_request(
+                    conn,
+                    request_id=request_id,
+                    service=service_id,
+                    ctype=plan.type,
+                    from_=plan.from_,
+                    to=plan.to,
+                    requester=requester,
+                    confirmers=plan.confirmers,
+                    expires_at=expires_at,
+                )
+                change = await store.load_change(conn, request_id)
+                assert change is not None
+                await _announce(conn, change, Transition(RequestState.checking, requester, "submitted"))
+                await enqueue(
+                    conn,
+                    ContactChangeRequested(
+                        request_id=request_id,
+                        phase=Phase.submit,
+                        service=service_id,
+                        type=plan.type,
+                        from_=plan.from_,
+                        to=plan.to,
+                    ),
+                )
+                ids.append(request_id)
+            if idempotency_key and not await store.record_submission(conn, requester, idempotency_key, ids):
+                raise _DuplicateSubmission
+    except _DuplicateSubmission:
+        return await store.submission_by_key(conn, requester, idempotency_key or "") or []
+    except asyncpg.UniqueViolationError:
+        # Another submission for the same service and type won the race.
+        open_requests = await store.open_requests_for(conn, service_id)
+        plan_submission(requester, service, changes, accounts, open_requests)
+        raise
+    for request_id in ids:
+        log.info("request submitted", request_id=str(request_id), service=service_id, requester=requester)
+    return ids
+
+
+class _DuplicateSubmission(Exception):
+    pass
+
+
+# --- confirmers' actions ---------------------------------------------------------------------------
+
+
+async def _load_visible(conn: asyncpg.Connection, request_id: uuid.UUID, nic: str) -> ContactChange:
+    change = await store.load_change(conn, request_id, for_update=True)
+    if change is None or not may_view(nic, change.requester, change.from_, change.to):
+        raise not_found()
+    return change
+
+
+async def answer(
+    pool: asyncpg.Pool, *, request_id: uuid.UUID, nic: str, token: str, accept: bool, now: datetime
+) -> None:
+    """Accept or decline with a token. A wrong token is counted even though the call fails."""
+    await _wait_for_token_hash(pool, request_id, nic)
+    async with pool.acquire() as conn:
+        async with conn.transaction():
+            change = await _load_visible(conn, request_id, nic)
+            if nic not in change.confirmers:
+                raise Refusal(403, "Not asked to confirm", "You are informed of this request but not asked to confirm it.")
+            if change.state != RequestState.validating or change.confirmers[nic] != ConfirmerState.pending:
+                change.answer(nic, accept)  # raises the precise refusal
+            slot = await store.token_slot(conn, request_id, nic)
+            token_ok = slot is not None and check_token(slot, token, now)
+            if token_ok:
+                updated, t = change.answer(nic, accept)
+                await store.record_answer(conn, request_id, nic, updated.confirmers[nic])
+                await store.record_history(
+                    conn, request_id, change.state, nic, f"{'accepted' if accept else 'declined'} by {nic}"
+                )
+                if t is not None:
+                    await _transition(conn, change, t)
+                    if t.state == RequestState.applying:
+                        await enqueue(
+                            conn,
+                            ContactChangeRequested(
+                                request_id=request_id,
+                                phase=Phase.apply,
+                                service=change.service,
+                                type=change.type,
+                                from_=change.from_,
+                                to=change.to,
+                            ),
+                        )
+            else:
+                await store.count_token_failure(conn, request_id, nic)
+        if not token_ok:
+            log.info("token refused", request_id=str(request_id), nic=nic)
+            raise invalid_token()
+
+
+async def _wait_for_token_hash(pool: asyncpg.Pool, request_id: uuid.UUID, nic: str, timeout: float = 3.0) -> None:
+    # The notifier mails a token, then its hash travels here through the broker: a confirmer
+    # quick enough to answer in between must not see a good token refused.
+    deadline = asyncio.get_running_loop().time() + timeout
+    while asyncio.get_running_loop().time() < deadline:
+        async with pool.acquire() as conn:
+            if not await store.awaiting_token(conn, request_id, nic):
+                return
+        await asyncio.sleep(0.02)
+
+
+async def resend(conn: asyncpg.Connection, *, request_id: uuid.UUID, nic: str) -> list[str]:
+    change = await _load_visible(conn, request_id, nic)
+    pending = change.check_resend(nic)
+    await store.reset_tokens(conn, request_id, pending)
+    problem = await _ask_confirmers(conn, change, pending)
+    if problem:
+        raise Refusal(409, "Cannot resend", f"The validation codes cannot be sent: {problem}.")
+    await store.record_history(conn, request_id, change.state, nic, f"validation codes sent again to {', '.join(pending)}")
+    return pending
+
+
+async def cancel(conn: asyncpg.Connection, *, request_id: uuid.UUID, nic: str) -> None:
+    change = await _load_visible(conn, request_id, nic)
+    await _transition(conn, change, change.cancel(nic))
+
+
+async def expire_overdue(pool: asyncpg.Pool) -> int:
+    async with pool.acquire() as conn, conn.transaction():
+        ids = await store.expired_request_ids(conn)
+        for request_id in ids:
+            change = await store.load_change(conn, request_id)
+            assert change is not None
+            await _transition(conn, change, Transition(RequestState.expired, "system", "not confirmed in time"))
+        return len(ids)
+
+
+# --- messages in ------------------------------------------------------------------------------------
+
+
+async def on_account_upserted(conn: asyncpg.Connection, _: Envelope, data: AccountUpserted) -> None:
+    await store.upsert_account(conn, data.nic, data.email, data.zone.value)
+
+
+async def on_account_deleted(conn: asyncpg.Connection, _: Envelope, data: AccountDeleted) -> None:
+    await store.delete_account(conn, data.nic)
+
+
+async def on_service_upserted(conn: asyncpg.Connection, _: Envelope, data: ServiceUpserted) -> None:
+    await store.insert_service_if_new(conn, data.service, data.type, data.admin, data.tech, data.billing)
+
+
+async def on_service_deleted(conn: asyncpg.Connection, _: Envelope, data: ServiceDeleted) -> None:
+    await store.delete_service(conn, data.service)
+
+
+async def on_vetted(conn: asyncpg.Connection, _: Envelope, data: ContactChangeVetted) -> None:
+    change = await store.load_change(conn, data.request_id, for_update=True)
+    if change is None:
+        log.warning("vetting for an unknown request ignored", request_id=str(data.request_id))
+        return
+    if data.phase == Phase.submit:
+        t = change.vetted("submit", data.approved, data.reasons)
+        if t is None:
+            return
+        if t.state == RequestState.validating:
+            problem = await _ask_confirmers(conn, change, list(change.confirmers))
+            if problem:
+                t = Transition(RequestState.rejected, "system", problem)
+        await _transition(conn, change, t)
+        return
+
+    service = await store.get_service(conn, change.service, for_update=True)
+    t = change.apply_outcome(data.approved, data.reasons, service.holder(change.type) if service else None)
+    if t is None:
+        return
+    if t.state == RequestState.done:
+        await store.set_contact(conn, change.service, change.type, change.to)
+        await enqueue(
+            conn,
+            ContactChangeCompleted(
+                request_id=data.request_id,
+                service=change.service,
+                type=change.type,
+                from_=change.from_,
+                to=change.to,
+                completed_at=utcnow(),
+            ),
+        )
+    await _transition(conn, change, t)
+
+
+async def on_token_issued(conn: asyncpg.Connection, envelope: Envelope, data: ContactChangeTokenIssued) -> None:
+    await store.store_token_hash(conn, data.request_id, data.nic, data.token_hash, data.expires_at, envelope.occurred_at)
+
+
+def submit_handler(request_ttl: timedelta) -> Handler:
+    async def on_submit(conn: asyncpg.Connection, _: Envelope, data: ContactChangeSubmit) -> None:
+        try:
+            async with conn.transaction():
+                await submit(
+                    conn,
+                    requester=data.requester,
+                    service_id=data.service,
+                    changes=dict(data.changes.items()),
+                    idempotency_key=data.idempotency_key,
+                    request_ttl=request_ttl,
+                )
+        except Refusal as refusal:
+            # The rules said no: nothing to retry. The reason is logged for the support tool.
+            log.warning("submitted change refused", requester=data.requester, service=data.service, reason=str(refusal))
+
+    return on_submit
+
+
+def message_handlers(request_ttl: timedelta) -> dict[str, Handler]:
+    return {
+        "account.upserted": on_account_upserted,
+        "account.deleted": on_account_deleted,
+        "service.upserted": on_service_upserted,
+        "service.deleted": on_service_deleted,
+        "contact_change.vetted": on_vetted,
+        "contact_change.token_issued": on_token_issued,
+        "contact_change.submit": submit_handler(request_ttl),
+    }

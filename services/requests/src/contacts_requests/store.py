@@ -1,0 +1,401 @@
+"""SQL of the requests service: replicas of accounts and services, requests, confirmers, history.
+
+Every function takes a connection so the caller decides the transaction; all SQL is
+parameterised.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+import asyncpg
+
+from contacts_requests.domain import Account, ContactChange, ServiceContacts, TokenSlot
+from contacts_shared.contracts import ContactType, RequestState
+
+MIGRATIONS = [
+    """
+    CREATE TABLE accounts (
+        nic   text PRIMARY KEY,
+        email text NOT NULL,
+        zone  text NOT NULL
+    );
+    CREATE TABLE services (
+        service text PRIMARY KEY,
+        type    text NOT NULL,
+        admin   text NOT NULL,
+        tech    text NOT NULL,
+        billing text NOT NULL
+    );
+    CREATE INDEX services_admin ON services (admin);
+    CREATE INDEX services_tech ON services (tech);
+    CREATE INDEX services_billing ON services (billing);
+
+    CREATE TABLE contact_changes (
+        id              uuid PRIMARY KEY,
+        service         text NOT NULL,
+        type            text NOT NULL,
+        from_nic        text NOT NULL,
+        to_nic          text NOT NULL,
+        requester       text NOT NULL,
+        state           text NOT NULL,
+        reason          text,
+        created_at      timestamptz NOT NULL DEFAULT now(),
+        updated_at      timestamptz NOT NULL DEFAULT now(),
+        expires_at      timestamptz NOT NULL,
+        tokens_reset_at timestamptz NOT NULL DEFAULT now()
+    );
+    -- At most one open request per service and type, enforced where races cannot slip through.
+    CREATE UNIQUE INDEX contact_changes_one_open ON contact_changes (service, type)
+        WHERE state IN ('checking', 'validating', 'applying');
+    CREATE INDEX contact_changes_requester ON contact_changes (requester, created_at DESC);
+    CREATE INDEX contact_changes_from ON contact_changes (from_nic, created_at DESC);
+    CREATE INDEX contact_changes_to ON contact_changes (to_nic, created_at DESC);
+    CREATE INDEX contact_changes_expiring ON contact_changes (expires_at) WHERE state = 'validating';
+
+    CREATE TABLE confirmers (
+        request_id       uuid NOT NULL REFERENCES contact_changes (id),
+        nic              text NOT NULL,
+        state            text NOT NULL DEFAULT 'pending',
+        token_hash       text,
+        token_expires_at timestamptz,
+        token_issued_at  timestamptz,
+        failures         int NOT NULL DEFAULT 0,
+        answered_at      timestamptz,
+        PRIMARY KEY (request_id, nic)
+    );
+
+    CREATE TABLE history (
+        id         bigserial PRIMARY KEY,
+        request_id uuid NOT NULL REFERENCES contact_changes (id),
+        at         timestamptz NOT NULL DEFAULT now(),
+        state      text NOT NULL,
+        actor      text NOT NULL,
+        reason     text
+    );
+    CREATE INDEX history_request ON history (request_id, id);
+
+    -- Idempotency keys of submissions (HTTP header or contact_change.submit), per requester.
+    CREATE TABLE submissions (
+        requester       text NOT NULL,
+        idempotency_key text NOT NULL,
+        request_ids     uuid[] NOT NULL,
+        created_at      timestamptz NOT NULL DEFAULT now(),
+        PRIMARY KEY (requester, idempotency_key)
+    );
+    """,
+]
+
+
+# --- replicas ---------------------------------------------------------------------------------
+
+
+async def upsert_account(conn: asyncpg.Connection, nic: str, email: str, zone: str) -> None:
+    await conn.execute(
+        "INSERT INTO accounts (nic, email, zone) VALUES ($1, $2, $3)"
+        " ON CONFLICT (nic) DO UPDATE SET email = EXCLUDED.email, zone = EXCLUDED.zone",
+        nic,
+        email,
+        zone,
+    )
+
+
+async def delete_account(conn: asyncpg.Connection, nic: str) -> None:
+    await conn.execute("DELETE FROM accounts WHERE nic = $1", nic)
+
+
+async def accounts_by_nic(conn: asyncpg.Connection, nics: list[str]) -> dict[str, Account]:
+    rows = await conn.fetch("SELECT nic, email, zone FROM accounts WHERE nic = ANY($1::text[])", nics)
+    return {r["nic"]: Account(r["nic"], r["email"], r["zone"]) for r in rows}
+
+
+async def insert_service_if_new(
+    conn: asyncpg.Connection, service: str, type_: str, admin: str, tech: str, billing: str
+) -> None:
+    # Contacts are taken only at creation; later upserts update the type alone.
+    await conn.execute(
+        "INSERT INTO services (service, type, admin, tech, billing) VALUES ($1, $2, $3, $4, $5)"
+        " ON CONFLICT (service) DO UPDATE SET type = EXCLUDED.type",
+        service,
+        type_,
+        admin,
+        tech,
+        billing,
+    )
+
+
+async def delete_service(conn: asyncpg.Connection, service: str) -> None:
+    await conn.execute("DELETE FROM services WHERE service = $1", service)
+
+
+def _service(row: asyncpg.Record) -> ServiceContacts:
+    return ServiceContacts(row["service"], row["admin"], row["tech"], row["billing"])
+
+
+async def get_service(conn: asyncpg.Connection, service: str, *, for_update: bool = False) -> ServiceContacts | None:
+    sql = "SELECT service, admin, tech, billing FROM services WHERE service = $1"
+    row = await conn.fetchrow(sql + (" FOR UPDATE" if for_update else ""), service)
+    return _service(row) if row else None
+
+
+async def services_of(conn: asyncpg.Connection, nic: str) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        "SELECT service, type, admin, tech, billing FROM services"
+        " WHERE admin = $1 OR tech = $1 OR billing = $1 ORDER BY service",
+        nic,
+    )
+
+
+async def set_contact(conn: asyncpg.Connection, service: str, ctype: ContactType, nic: str) -> None:
+    column = {"admin": "admin", "tech": "tech", "billing": "billing"}[ctype.value]  # never user text in SQL
+    await conn.execute(f"UPDATE services SET {column} = $2 WHERE service = $1", service, nic)
+
+
+# --- requests -----------------------------------------------------------------------------------
+
+
+async def open_requests_for(conn: asyncpg.Connection, service: str) -> dict[ContactType, str]:
+    rows = await conn.fetch(
+        "SELECT type, id FROM contact_changes WHERE service = $1 AND state IN ('checking', 'validating', 'applying')",
+        service,
+    )
+    return {ContactType(r["type"]): str(r["id"]) for r in rows}
+
+
+async def insert_request(
+    conn: asyncpg.Connection,
+    *,
+    request_id: uuid.UUID,
+    service: str,
+    ctype: ContactType,
+    from_: str,
+    to: str,
+    requester: str,
+    confirmers: tuple[str, ...],
+    expires_at: datetime,
+) -> None:
+    await conn.execute(
+        "INSERT INTO contact_changes (id, service, type, from_nic, to_nic, requester, state, expires_at)"
+        " VALUES ($1, $2, $3, $4, $5, $6, 'checking', $7)",
+        request_id,
+        service,
+        ctype.value,
+        from_,
+        to,
+        requester,
+        expires_at,
+    )
+    await conn.executemany(
+        "INSERT INTO confirmers (request_id, nic) VALUES ($1, $2)", [(request_id, nic) for nic in confirmers]
+    )
+    await record_history(conn, request_id, RequestState.checking, requester, "submitted")
+
+
+async def record_history(
+    conn: asyncpg.Connection, request_id: uuid.UUID, state: RequestState, actor: str, reason: str | None
+) -> None:
+    await conn.execute(
+        "INSERT INTO history (request_id, state, actor, reason) VALUES ($1, $2, $3, $4)",
+        request_id,
+        state.value,
+        actor,
+        reason,
+    )
+
+
+async def load_change(conn: asyncpg.Connection, request_id: uuid.UUID, *, for_update: bool = False) -> ContactChange | None:
+    # Locking the request row serialises every writer of one request (accepts racing, etc.).
+    row = await conn.fetchrow(
+        "SELECT id, service, type, from_nic, to_nic, requester, state FROM contact_changes WHERE id = $1"
+        + (" FOR UPDATE" if for_update else ""),
+        request_id,
+    )
+    if row is None:
+        return None
+    confirmers = await conn.fetch("SELECT nic, state FROM confirmers WHERE request_id = $1 ORDER BY nic", request_id)
+    return ContactChange(
+        id=str(row["id"]),
+        service=row["service"],
+        type=ContactType(row["type"]),
+        from_=row["from_nic"],
+        to=row["to_nic"],
+        requester=row["requester"],
+        state=RequestState(row["state"]),
+        confirmers={c["nic"]: c["state"] for c in confirmers},
+    )
+
+
+async def set_state(
+    conn: asyncpg.Connection, request_id: uuid.UUID, state: RequestState, actor: str, reason: str | None
+) -> None:
+    await conn.execute(
+        "UPDATE contact_changes SET state = $2, reason = $3, updated_at = now() WHERE id = $1",
+        request_id,
+        state.value,
+        reason,
+    )
+    await record_history(conn, request_id, state, actor, reason)
+
+
+async def request_view(conn: asyncpg.Connection, request_id: uuid.UUID) -> dict | None:
+    row = await conn.fetchrow("SELECT * FROM contact_changes WHERE id = $1", request_id)
+    if row is None:
+        return None
+    confirmers = await conn.fetch(
+        "SELECT nic, state, answered_at FROM confirmers WHERE request_id = $1 ORDER BY nic", request_id
+    )
+    history = await conn.fetch(
+        "SELECT at, state, actor, reason FROM history WHERE request_id = $1 ORDER BY id", request_id
+    )
+    return {
+        "id": str(row["id"]),
+        "service": row["service"],
+        "type": row["type"],
+        "from": row["from_nic"],
+        "to": row["to_nic"],
+        "requester": row["requester"],
+        "state": row["state"],
+        "reason": row["reason"],
+        "created_at": row["created_at"],
+        "updated_at": row["updated_at"],
+        "expires_at": row["expires_at"],
+        "confirmers": [dict(c) for c in confirmers],
+        "history": [dict(h) for h in history],
+    }
+
+
+async def requests_of(
+    conn: asyncpg.Connection,
+    nic: str,
+    *,
+    state: str | None,
+    role: str | None,
+    limit: int,
+    before: tuple[datetime, uuid.UUID] | None,
+) -> list[uuid.UUID]:
+    """Ids of the requests `nic` is a party of, newest first (keyset pagination)."""
+    roles = [role] if role else ["requester", "from", "to"]
+    column = {"requester": "requester", "from": "from_nic", "to": "to_nic"}
+    # One indexed branch per role, merged: no scan that grows with everybody's history.
+    branches = " UNION ".join(
+        f"SELECT id, created_at FROM contact_changes WHERE {column[r]} = $1"
+        " AND ($2::text IS NULL OR state = $2)"
+        " AND ($3::timestamptz IS NULL OR (created_at, id) < ($3, $4::uuid))"
+        for r in roles
+    )
+    rows = await conn.fetch(
+        f"SELECT id, created_at FROM ({branches}) AS mine ORDER BY created_at DESC, id DESC LIMIT $5",
+        nic,
+        state,
+        before[0] if before else None,
+        before[1] if before else None,
+        limit,
+    )
+    return [r["id"] for r in rows]
+
+
+async def created_at_of(conn: asyncpg.Connection, request_id: uuid.UUID) -> datetime:
+    return await conn.fetchval("SELECT created_at FROM contact_changes WHERE id = $1", request_id)
+
+
+# --- confirmers and tokens ----------------------------------------------------------------------
+
+
+async def token_slot(conn: asyncpg.Connection, request_id: uuid.UUID, nic: str) -> TokenSlot | None:
+    row = await conn.fetchrow(
+        "SELECT token_hash, token_expires_at, failures FROM confirmers WHERE request_id = $1 AND nic = $2",
+        request_id,
+        nic,
+    )
+    return TokenSlot(row["token_hash"], row["token_expires_at"], row["failures"]) if row else None
+
+
+async def awaiting_token(conn: asyncpg.Connection, request_id: uuid.UUID, nic: str) -> bool:
+    """True while a pending confirmer's token is issued but its hash has not reached us yet."""
+    return bool(
+        await conn.fetchval(
+            "SELECT true FROM confirmers c JOIN contact_changes r ON r.id = c.request_id"
+            " WHERE c.request_id = $1 AND c.nic = $2 AND c.state = 'pending' AND c.token_hash IS NULL"
+            " AND r.state = 'validating'",
+            request_id,
+            nic,
+        )
+    )
+
+
+async def count_token_failure(conn: asyncpg.Connection, request_id: uuid.UUID, nic: str) -> None:
+    await conn.execute(
+        "UPDATE confirmers SET failures = failures + 1 WHERE request_id = $1 AND nic = $2", request_id, nic
+    )
+
+
+async def record_answer(conn: asyncpg.Connection, request_id: uuid.UUID, nic: str, state: str) -> None:
+    # The token is spent: clearing the hash makes it single use.
+    await conn.execute(
+        "UPDATE confirmers SET state = $3, answered_at = now(), token_hash = NULL"
+        " WHERE request_id = $1 AND nic = $2",
+        request_id,
+        nic,
+        state,
+    )
+
+
+async def store_token_hash(
+    conn: asyncpg.Connection, request_id: uuid.UUID, nic: str, token_hash: str, expires_at: datetime, issued_at: datetime
+) -> None:
+    # A token issued before the last resend, or before the one we hold, is stale even if its
+    # message arrives late: only the newest issued token counts.
+    await conn.execute(
+        "UPDATE confirmers c SET token_hash = $3, token_expires_at = $4, token_issued_at = $5, failures = 0"
+        " FROM contact_changes r"
+        " WHERE c.request_id = $1 AND c.nic = $2 AND r.id = c.request_id"
+        " AND c.state = 'pending' AND r.state = 'validating' AND r.tokens_reset_at <= $5"
+        " AND (c.token_issued_at IS NULL OR c.token_issued_at < $5)",
+        request_id,
+        nic,
+        token_hash,
+        expires_at,
+        issued_at,
+    )
+
+
+async def reset_tokens(conn: asyncpg.Connection, request_id: uuid.UUID, nics: list[str]) -> None:
+    """Resend: the old tokens stop working now, before the new ones are issued."""
+    await conn.execute("UPDATE contact_changes SET tokens_reset_at = now() WHERE id = $1", request_id)
+    await conn.execute(
+        "UPDATE confirmers SET token_hash = NULL, token_expires_at = NULL, token_issued_at = NULL, failures = 0"
+        " WHERE request_id = $1 AND nic = ANY($2::text[])",
+        request_id,
+        nics,
+    )
+
+
+async def expired_request_ids(conn: asyncpg.Connection, limit: int = 500) -> list[uuid.UUID]:
+    rows = await conn.fetch(
+        "SELECT id FROM contact_changes WHERE state = 'validating' AND expires_at <= now()"
+        " ORDER BY expires_at LIMIT $1 FOR UPDATE SKIP LOCKED",
+        limit,
+    )
+    return [r["id"] for r in rows]
+
+
+# --- idempotency ----------------------------------------------------------------------------------
+
+
+async def submission_by_key(conn: asyncpg.Connection, requester: str, key: str) -> list[uuid.UUID] | None:
+    return await conn.fetchval(
+        "SELECT request_ids FROM submissions WHERE requester = $1 AND idempotency_key = $2", requester, key
+    )
+
+
+async def record_submission(conn: asyncpg.Connection, requester: str, key: str, request_ids: list[uuid.UUID]) -> bool:
+    """False when the key was taken meanwhile (a concurrent duplicate)."""
+    row = await conn.fetchval(
+        "INSERT INTO submissions (requester, idempotency_key, request_ids) VALUES ($1, $2, $3)"
+        " ON CONFLICT DO NOTHING RETURNING 1",
+        requester,
+        key,
+        request_ids,
+    )
+    return row is not None
