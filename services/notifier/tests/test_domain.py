@@ -1,0 +1,70 @@
+"""Who is told what (section 7) and the token email's content (section 4), without I/O."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from contacts_notifier.domain import confirm_link, hash_token, new_token, outcome_email, outcome_recipients, token_email, token_expiry
+from contacts_shared.contracts import ContactChangeStateChanged, Party, RequestState
+
+
+def event(state: RequestState, to: str = "bb2-ovh", reason: str | None = None) -> ContactChangeStateChanged:
+    parties = [Party(nic="aa1-ovh", email="a@x.test", role="requester"), Party(nic="cc3-ovh", email="c@x.test", role="from")]
+    parties.append(Party(nic=to, email=f"{to}@x.test", role="to"))
+    return ContactChangeStateChanged(
+        request_id=uuid.uuid4(), service="plan", type="tech", from_="cc3-ovh", to=to, state=state, reason=reason,
+        parties=parties,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("state", "expected"),
+    [
+        (RequestState.checking, []),
+        (RequestState.validating, []),
+        (RequestState.applying, []),
+        (RequestState.rejected, ["aa1-ovh"]),
+        (RequestState.declined, ["aa1-ovh", "bb2-ovh"]),
+        (RequestState.cancelled, ["aa1-ovh", "bb2-ovh"]),
+        (RequestState.expired, ["aa1-ovh", "bb2-ovh"]),
+        (RequestState.failed, ["aa1-ovh", "bb2-ovh"]),
+        (RequestState.done, ["aa1-ovh", "bb2-ovh", "cc3-ovh"]),
+    ],
+)
+def test_recipients_per_state(state: RequestState, expected: list[str]) -> None:
+    assert [r.nic for r in outcome_recipients(event(state))] == expected
+
+
+def test_take_over_mails_each_person_once() -> None:
+    assert [r.nic for r in outcome_recipients(event(RequestState.done, to="aa1-ovh"))] == ["aa1-ovh", "cc3-ovh"]
+
+
+def test_rejection_email_gives_the_reason() -> None:
+    email = outcome_email(event(RequestState.rejected, reason="bb2-ovh has an unpaid invoice (INV-1)"), "aa1-ovh")
+    assert "refused" in email.subject and "unpaid invoice (INV-1)" in email.body
+
+
+def test_tokens_are_long_random_and_kept_as_hash() -> None:
+    token, digest = new_token()
+    assert len(token) >= 43 and digest == hash_token(token) and token not in digest
+    assert new_token()[0] != token
+
+
+def test_token_expires_with_request_at_most_ttl() -> None:
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    assert token_expiry(now + timedelta(days=30), now, 3600) == now + timedelta(hours=1)
+    assert token_expiry(now + timedelta(minutes=5), now, 3600) == now + timedelta(minutes=5)
+
+
+def test_token_email_says_what_who_token_link_expiry() -> None:
+    link = confirm_link("https://contacts.example/", "r-1", "tok_en")
+    assert link == "https://contacts.example/requests/r-1?token=tok_en"
+    email = token_email(
+        request_id="r-1", service="plan", ctype="tech", from_="cc3-ovh", to="bb2-ovh", requester="aa1-ovh",
+        recipient="bb2-ovh", token="tok_en", link=link, expires_at=datetime(2026, 1, 15, 12, 0, tzinfo=UTC),
+    )  # fmt: skip
+    for words in ("aa1-ovh", "bb2-ovh", "technical", "plan", "tok_en", link, "2026-01-15 12:00 UTC"):
+        assert words in email.body

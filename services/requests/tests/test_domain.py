@@ -1,0 +1,163 @@
+"""The rules of sections 2 to 4, without I/O."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from contacts_requests.domain import (
+    Account,
+    ContactChange,
+    Refusal,
+    ServiceContacts,
+    TokenSlot,
+    check_token,
+    hash_token,
+    plan_submission,
+)
+from contacts_shared.contracts import ContactType, RequestState
+
+ADMIN, TECH, BILLING, NEW, OTHER_ZONE, STRANGER = (
+    "aa1-ovh", "bb2-ovh", "cc3-ovh", "dd4-ovh", "ee5-ovh", "ff6-ovh",
+)  # fmt: skip
+SERVICE = ServiceContacts("plan", admin=ADMIN, tech=TECH, billing=BILLING)
+ACCOUNTS = {nic: Account(nic, f"{nic}@x.test", "EU") for nic in (ADMIN, TECH, BILLING, NEW, STRANGER)} | {
+    OTHER_ZONE: Account(OTHER_ZONE, "e@x.test", "CA")
+}
+
+
+def plan(requester: str, changes: dict[str, str], open_requests: dict | None = None, service=SERVICE):
+    typed = {ContactType(k): v for k, v in changes.items()}
+    return plan_submission(requester, service, typed, ACCOUNTS, open_requests or {})
+
+
+@pytest.mark.parametrize(
+    ("requester", "changes", "confirmers"),
+    [
+        (ADMIN, {"tech": NEW}, (ADMIN, NEW)),  # admin names another tech
+        (ADMIN, {"billing": NEW}, (ADMIN, NEW)),  # ... or billing
+        (ADMIN, {"tech": ADMIN}, (ADMIN,)),  # admin takes over: alone
+        (ADMIN, {"billing": ADMIN}, (ADMIN,)),
+        (ADMIN, {"admin": NEW}, (ADMIN, NEW)),  # admin hands over admin
+        (TECH, {"tech": NEW}, (TECH, NEW)),  # tech replaces himself
+        (BILLING, {"billing": NEW}, (BILLING, NEW)),  # billing replaces himself
+    ],
+)
+def test_table_rows_allowed(requester: str, changes: dict[str, str], confirmers: tuple[str, ...]) -> None:
+    (planned,) = plan(requester, changes)
+    assert planned.confirmers == confirmers
+    assert planned.to == next(iter(changes.values()))
+    assert planned.from_ == SERVICE.holder(planned.type)
+
+
+@pytest.mark.parametrize(
+    ("requester", "changes"),
+    [(TECH, {"admin": NEW}), (TECH, {"billing": NEW}), (BILLING, {"tech": NEW}), (BILLING, {"admin": NEW})],
+)
+def test_other_cases_are_forbidden_with_a_reason(requester: str, changes: dict[str, str]) -> None:
+    with pytest.raises(Refusal) as refused:
+        plan(requester, changes)
+    assert refused.value.status == 403
+    assert "only replace yourself" in refused.value.detail
+
+
+def test_no_contact_gets_not_found_as_for_an_unknown_service() -> None:
+    for service in (SERVICE, None):
+        with pytest.raises(Refusal) as refused:
+            plan(STRANGER, {"tech": NEW}, service=service)
+        assert refused.value.status == 404
+
+
+@pytest.mark.parametrize(
+    ("changes", "status", "field", "words"),
+    [
+        ({"tech": "zz9-ovh"}, 422, "tech", "not a known"),
+        ({"tech": TECH}, 422, "tech", "already"),
+        ({"tech": OTHER_ZONE}, 422, "tech", "zone"),
+        ({"tech": NEW, "billing": "zz9-ovh"}, 422, "billing", "not a known"),  # all or nothing
+        ({}, 422, "body", "at least one"),
+    ],
+)
+def test_refusals(changes: dict[str, str], status: int, field: str, words: str) -> None:
+    with pytest.raises(Refusal) as refused:
+        plan(ADMIN, changes)
+    assert (refused.value.status, refused.value.field) == (status, field)
+    assert words in refused.value.detail
+
+
+def test_open_request_is_a_conflict_naming_it() -> None:
+    with pytest.raises(Refusal) as refused:
+        plan(ADMIN, {"tech": NEW}, open_requests={ContactType.tech: "r-1"})
+    assert refused.value.status == 409 and refused.value.extra == {"open_request_id": "r-1"}
+
+
+def change(state=RequestState.validating, confirmers=None) -> ContactChange:
+    return ContactChange(
+        id="r", service="plan", type=ContactType.tech, from_=TECH, to=NEW, requester=ADMIN, state=state,
+        confirmers=confirmers or {ADMIN: "pending", NEW: "pending"},
+    )  # fmt: skip
+
+
+def test_partial_then_full_acceptance_moves_to_applying() -> None:
+    partial, t = change().answer(NEW, accept=True)
+    assert t is None and partial.confirmers[NEW] == "accepted"
+    full, t = partial.answer(ADMIN, accept=True)
+    assert t is not None and t.state == RequestState.applying and full.state == RequestState.applying
+
+
+def test_decline_ends_it_and_answers_are_final() -> None:
+    declined, t = change().answer(NEW, accept=False)
+    assert t.state == RequestState.declined and t.actor == NEW
+    with pytest.raises(Refusal) as refused:
+        declined.answer(ADMIN, accept=True)
+    assert refused.value.status == 409
+    partial, _ = change().answer(NEW, accept=True)
+    with pytest.raises(Refusal):
+        partial.answer(NEW, accept=True)
+
+
+def test_vetting_moves_checking_and_ignores_stale_answers() -> None:
+    checking = change(RequestState.checking)
+    assert checking.vetted("submit", True, []).state == RequestState.validating
+    rejected = checking.vetted("submit", False, ["x has an unpaid invoice"])
+    assert rejected.state == RequestState.rejected and "unpaid invoice" in rejected.reason
+    assert change(RequestState.cancelled).vetted("submit", True, []) is None
+
+
+def test_apply_checks_again_and_that_holder_did_not_move() -> None:
+    applying = change(RequestState.applying)
+    assert applying.apply_outcome(True, [], TECH).state == RequestState.done
+    assert applying.apply_outcome(False, ["unpaid invoice"], TECH).state == RequestState.failed
+    moved = applying.apply_outcome(True, [], "zz9-ovh")
+    assert moved.state == RequestState.failed and "changed meanwhile" in moved.reason
+    assert applying.apply_outcome(True, [], None).state == RequestState.failed
+    assert change(RequestState.done).apply_outcome(True, [], TECH) is None
+
+
+def test_cancel_by_requester_only_while_open() -> None:
+    assert change().cancel(ADMIN).state == RequestState.cancelled
+    with pytest.raises(Refusal) as refused:
+        change().cancel(NEW)
+    assert refused.value.status == 403
+    with pytest.raises(Refusal):
+        change(RequestState.done).cancel(ADMIN)
+
+
+def test_resend_goes_to_those_who_have_not_answered() -> None:
+    assert change(confirmers={ADMIN: "accepted", NEW: "pending"}).check_resend(TECH) == [NEW]
+    with pytest.raises(Refusal) as refused:
+        change().check_resend(STRANGER)
+    assert refused.value.status == 404
+
+
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def test_token_checks() -> None:
+    slot = TokenSlot(hash_token("right"), NOW + timedelta(hours=1), failures=0)
+    assert check_token(slot, "right", NOW)
+    assert not check_token(slot, "wrong", NOW)
+    assert not check_token(TokenSlot(slot.token_hash, slot.expires_at, failures=5), "right", NOW)  # locked
+    assert not check_token(TokenSlot(slot.token_hash, NOW, failures=0), "right", NOW)  # expired
+    assert not check_token(TokenSlot(None, None, failures=0), "right", NOW)  # used or not issued

@@ -1,0 +1,110 @@
+"""Spec section 4: tokens are personal, single use, locked after 5 wrong tries, rotated by
+resend to the account's current email, and expire."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime
+
+import pytest
+from seed import HOSTING, OLD_TECH, OWNER, STRANGER, WEBMASTER, email_of
+
+from contacts_shared.contracts import AccountUpserted, Zone
+from support import System, eventually
+
+pytestmark = pytest.mark.e2e
+
+INVALID = "Invalid validation code"
+
+
+async def _submitted(system: System) -> tuple[str, str, str]:
+    """A request waiting for the owner and the webmaster; returns (id, owner token, webmaster token)."""
+    request_id = await system.submit_one(OWNER, HOSTING, {"tech": WEBMASTER})
+    owner = await system.token_mail(email_of(OWNER), request_id)
+    webmaster = await system.token_mail(email_of(WEBMASTER), request_id)
+    return request_id, owner.token, webmaster.token
+
+
+async def test_token_is_single_use(world: System) -> None:
+    request_id, _, token = await _submitted(world)
+    assert (await world.act(WEBMASTER, request_id, "accept", token)).status_code == 200
+    again = await world.act(WEBMASTER, request_id, "accept", token)
+    assert again.status_code == 409, again.text
+    assert (await world.act(WEBMASTER, request_id, "decline", token)).status_code == 409
+    assert (await world.request(OWNER, request_id))["state"] == "validating"
+
+
+async def test_token_is_personal(world: System) -> None:
+    request_id, owner_token, webmaster_token = await _submitted(world)
+    response = await world.act(WEBMASTER, request_id, "accept", owner_token)
+    assert response.status_code == 422 and response.json()["title"] == INVALID
+    # The owner's token still works for the owner, the webmaster's for the webmaster.
+    assert (await world.act(OWNER, request_id, "accept", owner_token)).status_code == 200
+    assert (await world.act(WEBMASTER, request_id, "accept", webmaster_token)).status_code == 200
+    await world.wait_state(OWNER, request_id, "done")
+
+
+async def test_a_party_who_is_not_a_confirmer_cannot_answer_and_others_see_nothing(world: System) -> None:
+    request_id, owner_token, _ = await _submitted(world)
+    response = await world.act(OLD_TECH, request_id, "accept", owner_token)
+    assert response.status_code == 403, response.text
+    assert (await world.act(STRANGER, request_id, "accept", owner_token)).status_code == 404
+
+
+async def test_five_wrong_tokens_lock_until_resend(world: System) -> None:
+    request_id, _, token = await _submitted(world)
+    for attempt in range(5):
+        response = await world.act(WEBMASTER, request_id, "accept", f"wrong-{attempt}")
+        assert response.status_code == 422 and response.json()["title"] == INVALID
+    locked = await world.act(WEBMASTER, request_id, "accept", token)
+    assert locked.status_code == 422 and locked.json()["title"] == INVALID  # same generic answer
+
+    assert (await world.act(WEBMASTER, request_id, "resend")).status_code == 202
+    fresh = await world.token_mail(email_of(WEBMASTER), request_id, count=2)
+    assert fresh.token != token
+    assert (await world.act(WEBMASTER, request_id, "accept", fresh.token)).status_code == 200
+
+
+async def test_resend_rotates_tokens_and_mails_the_current_email(world: System) -> None:
+    request_id, owner_token, old_token = await _submitted(world)
+    assert (await world.act(OWNER, request_id, "accept", owner_token)).status_code == 200
+    await world.publish(AccountUpserted(nic=WEBMASTER, email="webmaster@new-agency.test", zone=Zone.EU))
+
+    async def email_changed() -> bool:
+        rows = await world.sql("requests", "SELECT email FROM accounts WHERE nic = $1", WEBMASTER)
+        return rows[0]["email"] == "webmaster@new-agency.test"
+
+    await eventually(email_changed, what="the account's new email")
+    response = await world.act(OWNER, request_id, "resend")
+    assert response.status_code == 202, response.text
+    fresh = await world.token_mail("webmaster@new-agency.test", request_id)
+    # Only those who have not answered get a new token.
+    assert len([m for m in world.mails(email_of(OWNER), "please confirm")]) == 1
+
+    stale = await world.act(WEBMASTER, request_id, "accept", old_token)
+    assert stale.status_code == 422 and stale.json()["title"] == INVALID
+    assert (await world.act(WEBMASTER, request_id, "accept", fresh.token)).status_code == 200
+    await world.wait_state(OWNER, request_id, "done")
+    await world.wait_mails("webmaster@new-agency.test", "contact change done")
+
+
+class TestExpiry:
+    """Short lifetimes: tokens last 2 s, requests 4 s."""
+
+    @pytest.fixture
+    def system_settings(self) -> dict[str, str]:
+        return {"CONTACTS_TOKEN_TTL": "2", "CONTACTS_REQUEST_TTL": "4"}
+
+    async def test_token_expires_then_request_expires(self, world: System) -> None:
+        request_id, owner_token, _ = await _submitted(world)
+        view = await world.request(OWNER, request_id)
+        submitted_at = datetime.fromisoformat(view["created_at"])
+        # Waiting for the clock is the condition here: the token's 2 s must have passed.
+        await asyncio.sleep(max(0.0, 2.2 - (datetime.now(submitted_at.tzinfo) - submitted_at).total_seconds()))
+        response = await world.act(OWNER, request_id, "accept", owner_token)
+        assert response.status_code == 422 and response.json()["title"] == INVALID
+
+        expired = await world.wait_state(OWNER, request_id, "expired", timeout=10)
+        assert expired["history"][-1]["actor"] == "system"
+        await world.wait_mails(email_of(OWNER), "expired")
+        await world.wait_mails(email_of(WEBMASTER), "expired")
