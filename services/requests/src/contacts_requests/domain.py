@@ -132,7 +132,9 @@ def _plan_one(
             422, "Nothing to change", f"{new} is already the {ROLE_NAMES[ctype]} contact of this service.", field=ctype.value
         )
     mine = accounts.get(requester)
-    if mine is None or mine.zone != accounts[new].zone:
+    if mine is None:
+        raise Refusal(422, "Unknown account", "Your customer account is not known here yet; try again shortly.", field=ctype.value)
+    if mine.zone != accounts[new].zone:
         raise Refusal(
             422,
             "Different zone",
