@@ -1,0 +1,100 @@
+"""Spec section 5: duplicates change nothing; what cannot be understood goes to the service's
+dead-letter queue with the reason, and the consumer goes on."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import aio_pika
+import pytest
+from seed import HOSTING, OWNER, email_of
+
+from contacts_shared.contracts import AccountUpserted, Zone, envelope_for
+from support import System, eventually
+
+pytestmark = pytest.mark.e2e
+
+
+async def _raw_publish(system: System, routing_key: str, body: bytes, message_id: str | None = None) -> None:
+    connection = await aio_pika.connect(system.amqp_url)
+    async with connection:
+        channel = await connection.channel(publisher_confirms=True)
+        exchange = await channel.get_exchange(f"{system.namespace}contacts")
+        await exchange.publish(
+            aio_pika.Message(body, message_id=message_id, delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
+            routing_key=routing_key,
+        )
+
+
+async def _dead_letters(system: System, service: str) -> list[aio_pika.abc.AbstractIncomingMessage]:
+    connection = await aio_pika.connect(system.amqp_url)
+    async with connection:
+        channel = await connection.channel()
+        queue = await channel.declare_queue(f"{system.namespace}{service}.dlq", passive=True)
+        found = []
+        while (message := await queue.get(no_ack=False, fail=False)) is not None:
+            found.append(message)
+        for message in found:
+            await message.nack(requeue=True)
+        return found
+
+
+@pytest.mark.parametrize(
+    ("routing_key", "body", "reason"),
+    [
+        ("account.upserted", b"{not json", "invalid envelope"),
+        ("account.upserted", json.dumps({"type": "account.upserted", "version": 1, "data": {}}).encode(), "invalid envelope"),
+        ("account.upserted", b"", "invalid envelope"),
+    ],
+)
+async def test_malformed_message_is_dead_lettered_with_reason_and_consuming_goes_on(
+    world: System, routing_key: str, body: bytes, reason: str
+) -> None:
+    await _raw_publish(world, routing_key, body)
+    letters = await eventually(lambda: _dead_letters(world, "requests"), what="a dead letter")
+    assert reason in letters[0].headers["x-reason"]
+    assert letters[0].body == body
+    # The queue is not blocked: the next message is handled.
+    await world.publish(AccountUpserted(nic="hh88888-ovh", email="h@example.test", zone=Zone.EU))
+    await eventually(
+        lambda: world.sql("requests", "SELECT 1 FROM accounts WHERE nic = 'hh88888-ovh'"), what="the next message"
+    )
+
+
+async def test_wrong_payload_names_the_field(world: System) -> None:
+    envelope = envelope_for(AccountUpserted(nic="hh88888-ovh", email="h@example.test", zone=Zone.EU))
+    body = envelope.model_dump(mode="json")
+    body["data"]["zone"] = "MARS"
+    await _raw_publish(world, "account.upserted", json.dumps(body).encode())
+    letters = await eventually(lambda: _dead_letters(world, "requests"), what="a dead letter")
+    assert "zone" in letters[0].headers["x-reason"]
+
+
+async def test_same_message_twice_has_one_effect(world: System) -> None:
+    """A redelivered `account.upserted` that arrives after a newer one must not undo it."""
+    old = envelope_for(AccountUpserted(nic=OWNER, email="old@example.test", zone=Zone.EU))
+    await _raw_publish(world, "account.upserted", old.model_dump_json().encode(), str(old.message_id))
+    await world.publish(AccountUpserted(nic=OWNER, email=email_of(OWNER), zone=Zone.EU))
+    await _raw_publish(world, "account.upserted", old.model_dump_json().encode(), str(old.message_id))
+    marker = AccountUpserted(nic="hh88888-ovh", email="h@example.test", zone=Zone.EU)
+    await world.publish(marker)
+    await eventually(lambda: world.sql("requests", "SELECT 1 FROM accounts WHERE nic = 'hh88888-ovh'"), what="marker")
+    rows = await world.sql("requests", "SELECT email FROM accounts WHERE nic = $1", OWNER)
+    assert rows[0]["email"] == email_of(OWNER)
+    inbox = await world.sql("requests", "SELECT count(*) AS n FROM inbox WHERE message_id = $1", old.message_id)
+    assert inbox[0]["n"] == 1
+    assert await world.contacts_of(OWNER, HOSTING)
+
+
+async def test_routing_key_the_service_does_not_consume_is_dead_lettered(world: System) -> None:
+    # Bind the notifier's queue to an extra key, as a misconfigured binding would.
+    connection = await aio_pika.connect(world.amqp_url)
+    async with connection:
+        channel = await connection.channel()
+        queue = await channel.declare_queue(f"{world.namespace}notifier", passive=True)
+        await queue.bind(f"{world.namespace}contacts", "account.upserted")
+    await world.publish(AccountUpserted(nic="hh88888-ovh", email="h@example.test", zone=Zone.EU))
+    letters = await eventually(lambda: _dead_letters(world, "notifier"), what="a dead letter")
+    assert "does not consume" in letters[0].headers["x-reason"]
+    assert uuid.UUID(json.loads(letters[0].body)["message_id"])
