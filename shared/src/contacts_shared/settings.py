@@ -8,12 +8,29 @@ from __future__ import annotations
 
 import sys
 from datetime import timedelta
-from typing import TypeVar
+from typing import Annotated, TypeVar
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import AfterValidator, BeforeValidator, Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_TTL = timedelta(days=14)
+
+
+def _seconds_or_iso(value: object) -> object:
+    # Environment values are strings: "3600" means seconds; "P14D" is left to pydantic.
+    if isinstance(value, str) and value.strip().replace(".", "", 1).isdigit():
+        return float(value)
+    return value
+
+
+def _positive(value: timedelta) -> timedelta:
+    if value.total_seconds() <= 0:
+        raise ValueError("must be a positive duration")
+    return value
+
+
+# A duration setting: seconds ("3600") or ISO 8601 ("P14D"), strictly positive.
+Duration = Annotated[timedelta, BeforeValidator(_seconds_or_iso), AfterValidator(_positive)]
 
 
 class CommonSettings(BaseSettings):
@@ -34,14 +51,7 @@ class RequestsSettings(CommonSettings):
     http_port: int = Field(8000, ge=1, le=65535)
     public_url: str = Field("http://127.0.0.1:8000", pattern=r"^https?://")
     # Seconds or ISO 8601 (P14D); how long a request may wait for its confirmers.
-    request_ttl: timedelta = DEFAULT_TTL
-
-    @field_validator("request_ttl")
-    @classmethod
-    def _positive(cls, value: timedelta) -> timedelta:
-        if value.total_seconds() <= 0:
-            raise ValueError("must be a positive duration")
-        return value
+    request_ttl: Duration = DEFAULT_TTL
 
 
 class BillingCheckSettings(CommonSettings):
@@ -56,14 +66,7 @@ class NotifierSettings(CommonSettings):
     smtp_starttls: bool = False
     mail_from: str = Field("contacts@localhost", pattern=r"^[^@\s]+@[^@\s]+$|^.+<[^@\s]+@[^@\s]+>$")
     public_url: str = Field("http://127.0.0.1:8000", pattern=r"^https?://")
-    token_ttl: timedelta = DEFAULT_TTL
-
-    @field_validator("token_ttl")
-    @classmethod
-    def _positive(cls, value: timedelta) -> timedelta:
-        if value.total_seconds() <= 0:
-            raise ValueError("must be a positive duration")
-        return value
+    token_ttl: Duration = DEFAULT_TTL
 
 
 S = TypeVar("S", bound=BaseSettings)

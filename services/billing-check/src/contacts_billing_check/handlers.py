@@ -1,0 +1,64 @@
+"""Messages in: keep the replicas, and vet contact changes (at submission and again at apply)."""
+
+from __future__ import annotations
+
+import asyncpg
+import structlog
+
+from contacts_billing_check import store
+from contacts_billing_check.domain import vet_billing
+from contacts_shared.bus import Handler, enqueue
+from contacts_shared.contracts import (
+    ContactChangeRequested,
+    ContactChangeVetted,
+    Envelope,
+    InvoiceIssued,
+    InvoicePaid,
+    PaymentMethodRemoved,
+    PaymentMethodUpserted,
+    utcnow,
+)
+
+log = structlog.get_logger("contacts.billing_check")
+
+
+async def on_invoice_issued(conn: asyncpg.Connection, _: Envelope, data: InvoiceIssued) -> None:
+    await store.record_invoice_issued(conn, data.invoice_id, data.nic, data.amount, data.currency, data.due_at)
+
+
+async def on_invoice_paid(conn: asyncpg.Connection, _: Envelope, data: InvoicePaid) -> None:
+    await store.record_invoice_paid(conn, data.invoice_id)
+
+
+async def on_payment_method_upserted(conn: asyncpg.Connection, _: Envelope, data: PaymentMethodUpserted) -> None:
+    await store.upsert_payment_method(conn, data.payment_method_id, data.nic, data.kind, data.valid_until)
+
+
+async def on_payment_method_removed(conn: asyncpg.Connection, _: Envelope, data: PaymentMethodRemoved) -> None:
+    await store.remove_payment_method(conn, data.payment_method_id)
+
+
+async def on_contact_change_requested(conn: asyncpg.Connection, _: Envelope, data: ContactChangeRequested) -> None:
+    verdict = vet_billing(
+        ctype=data.type,
+        from_nic=data.from_,
+        to_nic=data.to,
+        unpaid_of_from=await store.unpaid_invoices(conn, data.from_),
+        unpaid_of_to=await store.unpaid_invoices(conn, data.to),
+        payment_methods_of_to=await store.payment_methods(conn, data.to),
+        now=utcnow(),
+    )
+    await enqueue(
+        conn,
+        ContactChangeVetted(request_id=data.request_id, phase=data.phase, approved=verdict.approved, reasons=verdict.reasons),
+    )
+    log.info("contact change vetted", request_id=str(data.request_id), phase=data.phase.value, approved=verdict.approved)
+
+
+HANDLERS: dict[str, Handler] = {
+    "invoice.issued": on_invoice_issued,
+    "invoice.paid": on_invoice_paid,
+    "payment_method.upserted": on_payment_method_upserted,
+    "payment_method.removed": on_payment_method_removed,
+    "contact_change.requested": on_contact_change_requested,
+}
