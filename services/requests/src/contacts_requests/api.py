@@ -97,7 +97,9 @@ def _parse_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
         raise Refusal(422, "Invalid cursor", "The cursor is not one this API gave out.", field="cursor") from None
 
 
-def create_api(*, pool: asyncpg.Pool, jwt_secret: str, request_ttl: timedelta, ready: Any = None) -> FastAPI:
+def create_api(
+    *, pool: asyncpg.Pool, jwt_secret: str, request_ttl: timedelta, dev_login: bool = False, ready: Any = None
+) -> FastAPI:
     app = FastAPI(
         title="Contacts",
         version="1.0.0",
@@ -263,4 +265,7 @@ def create_api(*, pool: asyncpg.Pool, jwt_secret: str, request_ttl: timedelta, r
                 await handlers.cancel(conn, request_id=request_id, nic=me)
             return await _visible_view(conn, request_id, me)
 
+    from contacts_requests.pages import install_pages  # the pages import this module's helpers
+
+    install_pages(app, request_ttl=request_ttl, dev_login=dev_login)
     return app

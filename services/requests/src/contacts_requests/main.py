@@ -23,6 +23,7 @@ async def serve(settings: RequestsSettings) -> None:
             pool=runtime.pool,
             jwt_secret=settings.jwt_secret,
             request_ttl=settings.request_ttl,
+            dev_login=settings.dev_login,
             ready=lambda: runtime.bus.broker.running,
         )
         config = uvicorn.Config(
