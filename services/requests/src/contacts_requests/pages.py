@@ -289,7 +289,9 @@ def describe(view: dict[str, Any], me: str) -> dict[str, Any]:
         parts.append("accepted by " + ", ".join(by_state[ConfirmerState.accepted]))
     if by_state[ConfirmerState.declined]:
         parts.append("declined by " + ", ".join(by_state[ConfirmerState.declined]))
-    if by_state[ConfirmerState.pending]:
+    if state == RequestState.rejected:
+        parts = ["nobody was asked to confirm"]  # refused before any validation code was sent
+    elif by_state[ConfirmerState.pending]:
         lead = {
             RequestState.validating: "waiting for ",
             RequestState.checking: "to be confirmed by ",
