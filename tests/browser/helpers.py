@@ -48,3 +48,25 @@ async def go_to(page: Page, name: str) -> None:
     """Follow a link of the main navigation (My contacts, My requests)."""
     await page.get_by_role("navigation", name="Main").get_by_role("link", name=name).click()
     await expect(page.get_by_role("heading", level=1)).to_have_text(name)
+
+
+async def assert_accessible_basics(page: Page) -> None:
+    """What a screen reader user needs first: a language, one h1, a main landmark, and a
+    name for every control (label, or aria-label for links and buttons)."""
+    problems = await page.evaluate(
+        """() => {
+          const problems = [];
+          if (!document.documentElement.lang) problems.push('no lang on <html>');
+          if (document.querySelectorAll('h1').length !== 1) problems.push('not exactly one h1');
+          if (!document.querySelector('main')) problems.push('no <main>');
+          if (!document.querySelector('meta[name=viewport]')) problems.push('no viewport meta');
+          for (const el of document.querySelectorAll('input:not([type=hidden]), select, textarea')) {
+            if (!el.labels || el.labels.length === 0) problems.push('unlabelled ' + (el.name || el.id));
+          }
+          for (const el of document.querySelectorAll('a, button')) {
+            if (!(el.getAttribute('aria-label') || el.textContent).trim()) problems.push('unnamed ' + el.outerHTML);
+          }
+          return problems;
+        }"""
+    )
+    assert problems == [], f"{page.url}: {problems}"

@@ -10,7 +10,7 @@ import pytest
 from playwright.async_api import expect
 
 from browser.conftest import Person
-from browser.helpers import link_in, request_id_of, screenshot, sign_in
+from browser.helpers import assert_accessible_basics, link_in, request_id_of, screenshot, sign_in
 from seed import BILLER, HOSTING, OLD_TECH, OWNER, STRANGER, WEBMASTER, email_of
 from support import System
 
@@ -38,6 +38,7 @@ async def test_technical_contact_may_only_replace_himself(world: System, person:
     await expect(tech.locator("#billing-hint")).to_contain_text("can be changed by the administrative contact")
     assert await tech.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
     await screenshot(tech, world, "modify-form-technical-phone")
+    await assert_accessible_basics(tech)
 
     # Replacing himself is allowed; the keyboard alone does it.
     await mine.fill(WEBMASTER)
@@ -82,6 +83,7 @@ async def test_forged_posts_strangers_and_links_that_do_nothing_by_themselves(wo
     response = await stranger.goto(f"/contacts/modify?service={HOSTING}")
     assert response is not None and response.status == 404
     await screenshot(stranger, world, "not-found")
+    await assert_accessible_basics(stranger)
 
     # Opening the link, even again and again, changes nothing; the code still works afterwards.
     webmaster = await person(WEBMASTER)

@@ -8,7 +8,7 @@ import pytest
 from playwright.async_api import expect
 
 from browser.conftest import Person
-from browser.helpers import go_to, link_in, request_id_of, screenshot, sign_in
+from browser.helpers import assert_accessible_basics, go_to, link_in, request_id_of, screenshot, sign_in
 from seed import HOSTING, OLD_TECH, OWNER, WEBMASTER, email_of
 from support import System
 
@@ -22,11 +22,13 @@ async def test_owner_names_the_webmaster_technical_contact(world: System, person
     await expect(row.locator('[data-contact="tech"]')).to_have_text(OLD_TECH)
     await expect(row).to_contain_text("administrative")
     await screenshot(owner, world, "my-contacts", docs=True)
+    await assert_accessible_basics(owner)
 
     await owner.get_by_role("link", name=f"Modify contacts of {HOSTING}").click()
     await expect(owner.get_by_role("heading", level=1)).to_have_text("Modify contacts")
     await owner.get_by_label("Technical contact").fill(WEBMASTER.upper())  # handles are case-insensitive
     await screenshot(owner, world, "modify-form", docs=True)
+    await assert_accessible_basics(owner)
     await owner.get_by_role("button", name="Confirm").click()
     await expect(owner.locator(".notice")).to_contain_text("Your request was sent")
     request_id = request_id_of(owner)
@@ -41,10 +43,12 @@ async def test_owner_names_the_webmaster_technical_contact(world: System, person
     await webmaster.goto(link_in(webmaster_mail))
     await expect(webmaster.get_by_role("heading", level=1)).to_have_text("Sign in")
     await screenshot(webmaster, world, "sign-in", docs=True)
+    await assert_accessible_basics(webmaster)
     await sign_in(webmaster, WEBMASTER)
     token_field = webmaster.get_by_label("Your validation code")
     await expect(token_field).to_have_value(webmaster_mail.token)
     await screenshot(webmaster, world, "confirm", docs=True)
+    await assert_accessible_basics(webmaster)
     # Opening the link changed nothing.
     assert (await world.request(OWNER, request_id))["state"] == "validating"
     assert {c["state"] for c in (await world.request(OWNER, request_id))["confirmers"]} == {"pending"}
@@ -62,6 +66,7 @@ async def test_owner_names_the_webmaster_technical_contact(world: System, person
     await expect(card.get_by_test_id("from")).to_have_text(OLD_TECH)
     await expect(card.get_by_test_id("to")).to_have_text(WEBMASTER)
     await screenshot(owner, world, "my-requests", docs=True)
+    await assert_accessible_basics(owner)
     await card.get_by_label("Your validation code").fill(owner_mail.token)
     await card.get_by_role("button", name="Accept").click()
     # "applying" lasts milliseconds; the page follows the request until it is done.
