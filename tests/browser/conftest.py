@@ -8,14 +8,14 @@ One browser for the whole session; each person of a story gets their own browser
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 from playwright.async_api import Browser, Page, async_playwright, expect
 
 from seed import feed_world
-from browser.helpers import sign_in
+from browser.helpers import Person, sign_in
 from support import System
 
 CHROMIUM = os.environ.get("CONTACTS_CHROMIUM", "/usr/bin/chromium")
@@ -46,9 +46,6 @@ async def browser() -> AsyncIterator[Browser]:
 @pytest.fixture
 async def world(system: System) -> System:
     return await feed_world(system)
-
-
-Person = Callable[..., Awaitable[Page]]
 
 
 @pytest.fixture

@@ -5,12 +5,15 @@ from __future__ import annotations
 import os
 import re
 import shutil
+from collections.abc import Awaitable, Callable
 
 from playwright.async_api import Page, expect
 
 from support import ROOT, Mail, System
 
 DOCS_SCREENSHOTS = ROOT / "docs" / "screenshots"
+# `await person(nic)` opens a browser signed in as `nic` (see the `person` fixture).
+Person = Callable[..., Awaitable[Page]]
 LINK = re.compile(r"https?://\S+/requests/[0-9a-f-]{36}\?token=\S+")
 
 

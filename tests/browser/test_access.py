@@ -9,8 +9,7 @@ import re
 import pytest
 from playwright.async_api import expect
 
-from browser.conftest import Person
-from browser.helpers import assert_accessible_basics, link_in, request_id_of, screenshot, sign_in
+from browser.helpers import Person, assert_accessible_basics, link_in, request_id_of, screenshot, sign_in
 from seed import BILLER, HOSTING, OLD_TECH, OWNER, STRANGER, WEBMASTER, email_of
 from support import System
 

@@ -6,8 +6,7 @@ from __future__ import annotations
 import pytest
 from playwright.async_api import Page, expect
 
-from browser.conftest import Person
-from browser.helpers import go_to, link_in, request_id_of, screenshot, sign_in
+from browser.helpers import Person, go_to, link_in, request_id_of, screenshot
 from contacts_shared.contracts import AccountUpserted, InvoiceIssued, Zone
 from seed import ACCOUNTANT, CANADIAN, HOSTING, OWNER, STRANGER, WEBMASTER, email_of
 from support import System, eventually

@@ -7,8 +7,7 @@ import re
 import pytest
 from playwright.async_api import expect
 
-from browser.conftest import Person
-from browser.helpers import assert_accessible_basics, go_to, link_in, request_id_of, screenshot, sign_in
+from browser.helpers import Person, assert_accessible_basics, go_to, link_in, request_id_of, screenshot, sign_in
 from seed import HOSTING, OLD_TECH, OWNER, WEBMASTER, email_of
 from support import System
 
