@@ -173,7 +173,10 @@ async def submit(
     except _DuplicateSubmission:
         return await store.submission_by_key(conn, requester, idempotency_key or "") or []
     except asyncpg.UniqueViolationError:
-        # Another submission for the same service and type won the race.
+        # Another submission for the same service and type won the race. If it was this same
+        # submission delivered twice (same idempotency key, handled concurrently), it is ours.
+        if idempotency_key and (existing := await store.submission_by_key(conn, requester, idempotency_key)):
+            return existing
         open_requests = await store.open_requests_for(conn, service_id)
         plan_submission(requester, service, changes, accounts, open_requests)
         raise
