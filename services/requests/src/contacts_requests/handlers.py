@@ -125,14 +125,23 @@ async def submit(
     request_ttl: timedelta,
 ) -> list[uuid.UUID]:
     """Create one request per type (all or nothing); the same idempotency key returns the same ids."""
-    if idempotency_key:
-        existing = await store.submission_by_key(conn, requester, idempotency_key)
-        if existing is not None:
-            return existing
+
+    async def earlier_submission() -> list[uuid.UUID] | None:
+        return await store.submission_by_key(conn, requester, idempotency_key) if idempotency_key else None
+
+    if (existing := await earlier_submission()) is not None:
+        return existing
     service = await store.get_service(conn, service_id)
     accounts = await store.accounts_by_nic(conn, [requester, *changes.values()])
     open_requests = await store.open_requests_for(conn, service_id)
-    plans = plan_submission(requester, service, changes, accounts, open_requests)
+    try:
+        plans = plan_submission(requester, service, changes, accounts, open_requests)
+    except Refusal:
+        # The request found open may be this very submission, delivered twice and committed by
+        # a concurrent handler since the key was looked up.
+        if (existing := await earlier_submission()) is not None:
+            return existing
+        raise
 
     expires_at = utcnow() + request_ttl
     ids: list[uuid.UUID] = []
@@ -175,7 +184,7 @@ async def submit(
     except asyncpg.UniqueViolationError:
         # Another submission for the same service and type won the race. If it was this same
         # submission delivered twice (same idempotency key, handled concurrently), it is ours.
-        if idempotency_key and (existing := await store.submission_by_key(conn, requester, idempotency_key)):
+        if (existing := await earlier_submission()) is not None:
             return existing
         open_requests = await store.open_requests_for(conn, service_id)
         plan_submission(requester, service, changes, accounts, open_requests)
