@@ -157,6 +157,10 @@ def run_docs(args: argparse.Namespace) -> int:
     from contacts_shared import contract_docs
 
     docs_dir = Path(args.out)
+    try:
+        import contacts_billing_check, contacts_notifier, contacts_requests  # noqa: F401, E401 - read by the generator
+    except ImportError as exc:
+        raise CliError(f"needs the whole workspace ({exc.name} is not installed): run it in the project with `uv run`") from None
     if args.check:
         stale = contract_docs.stale(docs_dir)
         if stale:
