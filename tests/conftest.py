@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
+from capture import MessageCapture
 from contacts_shared.mailsink import MailSink
 from support import ARTIFACTS, System, drop_namespace, free_port, start, stop
 
@@ -90,10 +91,15 @@ async def system(
         "CONTACTS_MAIL_FROM": "contacts@example.test",
         **system_settings,
     }
+    # Every message on the exchange; at teardown, the services' ones must match docs/schemas.
+    system.capture = MessageCapture(amqp_url, f"{namespace}contacts")
     try:
         await start(system, env)
+        await system.capture.start()
         yield system
     finally:
         await stop(system)
+        await system.capture.stop()
         sink.stop()
         await drop_namespace(system)
+    system.capture.assert_contracts_kept()

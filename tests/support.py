@@ -19,7 +19,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import quote
 
 import aio_pika
@@ -37,6 +37,9 @@ BIN = Path(sys.executable).parent
 SERVICES = ("contacts-requests", "contacts-billing-check", "contacts-notifier")
 SCHEMAS = ("requests", "billing_check", "notifier")
 T = TypeVar("T")
+
+if TYPE_CHECKING:
+    from capture import MessageCapture
 
 
 def free_port() -> int:
@@ -92,6 +95,7 @@ class System:
     sink: MailSink
     log_dir: Path
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
+    capture: MessageCapture | None = None  # every message on the exchange (see tests/capture.py)
 
     # --- talking to it like users and other systems do ---
 

@@ -150,6 +150,32 @@ def run_publish(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- contacts docs --------------------------------------------------------------------------------
+
+
+def run_docs(args: argparse.Namespace) -> int:
+    from contacts_shared import contract_docs
+
+    docs_dir = Path(args.out)
+    try:
+        import contacts_billing_check, contacts_notifier, contacts_requests  # noqa: F401, E401 - read by the generator
+    except ImportError as exc:
+        raise CliError(f"needs the whole workspace ({exc.name} is not installed): run it in the project with `uv run`") from None
+    if args.check:
+        stale = contract_docs.stale(docs_dir)
+        if stale:
+            raise CliError(
+                f"out of date with the code: {', '.join(stale)}; regenerate with `{contract_docs.REGENERATE}`", status=1
+            )
+        print(f"{docs_dir}: up to date")
+        return 0
+    changed = contract_docs.write(docs_dir)
+    for name in changed:
+        print(docs_dir / name)
+    print(f"{docs_dir}: {len(changed)} file(s) written or removed" if changed else f"{docs_dir}: up to date")
+    return 0
+
+
 # --- contacts token -------------------------------------------------------------------------------
 
 
@@ -560,6 +586,22 @@ getting started (PostgreSQL and RabbitMQ running locally):
     token.add_argument("nic", metavar="NIC", help="the account's NIC handle, e.g. aa11111-ovh")
     token.add_argument("--ttl", type=positive_int, default=3600, metavar="SECONDS", help="lifetime (default 3600)")
     token.set_defaults(run=run_token)
+
+    docs = _subcommand(
+        commands,
+        "docs",
+        "write the contract documents (AsyncAPI, OpenAPI, JSON Schemas, examples) from the code",
+        "Generate, from the message models and the HTTP API, docs/asyncapi.yaml, docs/openapi.json, "
+        "docs/schemas/<routing-key>.json and docs/examples/<routing-key>.json. Run it from the project "
+        "root after changing a contract; the contract tests fail while these files are out of date.",
+        """\
+  uv run contacts docs
+  uv run contacts docs --check
+""",
+    )
+    docs.add_argument("--out", default="docs", metavar="DIR", help="where to write (default: docs)")
+    docs.add_argument("--check", action="store_true", help="write nothing; exit 1 naming the files out of date")
+    docs.set_defaults(run=run_docs)
 
     demo_cmd = _subcommand(
         commands,

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, model_validator
 
 NIC_PATTERN = re.compile(r"^[a-z]{2}[0-9]{1,9}-[a-z]{2,10}$")
 
@@ -24,7 +24,9 @@ def normalize_nic(value: Any) -> str:
         raise ValueError("a NIC handle is a string such as aa00000-ovh")
     nic = value.strip().lower()
     if not NIC_PATTERN.match(nic):
-        raise ValueError(f"{value!r} is not a NIC handle (expected two letters, digits, a dash and a suffix, like aa00000-ovh)")
+        raise ValueError(
+            f"{value!r} is not a NIC handle (expected two letters, digits, a dash and a suffix, like aa00000-ovh)"
+        )
     return nic
 
 
@@ -34,7 +36,18 @@ def _utc(value: datetime) -> datetime:
     return value.astimezone(UTC)
 
 
-Nic = Annotated[str, BeforeValidator(normalize_nic)]
+Nic = Annotated[
+    str,
+    BeforeValidator(normalize_nic),
+    # What a publisher must send; consumers also trim it and lower-case it.
+    WithJsonSchema(
+        {
+            "type": "string",
+            "pattern": "^[A-Za-z]{2}[0-9]{1,9}-[A-Za-z]{2,10}$",
+            "description": "NIC handle, case-insensitive (stored and published lower-case), e.g. aa00000-ovh",
+        }
+    ),
+]
 ServiceId = Annotated[str, Field(min_length=1, max_length=255, pattern=r"^[^\x00-\x1f\x7f]+$")]
 UtcDatetime = Annotated[datetime, AfterValidator(_utc)]
 
@@ -81,16 +94,42 @@ class Contract(BaseModel):
 
 
 class AccountUpserted(Contract):
+    """A customer account was created or changed (accounts system)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"nic": "aa11111-ovh", "email": "owner@shop-example.test", "zone": "EU"}]}
+    )
+
     nic: Nic
     email: str = Field(min_length=3, max_length=320, pattern=r"^[^@\s]+@[^@\s]+$")
     zone: Zone
 
 
 class AccountDeleted(Contract):
+    """A customer account was deleted (accounts system)."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"nic": "gg77777-ovh"}]})
+
     nic: Nic
 
 
 class ServiceUpserted(Contract):
+    """A hosted service was created or changed; its contacts are taken only on creation."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "service": "shop-example.com",
+                    "type": "domain",
+                    "admin": "aa11111-ovh",
+                    "tech": "cc33333-ovh",
+                    "billing": "aa11111-ovh",
+                }
+            ]
+        }
+    )
+
     service: ServiceId
     type: str = Field(min_length=1, max_length=64)
     # The contacts are taken only when the service is first known; afterwards they change
@@ -101,10 +140,30 @@ class ServiceUpserted(Contract):
 
 
 class ServiceDeleted(Contract):
+    """A hosted service was deleted."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"service": "old-shop.example"}]})
+
     service: ServiceId
 
 
 class InvoiceIssued(Contract):
+    """An invoice was issued to an account (billing system); unpaid until `invoice.paid`."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "invoice_id": "inv-2026-0042",
+                    "nic": "dd44444-ovh",
+                    "amount": "119.88",
+                    "currency": "EUR",
+                    "due_at": "2026-02-28T00:00:00Z",
+                }
+            ]
+        }
+    )
+
     invoice_id: str = Field(min_length=1, max_length=128)
     nic: Nic
     amount: str = Field(pattern=r"^-?[0-9]+(\.[0-9]+)?$", description="decimal amount as a string")
@@ -113,10 +172,29 @@ class InvoiceIssued(Contract):
 
 
 class InvoicePaid(Contract):
+    """An invoice was paid."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"invoice_id": "inv-2026-0042"}]})
+
     invoice_id: str = Field(min_length=1, max_length=128)
 
 
 class PaymentMethodUpserted(Contract):
+    """An account's payment method was added or changed; `valid_until` null means no expiry."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "payment_method_id": "pm-bb-card",
+                    "nic": "bb22222-ovh",
+                    "kind": "card",
+                    "valid_until": "2028-12-31T23:59:59Z",
+                }
+            ]
+        }
+    )
+
     payment_method_id: str = Field(min_length=1, max_length=128)
     nic: Nic
     kind: str = Field(min_length=1, max_length=64)
@@ -124,19 +202,49 @@ class PaymentMethodUpserted(Contract):
 
 
 class PaymentMethodRemoved(Contract):
+    """A payment method was removed."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"payment_method_id": "pm-bb-card"}]})
+
     payment_method_id: str = Field(min_length=1, max_length=128)
 
 
 class ContactChanges(Contract):
+    model_config = ConfigDict(json_schema_extra={"minProperties": 1, "description": "at least one of admin, tech, billing"})
+
     admin: Nic | None = None
     tech: Nic | None = None
     billing: Nic | None = None
+
+    @model_validator(mode="after")
+    def _names_one(self) -> ContactChanges:
+        # An empty submission can never succeed: it is a malformed message, not a refusal.
+        if not self.items():
+            raise ValueError("name at least one of admin, tech or billing")
+        return self
 
     def items(self) -> list[tuple[ContactType, str]]:
         return [(t, v) for t in ContactType if (v := getattr(self, t.value)) is not None]
 
 
 class ContactChangeSubmit(Contract):
+    """Ask for a contact change on behalf of `requester`, as the HTTP API does; the outcome comes as
+    `contact_change.state_changed` carrying the same `idempotency_key`.
+    """
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "requester": "aa11111-ovh",
+                    "service": "shop-example.com",
+                    "changes": {"tech": "bb22222-ovh"},
+                    "idempotency_key": "support-ticket-8812",
+                }
+            ]
+        }
+    )
+
     requester: Nic
     service: ServiceId
     changes: ContactChanges
@@ -147,6 +255,8 @@ class ContactChangeSubmit(Contract):
 
 
 class ContactChangeRequested(Contract):
+    """The requests service asks the billing check to vet a request (at submission and before applying)."""
+
     request_id: uuid.UUID
     phase: Phase
     service: ServiceId
@@ -154,10 +264,42 @@ class ContactChangeRequested(Contract):
     from_: Nic = Field(alias="from")
     to: Nic
 
-    model_config = ConfigDict(extra="ignore", frozen=True, populate_by_name=True, serialize_by_alias=True)
+    model_config = ConfigDict(
+        extra="ignore",
+        frozen=True,
+        populate_by_name=True,
+        serialize_by_alias=True,
+        json_schema_extra={
+            "examples": [
+                {
+                    "request_id": "0b6f3f5e-3c1e-4f7a-9d55-2f0a8f3b9c11",
+                    "phase": "submit",
+                    "service": "shop-example.com",
+                    "type": "tech",
+                    "from": "cc33333-ovh",
+                    "to": "bb22222-ovh",
+                }
+            ]
+        },
+    )
 
 
 class ContactChangeVetted(Contract):
+    """The billing check's verdict on a request."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "request_id": "0b6f3f5e-3c1e-4f7a-9d55-2f0a8f3b9c11",
+                    "phase": "submit",
+                    "approved": False,
+                    "reasons": ["dd44444-ovh has an unpaid invoice"],
+                }
+            ]
+        }
+    )
+
     request_id: uuid.UUID
     phase: Phase
     approved: bool
@@ -170,6 +312,8 @@ class Confirmer(Contract):
 
 
 class ContactChangeValidationRequested(Contract):
+    """The requests service asks the notifier to mail tokens to the confirmers."""
+
     request_id: uuid.UUID
     service: ServiceId
     type: ContactType
@@ -179,10 +323,47 @@ class ContactChangeValidationRequested(Contract):
     confirmers: list[Confirmer]
     expires_at: UtcDatetime
 
-    model_config = ConfigDict(extra="ignore", frozen=True, populate_by_name=True, serialize_by_alias=True)
+    model_config = ConfigDict(
+        extra="ignore",
+        frozen=True,
+        populate_by_name=True,
+        serialize_by_alias=True,
+        json_schema_extra={
+            "examples": [
+                {
+                    "request_id": "0b6f3f5e-3c1e-4f7a-9d55-2f0a8f3b9c11",
+                    "service": "shop-example.com",
+                    "type": "tech",
+                    "from": "cc33333-ovh",
+                    "to": "bb22222-ovh",
+                    "requester": "aa11111-ovh",
+                    "confirmers": [
+                        {"nic": "aa11111-ovh", "email": "owner@shop-example.test"},
+                        {"nic": "bb22222-ovh", "email": "webmaster@shop-example.test"},
+                    ],
+                    "expires_at": "2026-02-14T12:00:00Z",
+                }
+            ]
+        },
+    )
 
 
 class ContactChangeTokenIssued(Contract):
+    """The notifier mailed a token; only its hash travels."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "request_id": "0b6f3f5e-3c1e-4f7a-9d55-2f0a8f3b9c11",
+                    "nic": "bb22222-ovh",
+                    "token_hash": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+                    "expires_at": "2026-02-14T12:00:00Z",
+                }
+            ]
+        }
+    )
+
     request_id: uuid.UUID
     nic: Nic
     token_hash: str = Field(pattern=r"^[0-9a-f]{64}$", description="SHA-256 of the token, hex")
@@ -196,6 +377,8 @@ class Party(Contract):
 
 
 class ContactChangeStateChanged(Contract):
+    """A request changed state (every transition, including `checking`), or a submission was refused."""
+
     request_id: uuid.UUID
     service: ServiceId
     type: ContactType
@@ -204,11 +387,40 @@ class ContactChangeStateChanged(Contract):
     state: RequestState
     reason: str | None = None
     parties: list[Party]
+    # Added after the first release (optional, so version stays 1): the `idempotency_key` of the
+    # `contact_change.submit` this request came from, on the announcements of its submission.
+    idempotency_key: str | None = None
 
-    model_config = ConfigDict(extra="ignore", frozen=True, populate_by_name=True, serialize_by_alias=True)
+    model_config = ConfigDict(
+        extra="ignore",
+        frozen=True,
+        populate_by_name=True,
+        serialize_by_alias=True,
+        json_schema_extra={
+            "examples": [
+                {
+                    "request_id": "0b6f3f5e-3c1e-4f7a-9d55-2f0a8f3b9c11",
+                    "service": "shop-example.com",
+                    "type": "tech",
+                    "from": "cc33333-ovh",
+                    "to": "bb22222-ovh",
+                    "state": "validating",
+                    "reason": "approved by the billing check",
+                    "parties": [
+                        {"nic": "aa11111-ovh", "email": "owner@shop-example.test", "role": "requester"},
+                        {"nic": "cc33333-ovh", "email": "tech@shop-example.test", "role": "from"},
+                        {"nic": "bb22222-ovh", "email": "webmaster@shop-example.test", "role": "to"},
+                    ],
+                    "idempotency_key": "support-ticket-8812",
+                }
+            ]
+        },
+    )
 
 
 class ContactChangeCompleted(Contract):
+    """A change was applied: the service's contact is now `to`."""
+
     request_id: uuid.UUID
     service: ServiceId
     type: ContactType
@@ -216,7 +428,24 @@ class ContactChangeCompleted(Contract):
     to: Nic
     completed_at: UtcDatetime
 
-    model_config = ConfigDict(extra="ignore", frozen=True, populate_by_name=True, serialize_by_alias=True)
+    model_config = ConfigDict(
+        extra="ignore",
+        frozen=True,
+        populate_by_name=True,
+        serialize_by_alias=True,
+        json_schema_extra={
+            "examples": [
+                {
+                    "request_id": "0b6f3f5e-3c1e-4f7a-9d55-2f0a8f3b9c11",
+                    "service": "shop-example.com",
+                    "type": "tech",
+                    "from": "cc33333-ovh",
+                    "to": "bb22222-ovh",
+                    "completed_at": "2026-01-31T12:05:00Z",
+                }
+            ]
+        },
+    )
 
 
 MESSAGE_TYPES: dict[str, type[Contract]] = {

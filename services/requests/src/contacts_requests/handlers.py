@@ -59,14 +59,19 @@ async def _transition(conn: asyncpg.Connection, change: ContactChange, t: Transi
     await _announce(conn, change, t)
 
 
-async def _announce(conn: asyncpg.Connection, change: ContactChange, t: Transition) -> None:
-    """Tell the notifier and other systems the request's new state, with its parties' emails."""
-    accounts = await store.accounts_by_nic(conn, [change.requester, change.from_, change.to])
-    parties = [
+async def _parties(conn: asyncpg.Connection, requester: str, from_: str, to: str) -> list[Party]:
+    accounts = await store.accounts_by_nic(conn, [requester, from_, to])
+    return [
         Party(nic=nic, email=accounts[nic].email, role=role)
-        for role, nic in (("requester", change.requester), ("from", change.from_), ("to", change.to))
+        for role, nic in (("requester", requester), ("from", from_), ("to", to))
         if nic in accounts
     ]
+
+
+async def _announce(
+    conn: asyncpg.Connection, change: ContactChange, t: Transition, idempotency_key: str | None = None
+) -> None:
+    """Tell the notifier and other systems the request's new state, with its parties' emails."""
     await enqueue(
         conn,
         ContactChangeStateChanged(
@@ -77,7 +82,8 @@ async def _announce(conn: asyncpg.Connection, change: ContactChange, t: Transiti
             to=change.to,
             state=t.state,
             reason=t.reason,
-            parties=parties,
+            parties=await _parties(conn, change.requester, change.from_, change.to),
+            idempotency_key=idempotency_key,
         ),
     )
     log.info("request state changed", request_id=change.id, state=t.state.value, actor=t.actor)
@@ -119,14 +125,23 @@ async def submit(
     request_ttl: timedelta,
 ) -> list[uuid.UUID]:
     """Create one request per type (all or nothing); the same idempotency key returns the same ids."""
-    if idempotency_key:
-        existing = await store.submission_by_key(conn, requester, idempotency_key)
-        if existing is not None:
-            return existing
+
+    async def earlier_submission() -> list[uuid.UUID] | None:
+        return await store.submission_by_key(conn, requester, idempotency_key) if idempotency_key else None
+
+    if (existing := await earlier_submission()) is not None:
+        return existing
     service = await store.get_service(conn, service_id)
     accounts = await store.accounts_by_nic(conn, [requester, *changes.values()])
     open_requests = await store.open_requests_for(conn, service_id)
-    plans = plan_submission(requester, service, changes, accounts, open_requests)
+    try:
+        plans = plan_submission(requester, service, changes, accounts, open_requests)
+    except Refusal:
+        # The request found open may be this very submission, delivered twice and committed by
+        # a concurrent handler since the key was looked up.
+        if (existing := await earlier_submission()) is not None:
+            return existing
+        raise
 
     expires_at = utcnow() + request_ttl
     ids: list[uuid.UUID] = []
@@ -147,7 +162,9 @@ async def submit(
                 )
                 change = await store.load_change(conn, request_id)
                 assert change is not None
-                await _announce(conn, change, Transition(RequestState.checking, requester, "submitted"))
+                await _announce(
+                    conn, change, Transition(RequestState.checking, requester, "submitted"), idempotency_key
+                )
                 await enqueue(
                     conn,
                     ContactChangeRequested(
@@ -165,7 +182,10 @@ async def submit(
     except _DuplicateSubmission:
         return await store.submission_by_key(conn, requester, idempotency_key or "") or []
     except asyncpg.UniqueViolationError:
-        # Another submission for the same service and type won the race.
+        # Another submission for the same service and type won the race. If it was this same
+        # submission delivered twice (same idempotency key, handled concurrently), it is ours.
+        if (existing := await earlier_submission()) is not None:
+            return existing
         open_requests = await store.open_requests_for(conn, service_id)
         plan_submission(requester, service, changes, accounts, open_requests)
         raise
@@ -338,10 +358,44 @@ def submit_handler(request_ttl: timedelta) -> Handler:
                     request_ttl=request_ttl,
                 )
         except Refusal as refusal:
-            # The rules said no: nothing to retry. The reason is logged for the support tool.
+            # The rules said no: nothing to retry, but the submitter hears it like any outcome.
             log.warning("submitted change refused", requester=data.requester, service=data.service, reason=str(refusal))
+            await _announce_refused_submission(conn, data, refusal)
 
     return on_submit
+
+
+def refused_request_id(data: ContactChangeSubmit, ctype: ContactType) -> uuid.UUID:
+    """The id a refused submission's request would have had: stable for the same submission,
+    so a resubmission with the same idempotency key announces the same id."""
+    return uuid.uuid5(uuid.NAMESPACE_URL, f"contact_change.submit:{data.requester}:{data.idempotency_key}:{ctype.value}")
+
+
+async def _announce_refused_submission(conn: asyncpg.Connection, data: ContactChangeSubmit, refusal: Refusal) -> None:
+    """One `state_changed` per type asked, straight to `rejected` with the reason: no request
+    was created (nothing to look up in the API), and the submitter matches it by idempotency key."""
+    service = await store.get_service(conn, data.service)
+    reason = refusal.detail
+    if open_request := refusal.extra.get("open_request_id"):
+        reason += f" (open request {open_request})"
+    for ctype, new in data.changes.items():
+        # `from` is the current holder; with an unknown service there is none and it repeats `to`.
+        holder = service.holder(ctype) if service else new
+        parties = [p for p in await _parties(conn, data.requester, holder, new) if service or p.role != "from"]
+        await enqueue(
+            conn,
+            ContactChangeStateChanged(
+                request_id=refused_request_id(data, ctype),
+                service=data.service,
+                type=ctype,
+                from_=holder,
+                to=new,
+                state=RequestState.rejected,
+                reason=reason,
+                parties=parties,
+                idempotency_key=data.idempotency_key,
+            ),
+        )
 
 
 def message_handlers(request_ttl: timedelta) -> dict[str, Handler]:

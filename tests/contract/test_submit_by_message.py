@@ -1,0 +1,74 @@
+"""`contact_change.submit` from another system (a support tool): idempotent on its
+`idempotency_key`, and its outcome, refusal included, published as `contact_change.state_changed`
+carrying that key, so the tool can follow what it asked for."""
+
+from __future__ import annotations
+
+import pytest
+from seed import CANADIAN, HOSTING, OLD_TECH, OWNER, WEBMASTER, feed_world
+
+from contacts_requests.handlers import refused_request_id
+from contacts_shared.contracts import ContactChanges, ContactChangeSubmit, ContactType
+from support import System, eventually
+
+pytestmark = pytest.mark.e2e
+
+
+async def _submissions_handled(system: System, count: int) -> bool:
+    rows = await system.sql("requests", "SELECT count(*) AS n FROM inbox WHERE routing_key = 'contact_change.submit'")
+    return rows[0]["n"] == count
+
+
+async def test_same_idempotency_key_again_creates_one_request_and_its_states_are_published(system: System) -> None:
+    await feed_world(system)
+    assert system.capture
+    submit = ContactChangeSubmit(
+        requester=OWNER, service=HOSTING, changes=ContactChanges(tech=WEBMASTER), idempotency_key="ticket-4711"
+    )
+    # Several deliveries of the same intent (a retrying publisher): different message ids, one
+    # key; the service handles some of them concurrently.
+    await system.publish(*[submit] * 4)
+    await eventually(lambda: _submissions_handled(system, 4), timeout=20, what="every submission handled")
+
+    rows = await system.sql("requests", "SELECT id FROM contact_changes WHERE service = $1", HOSTING)
+    assert len(rows) == 1
+    request_id = str(rows[0]["id"])
+    checking = await system.capture.wait_for(
+        "contact_change.state_changed", request_id=request_id, state="checking", idempotency_key="ticket-4711"
+    )
+    assert checking["data"]["from"] == OLD_TECH and checking["data"]["to"] == WEBMASTER
+    validating = await system.capture.wait_for("contact_change.state_changed", request_id=request_id, state="validating")
+    assert validating["data"]["type"] == "tech"
+    announced = {b["data"]["request_id"] for b in system.capture.bodies("contact_change.state_changed")}
+    assert announced == {request_id}
+
+
+@pytest.mark.parametrize(
+    ("service", "new_tech", "expected_from", "reason"),
+    [
+        (HOSTING, CANADIAN, OLD_TECH, "zone"),  # contacts are managed within one zone
+        ("unknown.example", WEBMASTER, WEBMASTER, "No such service"),  # no holder: `from` repeats `to`
+    ],
+)
+async def test_refused_submission_is_published_as_rejected_with_the_reason(
+    system: System, service: str, new_tech: str, expected_from: str, reason: str
+) -> None:
+    await feed_world(system)
+    assert system.capture
+    submit = ContactChangeSubmit(
+        requester=OWNER, service=service, changes=ContactChanges(tech=new_tech), idempotency_key="ticket-0815"
+    )
+    await system.publish(submit)
+
+    rejected = await system.capture.wait_for(
+        "contact_change.state_changed", idempotency_key="ticket-0815", state="rejected"
+    )
+    data = rejected["data"]
+    assert data["request_id"] == str(refused_request_id(submit, ContactType.tech))
+    assert (data["service"], data["type"], data["from"], data["to"]) == (service, "tech", expected_from, new_tech)
+    assert reason.lower() in data["reason"].lower()
+    assert {"nic": OWNER, "role": "requester"}.items() <= data["parties"][0].items()
+    assert not await system.sql("requests", "SELECT 1 FROM contact_changes")
+    # The requester learns it as for any refused request.
+    (mail,) = await system.wait_mails(f"{OWNER}@example.test", "refused")
+    assert reason.lower() in mail.body.lower()
