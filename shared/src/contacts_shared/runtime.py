@@ -83,7 +83,7 @@ async def service_runtime(
     schema = schema_name(settings.namespace, service)
     applied = await migrate(settings.database_url, schema, migrations)
     log.info("schema ready", schema=schema, migrations_applied=applied)
-    pool = await create_pool(settings.database_url, schema)
+    pool = await create_pool(settings.database_url, schema, max_size=settings.database_pool_size)
     bus = ServiceBus(amqp_url=settings.amqp_url, namespace=settings.namespace, service=service, pool=pool)
     bus.handle_all(handlers)
     runtime = Runtime(service=service, pool=pool, bus=bus, refreshers=[bus.refresh_metrics])
