@@ -10,7 +10,7 @@ from support import System
 # The tests of this folder share workload.py.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from workload import Services  # noqa: E402
+from workload import Services
 
 
 @pytest.fixture

@@ -53,7 +53,7 @@ def compose() -> dict[str, Any]:
     if program is None:
         pytest.skip("docker-compose is not installed (CI installs Debian's: apt-get install docker-compose)")
     result = subprocess.run(
-        [program, "--file", str(COMPOSE), "config"], capture_output=True, text=True, timeout=60, cwd=ROOT
+        [program, "--file", str(COMPOSE), "config"], capture_output=True, text=True, timeout=60, cwd=ROOT, check=False
     )
     assert result.returncode == 0, f"docker-compose config rejected the file:\n{result.stderr}"
     return yaml.safe_load(result.stdout)

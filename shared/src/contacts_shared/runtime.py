@@ -43,7 +43,7 @@ class Runtime:
         try:
             async with self.pool.acquire(timeout=2) as conn:
                 checks["database"] = bool(await conn.fetchval("SELECT true", timeout=2))
-        except Exception:  # noqa: BLE001 - reported as not ready
+        except Exception:  # noqa: BLE001, S110 - reported as not ready
             pass
         return checks
 
