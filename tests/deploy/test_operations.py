@@ -1,5 +1,5 @@
 """Operations: /healthz, /readyz and Prometheus /metrics on every service, and JSON logs that carry
-request_id and message_id and never a JWT or a validation code. The metrics and logs of this
+http_request_id and message_id and never a JWT or a validation code. The metrics and logs of this
 run are kept in test-artifacts/<test>/ (docs/operations.md shows them)."""
 
 from __future__ import annotations
@@ -131,6 +131,9 @@ async def test_health_metrics_and_logs_after_a_flow(system: System, services: Se
             if entry["event"] == "message handled":
                 assert uuid.UUID(entry["message_id"]) and entry["routing_key"], line
     logs = [json.loads(line) for line in system.logs().splitlines() if line]
-    assert any(e.get("request_id") == http_request_id and e["event"] == "http request" for e in logs)
+    assert any(e.get("http_request_id") == http_request_id and e["event"] == "http request" for e in logs)
+    # What an HTTP call does is logged under its id too (next to the contact change's request_id).
+    submitted = next(e for e in logs if e["event"] == "request submitted")
+    assert submitted["request_id"] == request_id and submitted["http_request_id"]
     assert any(e["event"] == "email sent" and e.get("kind") == "token" for e in logs)
     assert any(e["event"] == "message dead-lettered" and e["service"] == "requests" for e in logs)

@@ -1,8 +1,9 @@
 """Structured logs: one JSON object a line (CONTACTS_LOG_FORMAT=json, as the images run) or
 readable lines (console, the default on a developer's machine).
 
-Context travels in contextvars: `service` for the process, `request_id` for an HTTP request,
-`message_id` for a message being handled. Bodies are never logged, and a last processor masks
+Context travels in contextvars: `service` for the process, `http_request_id` for an HTTP
+request (X-Request-Id), `message_id` for a message being handled; `request_id`, when present,
+is the contact-change request concerned. Bodies are never logged, and a last processor masks
 anything that looks like a secret (tokens, JWTs, passwords, authorization values, the password
 in a URL) whatever the key it was logged under.
 """

@@ -129,8 +129,9 @@ class HealthServer:
 
 
 class RequestContextMiddleware:
-    """ASGI middleware: every log line of an HTTP request carries its `request_id` (the caller's
-    X-Request-Id if sane, else a new one, echoed in the response), and requests are counted."""
+    """ASGI middleware: every log line of an HTTP request carries its `http_request_id` (the
+    caller's X-Request-Id if sane, else a new one, echoed in the response), and requests are
+    counted. (`request_id` in this system's logs is a contact-change request's id.)"""
 
     def __init__(self, app: Any) -> None:
         self.app = app
@@ -152,7 +153,7 @@ class RequestContextMiddleware:
             await send(message)
 
         started = time.monotonic()
-        with structlog.contextvars.bound_contextvars(request_id=request_id):
+        with structlog.contextvars.bound_contextvars(http_request_id=request_id):
             try:
                 await self.app(scope, receive, send_with_id)
             finally:
