@@ -17,15 +17,12 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import structlog
-from prometheus_client import (
-    CONTENT_TYPE_LATEST,
-    Counter,
-    Gauge,
-    Histogram,
-    generate_latest,
-)
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, disable_created_metrics, generate_latest
 
 log = structlog.get_logger("contacts.observability")
+
+# No `*_created` series: Prometheus does not need them and they double the exposition.
+disable_created_metrics()
 
 MESSAGES_HANDLED = Counter(
     "contacts_messages_handled_total",
