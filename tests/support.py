@@ -92,7 +92,6 @@ class System:
     sink: MailSink
     log_dir: Path
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
-    env: dict[str, str] = field(default_factory=dict)  # the services' environment (to add replicas)
 
     # --- talking to it like users and other systems do ---
 
@@ -207,7 +206,6 @@ async def _consumers(amqp_url: str, queue: str) -> int:
 
 
 async def start(system: System, env: dict[str, str]) -> None:
-    system.env = env
     for name in SERVICES:
         log = open(system.log_dir / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process
         system.processes[name] = subprocess.Popen(

@@ -12,6 +12,7 @@ import subprocess
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TypeVar
 
 import aio_pika
@@ -29,6 +30,11 @@ class Services:
 
     def __init__(self, system: System) -> None:
         self.system = system
+        # The environment the fixture started the services with, read back from a running one
+        # (Linux /proc), so that replicas and restarts run with exactly the same settings.
+        process = next(iter(system.processes.values()))
+        raw = Path(f"/proc/{process.pid}/environ").read_bytes()
+        self.env = dict(item.split("=", 1) for item in raw.decode().split("\0") if "=" in item)
         self.programs: dict[str, str] = {name: name for name in system.processes}
         self.overrides: dict[str, dict[str, str]] = {name: {} for name in system.processes}
 
@@ -37,7 +43,7 @@ class Services:
         log = open(self.system.log_dir / f"{name}.log", "ab")  # noqa: SIM115 - closed with the process
         process = subprocess.Popen(
             [str(BIN / program)],
-            env={**self.system.env, **overrides},
+            env={**self.env, **overrides},
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
