@@ -62,6 +62,8 @@ class RequestsSettings(CommonSettings):
     public_url: str = Field("http://127.0.0.1:8000", pattern=r"^https?://")
     # Seconds or ISO 8601 (P14D); how long a request may wait for its confirmers.
     request_ttl: Duration = DEFAULT_TTL
+    # Development only: a sign-in page where anyone may pick a NIC (CONTACTS_DEV_LOGIN=1).
+    dev_login: bool = False
 
 
 class MetricsServerSettings(CommonSettings):

@@ -7,8 +7,8 @@ Bearer header or in the session cookie. What a NIC is not party to answers 404.
 from __future__ import annotations
 
 import base64
+import inspect
 import uuid
-from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 
@@ -26,7 +26,7 @@ from contacts_requests import handlers, store
 from contacts_requests.domain import Refusal, may_view, not_found
 from contacts_shared.auth import NotAuthenticated, verify_token
 from contacts_shared.contracts import ContactType, Nic, RequestState, utcnow
-from contacts_shared.observability import Refresher, render_metrics
+from contacts_shared.observability import render_metrics
 
 log = structlog.get_logger("contacts.requests.api")
 
@@ -100,14 +100,7 @@ def _parse_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
         raise Refusal(422, "Invalid cursor", "The cursor is not one this API gave out.", field="cursor") from None
 
 
-def create_api(
-    *,
-    pool: asyncpg.Pool,
-    jwt_secret: str,
-    request_ttl: timedelta,
-    ready: Callable[[], Awaitable[bool]] | None = None,
-    metric_refreshers: list[Refresher] | None = None,
-) -> FastAPI:
+def create_api(*, pool: asyncpg.Pool, jwt_secret: str, request_ttl: timedelta, ready: Any = None) -> FastAPI:
     app = FastAPI(
         title="Contacts",
         version="1.0.0",
@@ -160,13 +153,16 @@ def create_api(
                 checks["database"] = await conn.fetchval("SELECT true")
         except Exception:  # noqa: BLE001 - reported as not ready
             pass
-        checks["broker"] = bool(await ready()) if ready else True
+        broker = ready() if ready else True
+        checks["broker"] = bool(await broker if inspect.isawaitable(broker) else broker)
         status = 200 if all(checks.values()) else 503
         return JSONResponse({"status": "ready" if status == 200 else "not ready", "checks": checks}, status_code=status)
 
     @app.get("/metrics", tags=["operations"], include_in_schema=False)
-    async def metrics() -> Response:
-        return Response(await render_metrics(metric_refreshers or []), media_type=CONTENT_TYPE_LATEST)
+    async def metrics(request: Request) -> Response:
+        # Gauges of shared state are refreshed first by what the service registered.
+        refreshers = getattr(request.app.state, "metric_refreshers", [])
+        return Response(await render_metrics(refreshers), media_type=CONTENT_TYPE_LATEST)
 
     # --- contacts -------------------------------------------------------------------------------
 

@@ -48,8 +48,8 @@ async def serve(settings: RequestsSettings) -> None:
             jwt_secret=settings.jwt_secret,
             request_ttl=settings.request_ttl,
             ready=runtime.bus.is_connected,
-            metric_refreshers=runtime.refreshers,
         )
+        app.state.metric_refreshers = runtime.refreshers
         config = uvicorn.Config(
             RequestContextMiddleware(app),
             host="0.0.0.0",
