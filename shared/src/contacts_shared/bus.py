@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -22,6 +23,8 @@ from faststream.rabbit.annotations import RabbitMessage
 
 from contacts_shared.contracts import Contract, Envelope, MalformedMessage, envelope_for, parse_message
 from contacts_shared.db import claim_message, drain_on_notify
+from contacts_shared.graceful import InFlight
+from contacts_shared.observability import DEAD_LETTERS, MESSAGE_SECONDS, MESSAGES_HANDLED, OUTBOX_BACKLOG, OUTBOX_PUBLISHED
 
 log = structlog.get_logger("contacts.bus")
 
@@ -30,6 +33,10 @@ Handler = Callable[[asyncpg.Connection, Envelope, Any], Awaitable[None]]
 
 # After this many failed deliveries a message goes to the dead-letter queue with the last error.
 MAX_ATTEMPTS = 8
+
+# At shutdown, how long messages being handled and outbox batches being published may take to
+# finish (the whole stop must fit in the 10 s an orchestrator gives before SIGKILL).
+GRACE_SECONDS = 5.0
 
 
 def exchange_for(namespace: str) -> RabbitExchange:
@@ -55,9 +62,10 @@ def queue_for(namespace: str, service: str) -> RabbitQueue:
     )
 
 
-def new_broker(amqp_url: str) -> RabbitBroker:
+def new_broker(amqp_url: str, *, graceful_timeout: float | None = None) -> RabbitBroker:
     # Logging of each message is ours (without bodies: they may carry personal data).
-    return RabbitBroker(amqp_url, logger=None)
+    # graceful_timeout: stopping a subscriber waits that long for the messages in its hands.
+    return RabbitBroker(amqp_url, logger=None, graceful_timeout=graceful_timeout)
 
 
 async def publish_envelope(broker: RabbitBroker, exchange: RabbitExchange, envelope: Envelope) -> None:
@@ -89,13 +97,14 @@ class ServiceBus:
     """The broker side of one service: its queue, bindings, dead-letter queue and outbox relay."""
 
     def __init__(self, *, amqp_url: str, namespace: str, service: str, pool: asyncpg.Pool) -> None:
-        self.broker = new_broker(amqp_url)
+        self.broker = new_broker(amqp_url, graceful_timeout=GRACE_SECONDS)
         self.exchange = exchange_for(namespace)
         self.queue = queue_for(namespace, service)
         self.dead_letters = dead_letter_queue_for(namespace, service)
         self.pool = pool
         self._handlers: dict[str, Handler] = {}
         self._relay_task: asyncio.Task[None] | None = None
+        self._relay_batches = InFlight()
 
     def handle(self, routing_key: str, handler: Handler) -> None:
         self._handlers[routing_key] = handler
@@ -114,14 +123,40 @@ class ServiceBus:
             await queue.bind(exchange, routing_key=key)
         await self.broker.start()
         channel = await self.pool.fetchval("SELECT current_schema() || '_outbox'")
-        self._relay_task = asyncio.create_task(drain_on_notify(self.pool, channel, self.relay_once), name="outbox-relay")
+        self._relay_task = asyncio.create_task(
+            drain_on_notify(self.pool, channel, lambda: self._relay_batches.run(self.relay_once)), name="outbox-relay"
+        )
+
+    async def stop_consuming(self) -> None:
+        """Cancel the consumers, then wait (up to GRACE_SECONDS) for the messages being handled:
+        each one commits and is acked, or rolls back and goes back to the queue unacked."""
+        for subscriber in self.broker.subscribers:
+            await subscriber.stop()
 
     async def stop(self) -> None:
+        """After stop_consuming: stop the relay without cutting a batch in half, publish what the
+        last handlers left in the outbox, then close the connection."""
         if self._relay_task:
             self._relay_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._relay_task
+        await self._relay_batches.wait(GRACE_SECONDS)
+        with contextlib.suppress(Exception):  # what is left is published by a replica or at restart
+            await asyncio.wait_for(self._relay_batches.run(self.relay_once), timeout=2)
         await self.broker.stop()
+
+    async def is_connected(self) -> bool:
+        try:
+            return bool(self.broker.running and await self.broker.ping(timeout=2))
+        except Exception:  # noqa: BLE001 - reported as not ready
+            return False
+
+    async def refresh_metrics(self) -> None:
+        """Outbox backlog (PostgreSQL) and dead-letter depth (a passive look at the queue)."""
+        OUTBOX_BACKLOG.set(await self.pool.fetchval("SELECT count(*) FROM outbox"))
+        queue = await self.broker.declare_queue(self.dead_letters)
+        declared = await queue.declare()  # same arguments: answers with the current counts
+        DEAD_LETTERS.labels(self.dead_letters.name).set(declared.message_count or 0)
 
     # --- consuming ------------------------------------------------------------------------
 
@@ -136,10 +171,18 @@ class ServiceBus:
         except MalformedMessage as exc:
             await self._dead_letter(message, routing_key, str(exc))
             bound.warning("message dead-lettered", reason=str(exc))
+            MESSAGES_HANDLED.labels(routing_key, "dead_lettered").inc()
             await message.ack()
             return
 
-        bound = bound.bind(message_id=str(envelope.message_id))
+        # Every log line written while handling it (handlers' included) carries its message_id.
+        with structlog.contextvars.bound_contextvars(message_id=str(envelope.message_id)):
+            await self._handle(message, routing_key, handler, envelope, data, bound)
+
+    async def _handle(
+        self, message: RabbitMessage, routing_key: str, handler: Handler, envelope: Envelope, data: Any, bound: Any
+    ) -> None:
+        started = time.monotonic()
         try:
             async with self.pool.acquire() as conn, conn.transaction():
                 fresh = await claim_message(conn, envelope.message_id, routing_key)
@@ -151,14 +194,18 @@ class ServiceBus:
             if attempts >= MAX_ATTEMPTS:
                 await self._dead_letter(message, routing_key, f"failed {attempts} times, last: {reason}")
                 bound.error("message dead-lettered after retries", attempts=attempts, reason=reason)
+                MESSAGES_HANDLED.labels(routing_key, "dead_lettered").inc()
                 await message.ack()
             else:
                 bound.warning("handler failed, will retry", attempts=attempts, reason=reason)
+                MESSAGES_HANDLED.labels(routing_key, "retried").inc()
                 await asyncio.sleep(min(0.05 * 2**attempts, 2.0))
                 await message.nack(requeue=True)
             return
         await message.ack()
-        bound.debug("message handled" if fresh else "duplicate message skipped")
+        MESSAGE_SECONDS.labels(routing_key).observe(time.monotonic() - started)
+        MESSAGES_HANDLED.labels(routing_key, "handled" if fresh else "duplicate").inc()
+        bound.info("message handled" if fresh else "duplicate message skipped")
 
     async def _dead_letter(self, message: RabbitMessage, routing_key: str, reason: str) -> None:
         await self.broker.publish(
@@ -184,7 +231,8 @@ class ServiceBus:
             # consumers' inboxes make that harmless.
             await asyncio.gather(*(publish_envelope(self.broker, self.exchange, e) for e in envelopes))
             await conn.execute("DELETE FROM outbox WHERE id = ANY($1::bigint[])", [r["id"] for r in rows])
-            return len(rows)
+        OUTBOX_PUBLISHED.inc(len(rows))
+        return len(rows)
 
 
 async def _raw_body(message: Any) -> bytes:

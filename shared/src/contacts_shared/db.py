@@ -59,7 +59,10 @@ async def migrate(database_url: str, schema: str, migrations: Sequence[str]) -> 
         await conn.execute("SELECT pg_advisory_lock(hashtext($1))", f"contacts-migrate:{schema}")
         try:
             quoted = '"' + schema.replace('"', '""') + '"'
-            await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quoted}")
+            # Under a least-privilege role the schema was made for it beforehand (deploy/postgres),
+            # and the role may not CREATE in the database, not even "IF NOT EXISTS".
+            if await conn.fetchval("SELECT to_regnamespace($1) IS NULL", quoted):
+                await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quoted}")
             await conn.execute(f"SET search_path TO {quoted}")
             await conn.execute(
                 "CREATE TABLE IF NOT EXISTS schema_migrations"

@@ -1,18 +1,27 @@
-"""What every service does at start and stop: migrate, pool, bus, background loops, signals."""
+"""What every service does at start and stop: migrate, pool, bus, background loops, signals.
+
+Stopping (SIGTERM or SIGINT) is graceful and bounded: the consumers are cancelled and the
+messages in hand finish (commit and ack, or roll back and return to the queue); background loops
+stop between two units of work (an email is never cut between its send and its record); the
+outbox is flushed; the whole takes well under the 10 s an orchestrator waits before SIGKILL.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import signal
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 import asyncpg
 import structlog
 
-from contacts_shared.bus import Handler, ServiceBus
-from contacts_shared.db import create_pool, migrate, schema_name
+from contacts_shared.bus import GRACE_SECONDS, Handler, ServiceBus
+from contacts_shared.db import create_pool, drain_on_notify, migrate, schema_name
+from contacts_shared.graceful import InFlight
+from contacts_shared.observability import HealthServer, Refresher
 from contacts_shared.settings import CommonSettings
 
 log = structlog.get_logger("contacts.runtime")
@@ -24,6 +33,23 @@ class Runtime:
     pool: asyncpg.Pool
     bus: ServiceBus
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    units: InFlight = field(default_factory=InFlight)
+    # Gauges of shared state, refreshed when /metrics is scraped.
+    refreshers: list[Refresher] = field(default_factory=list)
+
+    async def ready(self) -> dict[str, bool]:
+        """Readiness: the database answers and the broker connection is up."""
+        checks = {"database": False, "broker": await self.bus.is_connected()}
+        try:
+            async with self.pool.acquire(timeout=2) as conn:
+                checks["database"] = bool(await conn.fetchval("SELECT true", timeout=2))
+        except Exception:  # noqa: BLE001, S110 - reported as not ready
+            pass
+        return checks
+
+    def drain(self, channel: str, drain_once: Callable[[], Awaitable[int]], name: str) -> None:
+        """Run `drain_once` whenever `channel` is notified; a stop never cuts one in half."""
+        self.background(drain_on_notify(self.pool, channel, lambda: self.units.run(drain_once)), name=name)
 
     def every(self, seconds: float, job: Callable[[], Awaitable[object]], name: str) -> None:
         """Run `job` periodically; a failure is logged and retried at the next tick."""
@@ -31,7 +57,7 @@ class Runtime:
         async def loop() -> None:
             while True:
                 try:
-                    await job()
+                    await self.units.run(job)
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:  # noqa: BLE001
@@ -50,32 +76,51 @@ async def service_runtime(
     settings: CommonSettings,
     migrations: Sequence[str],
     handlers: dict[str, Handler],
+    *,
+    metrics_port: int = 0,
 ) -> AsyncIterator[Runtime]:
+    """The service's runtime; with `metrics_port`, /healthz, /readyz and /metrics are served there."""
     schema = schema_name(settings.namespace, service)
     applied = await migrate(settings.database_url, schema, migrations)
     log.info("schema ready", schema=schema, migrations_applied=applied)
-    pool = await create_pool(settings.database_url, schema)
+    pool = await create_pool(settings.database_url, schema, max_size=settings.database_pool_size)
     bus = ServiceBus(amqp_url=settings.amqp_url, namespace=settings.namespace, service=service, pool=pool)
     bus.handle_all(handlers)
-    runtime = Runtime(service=service, pool=pool, bus=bus)
+    runtime = Runtime(service=service, pool=pool, bus=bus, refreshers=[bus.refresh_metrics])
+    health = HealthServer(metrics_port, runtime.ready, runtime.refreshers) if metrics_port else None
     try:
         await bus.start()
         log.info("consuming", queue=bus.queue.name, routing_keys=sorted(handlers))
+        if health:
+            await health.start()
         yield runtime
     finally:
+        started = time.monotonic()
+        await bus.stop_consuming()
         for task in runtime.tasks:
             task.cancel()
         for task in runtime.tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        unfinished = await runtime.units.wait(GRACE_SECONDS)
         await bus.stop()
-        await pool.close()
-        log.info("stopped")
+        if health:
+            await health.stop()
+        try:
+            await asyncio.wait_for(pool.close(), timeout=2)
+        except TimeoutError:
+            pool.terminate()
+        log.info("stopped", seconds=round(time.monotonic() - started, 3), unfinished_units=unfinished)
 
 
-async def wait_for_stop_signal() -> None:
+async def wait_for_stop_signal(*also: Awaitable[object]) -> None:
+    """Return on SIGTERM or SIGINT (or when one of `also` ends, e.g. the HTTP server)."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    waiters = [asyncio.ensure_future(stop.wait()), *(asyncio.ensure_future(a) for a in also)]
+    await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    waiters[0].cancel()
+    if stop.is_set():
+        log.info("stop signal received: finishing the work in hand")

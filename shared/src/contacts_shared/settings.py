@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 from datetime import timedelta
-from typing import Annotated, TypeVar
+from typing import Annotated, Literal, TypeVar
 
 from pydantic import AfterValidator, BeforeValidator, Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -29,6 +29,10 @@ def _positive(value: timedelta) -> timedelta:
     return value
 
 
+def _upper(value: object) -> object:
+    return value.upper() if isinstance(value, str) else value
+
+
 # A duration setting: seconds ("3600") or ISO 8601 ("P14D"), strictly positive.
 Duration = Annotated[timedelta, BeforeValidator(_seconds_or_iso), AfterValidator(_positive)]
 
@@ -37,9 +41,15 @@ class CommonSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="CONTACTS_", extra="ignore")
 
     database_url: str = Field("postgresql://postgres@127.0.0.1:5432/postgres", pattern=r"^postgres(ql)?://")
+    # Connections each process may hold (PostgreSQL's max_connections bounds replicas x this);
+    # at least 3: the outbox relay and the mailer each keep one to LISTEN.
+    database_pool_size: int = Field(10, ge=3, le=100)
     amqp_url: str = Field("amqp://guest:guest@127.0.0.1:5672/", pattern=r"^amqps?://")
     # Prefix of exchange, queue and schema names so test runs and tenants never collide.
     namespace: str = Field("", pattern=r"^[a-z0-9_]{0,40}$")
+    # `json` (one object a line, for log collectors: the images set it) or `console` (readable).
+    log_format: Literal["json", "console"] = "console"
+    log_level: Annotated[Literal["DEBUG", "INFO", "WARNING", "ERROR"], BeforeValidator(_upper)] = "INFO"
 
     @property
     def exchange_name(self) -> str:
@@ -56,15 +66,31 @@ class RequestsSettings(CommonSettings):
     dev_login: bool = False
 
 
-class BillingCheckSettings(CommonSettings):
+class MetricsServerSettings(CommonSettings):
+    """Services without an HTTP API serve /healthz, /readyz and /metrics on a port of their own."""
+
+    # 0 = no server (the default, so that several services on one machine never clash).
+    metrics_port: int = Field(0, ge=0, le=65535)
+
+
+class BillingCheckSettings(MetricsServerSettings):
     pass
 
 
-class NotifierSettings(CommonSettings):
+def _empty_is_none(value: object) -> object:
+    # An empty variable (as a compose file sets it) means "not set".
+    return None if value == "" else value
+
+
+OptionalText = Annotated[str | None, BeforeValidator(_empty_is_none)]
+
+
+class NotifierSettings(MetricsServerSettings):
     smtp_host: str = "127.0.0.1"
     smtp_port: int = Field(1025, ge=1, le=65535)
-    smtp_user: str | None = None
-    smtp_password: str | None = None
+    # Both set: log in to the SMTP server; empty or unset: send without logging in.
+    smtp_user: OptionalText = None
+    smtp_password: OptionalText = None
     smtp_starttls: bool = False
     mail_from: str = Field("contacts@localhost", pattern=r"^[^@\s]+@[^@\s]+$|^.+<[^@\s]+@[^@\s]+>$")
     public_url: str = Field("http://127.0.0.1:8000", pattern=r"^https?://")

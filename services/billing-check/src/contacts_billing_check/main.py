@@ -14,13 +14,13 @@ PROGRAM = "contacts-billing-check"
 
 
 async def serve(settings: BillingCheckSettings) -> None:
-    async with service_runtime("billing_check", settings, MIGRATIONS, HANDLERS):
+    async with service_runtime("billing_check", settings, MIGRATIONS, HANDLERS, metrics_port=settings.metrics_port):
         await wait_for_stop_signal()
 
 
 def main() -> None:
     settings = load_settings(BillingCheckSettings, PROGRAM)
-    configure_logging("billing-check")
+    configure_logging("billing-check", settings.log_format, settings.log_level)
     asyncio.run(serve(settings))
 
 

@@ -21,6 +21,7 @@ from contacts_notifier import store
 from contacts_notifier.domain import Email, confirm_link, new_token, token_email, token_expiry
 from contacts_shared.bus import enqueue
 from contacts_shared.contracts import ContactChangeTokenIssued, utcnow
+from contacts_shared.observability import EMAILS_FAILED, EMAILS_SENT
 from contacts_shared.settings import NotifierSettings
 
 log = structlog.get_logger("contacts.notifier.mailer")
@@ -47,8 +48,10 @@ class Mailer:
             except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
                 delay = min(0.2 * 2 ** mail["attempts"], MAX_RETRY_DELAY)
                 await store.postpone(conn, mail["id"], delay, f"{type(exc).__name__}: {exc}"[:300])
+                EMAILS_FAILED.labels(mail["kind"]).inc()
                 log.warning("email not sent, will retry", mail_id=mail["id"], attempts=mail["attempts"] + 1, retry_in=delay)
                 return 1
+        EMAILS_SENT.labels(mail["kind"]).inc()
         log.info("email sent", mail_id=mail["id"], request_id=str(mail["request_id"]), kind=mail["kind"], nic=mail["nic"])
         return 1
 

@@ -7,7 +7,6 @@ import asyncio
 from contacts_notifier.handlers import HANDLERS
 from contacts_notifier.mailer import Mailer
 from contacts_notifier.store import MIGRATIONS
-from contacts_shared.db import drain_on_notify
 from contacts_shared.logs import configure_logging
 from contacts_shared.runtime import service_runtime, wait_for_stop_signal
 from contacts_shared.settings import NotifierSettings, load_settings
@@ -16,16 +15,19 @@ PROGRAM = "contacts-notifier"
 
 
 async def serve(settings: NotifierSettings) -> None:
-    async with service_runtime("notifier", settings, MIGRATIONS, HANDLERS) as runtime:
+    async with service_runtime(
+        "notifier", settings, MIGRATIONS, HANDLERS, metrics_port=settings.metrics_port
+    ) as runtime:
         mailer = Mailer(runtime.pool, settings)
         channel = await runtime.pool.fetchval("SELECT current_schema() || '_mail'")
-        runtime.background(drain_on_notify(runtime.pool, channel, mailer.send_next), name="mailer")
+        # At a stop, the email being sent is finished and recorded, never sent twice.
+        runtime.drain(channel, mailer.send_next, name="mailer")
         await wait_for_stop_signal()
 
 
 def main() -> None:
     settings = load_settings(NotifierSettings, PROGRAM)
-    configure_logging("notifier")
+    configure_logging("notifier", settings.log_format, settings.log_level)
     asyncio.run(serve(settings))
 
 

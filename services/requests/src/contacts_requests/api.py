@@ -7,6 +7,7 @@ Bearer header or in the session cookie. What a NIC is not party to answers 404.
 from __future__ import annotations
 
 import base64
+import inspect
 import uuid
 from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
@@ -16,7 +17,8 @@ import structlog
 from fastapi import Depends, FastAPI, Header, Query, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -24,6 +26,7 @@ from contacts_requests import handlers, store
 from contacts_requests.domain import Refusal, may_view, not_found
 from contacts_shared.auth import NotAuthenticated, verify_token
 from contacts_shared.contracts import ContactType, Nic, RequestState, utcnow
+from contacts_shared.observability import render_metrics
 
 log = structlog.get_logger("contacts.requests.api")
 
@@ -152,9 +155,16 @@ def create_api(
                 checks["database"] = await conn.fetchval("SELECT true")
         except Exception:  # noqa: BLE001 - reported as not ready
             pass
-        checks["broker"] = bool(ready()) if ready else True
+        broker = ready() if ready else True
+        checks["broker"] = bool(await broker if inspect.isawaitable(broker) else broker)
         status = 200 if all(checks.values()) else 503
         return JSONResponse({"status": "ready" if status == 200 else "not ready", "checks": checks}, status_code=status)
+
+    @app.get("/metrics", tags=["operations"], include_in_schema=False)
+    async def metrics(request: Request) -> Response:
+        # Gauges of shared state are refreshed first by what the service registered.
+        refreshers = getattr(request.app.state, "metric_refreshers", [])
+        return Response(await render_metrics(refreshers), media_type=CONTENT_TYPE_LATEST)
 
     # --- contacts -------------------------------------------------------------------------------
 

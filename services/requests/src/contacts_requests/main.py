@@ -3,39 +3,74 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import uvicorn
 
+from contacts_requests import store
 from contacts_requests.api import create_api
 from contacts_requests.handlers import expire_overdue, message_handlers
 from contacts_requests.store import MIGRATIONS
+from contacts_shared.contracts import RequestState
 from contacts_shared.logs import configure_logging
-from contacts_shared.runtime import service_runtime
+from contacts_shared.observability import REQUESTS_BY_STATE, Refresher, RequestContextMiddleware
+from contacts_shared.runtime import Runtime, service_runtime, wait_for_stop_signal
 from contacts_shared.settings import RequestsSettings, load_settings
 
 PROGRAM = "contacts-requests"
+# In-flight HTTP requests get this long after SIGTERM (the consumers stop at the same time).
+HTTP_GRACE_SECONDS = 4
+
+
+class _Server(uvicorn.Server):
+    # Signals are the runtime's: it stops HTTP and the consumers together, then exits cleanly
+    # (uvicorn's own handling would re-raise SIGTERM after serving and skip that).
+    def capture_signals(self) -> contextlib.AbstractContextManager[None]:
+        return contextlib.nullcontext()
+
+
+def requests_by_state_refresher(runtime: Runtime) -> Refresher:
+    async def refresh() -> None:
+        async with runtime.pool.acquire() as conn:
+            counts = await store.requests_by_state(conn)
+        for state in RequestState:
+            REQUESTS_BY_STATE.labels(state.value).set(counts.get(state.value, 0))
+
+    return refresh
 
 
 async def serve(settings: RequestsSettings) -> None:
     async with service_runtime("requests", settings, MIGRATIONS, message_handlers(settings.request_ttl)) as runtime:
         runtime.every(1.0, lambda: expire_overdue(runtime.pool), name="expire-overdue")
+        runtime.refreshers.append(requests_by_state_refresher(runtime))
         app = create_api(
             pool=runtime.pool,
             jwt_secret=settings.jwt_secret,
             request_ttl=settings.request_ttl,
             dev_login=settings.dev_login,
-            ready=lambda: runtime.bus.broker.running,
+            ready=runtime.bus.is_connected,
         )
+        app.state.metric_refreshers = runtime.refreshers
         config = uvicorn.Config(
-            app, host="0.0.0.0", port=settings.http_port, log_config=None, access_log=False, lifespan="off"
+            RequestContextMiddleware(app),
+            host="0.0.0.0",
+            port=settings.http_port,
+            log_config=None,
+            access_log=False,
+            lifespan="off",
+            timeout_graceful_shutdown=HTTP_GRACE_SECONDS,
         )
-        # uvicorn handles SIGTERM/SIGINT: it stops accepting, finishes requests in flight, returns.
-        await uvicorn.Server(config).serve()
+        server = _Server(config)
+        serving = asyncio.create_task(server.serve())
+        await wait_for_stop_signal(serving)
+        # Stop accepting, finish the requests in flight; meanwhile the consumers stop too.
+        server.should_exit = True
+        await asyncio.gather(serving, runtime.bus.stop_consuming())
 
 
 def main() -> None:
     settings = load_settings(RequestsSettings, PROGRAM)
-    configure_logging("requests")
+    configure_logging("requests", settings.log_format, settings.log_level)
     asyncio.run(serve(settings))
 
 

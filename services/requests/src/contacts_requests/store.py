@@ -11,8 +11,9 @@ from datetime import datetime
 
 import asyncpg
 
-from contacts_requests.domain import Account, ContactChange, ServiceContacts, TokenSlot
+from contacts_requests.domain import FINAL_STATES, Account, ContactChange, ServiceContacts, TokenSlot
 from contacts_shared.contracts import ContactType, RequestState
+from contacts_shared.observability import FLOW_SECONDS
 
 MIGRATIONS = [
     """
@@ -229,13 +230,22 @@ async def load_change(conn: asyncpg.Connection, request_id: uuid.UUID, *, for_up
 async def set_state(
     conn: asyncpg.Connection, request_id: uuid.UUID, state: RequestState, actor: str, reason: str | None
 ) -> None:
-    await conn.execute(
-        "UPDATE contact_changes SET state = $2, reason = $3, updated_at = now() WHERE id = $1",
+    flow_seconds = await conn.fetchval(
+        "UPDATE contact_changes SET state = $2, reason = $3, updated_at = now() WHERE id = $1"
+        " RETURNING extract(epoch FROM now() - created_at)::float8",
         request_id,
         state.value,
         reason,
     )
     await record_history(conn, request_id, state, actor, reason)
+    if state in FINAL_STATES and flow_seconds is not None:
+        # Observed before the commit: a transaction retried after a failure may count twice.
+        FLOW_SECONDS.labels(state.value).observe(flow_seconds)
+
+
+async def requests_by_state(conn: asyncpg.Connection) -> dict[str, int]:
+    rows = await conn.fetch("SELECT state, count(*) AS n FROM contact_changes GROUP BY state")
+    return {r["state"]: r["n"] for r in rows}
 
 
 async def request_view(conn: asyncpg.Connection, request_id: uuid.UUID) -> dict | None:

@@ -1,0 +1,174 @@
+"""The compose deployment agrees with the code: Debian's docker-compose validates the file, each
+service sets exactly the CONTACTS_* settings its code reads (and their values pass the same
+validation the service applies at start), ports line up with the images, and the images are
+built the way the deployment needs (multi-stage with uv, slim, non-root, with a HEALTHCHECK).
+
+No Docker engine is needed: `docker-compose config` resolves the file without one.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from pydantic_settings import BaseSettings
+
+from contacts_shared.settings import BillingCheckSettings, NotifierSettings, RequestsSettings
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE = ROOT / "docker-compose.yml"
+
+# Compose service -> the settings class its program loads at start.
+SERVICE_SETTINGS: dict[str, type[BaseSettings]] = {
+    "requests": RequestsSettings,
+    "billing-check": BillingCheckSettings,
+    "notifier": NotifierSettings,
+}
+# `contacts demo` only publishes: of the CLI's settings it uses the broker's (cli.publish_all).
+DEMO_SETTINGS = {"CONTACTS_AMQP_URL", "CONTACTS_NAMESPACE"}
+# Compose service -> (Dockerfile, console script, the setting that holds its health/metrics port).
+IMAGES = {
+    "requests": ("services/requests/Dockerfile", "contacts-requests", "CONTACTS_HTTP_PORT"),
+    "billing-check": ("services/billing-check/Dockerfile", "contacts-billing-check", "CONTACTS_METRICS_PORT"),
+    "notifier": ("services/notifier/Dockerfile", "contacts-notifier", "CONTACTS_METRICS_PORT"),
+}
+SERVICE_ROLES = {"requests": "contacts_requests", "billing-check": "contacts_billing_check", "notifier": "contacts_notifier"}
+
+
+def env_names(cls: type[BaseSettings]) -> set[str]:
+    prefix = cls.model_config.get("env_prefix", "")
+    return {f"{prefix}{name}".upper() for name in cls.model_fields}
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    """The file as docker-compose resolves it (anchors merged, ${VAR:-default} substituted)."""
+    program = shutil.which("docker-compose")
+    if program is None:
+        pytest.skip("docker-compose is not installed (CI installs Debian's: apt-get install docker-compose)")
+    result = subprocess.run(
+        [program, "--file", str(COMPOSE), "config"], capture_output=True, text=True, timeout=60, cwd=ROOT, check=False
+    )
+    assert result.returncode == 0, f"docker-compose config rejected the file:\n{result.stderr}"
+    return yaml.safe_load(result.stdout)
+
+
+def test_compose_file_is_valid_and_has_the_whole_system(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    assert set(services) == {"postgres", "rabbitmq", "mailpit", "requests", "billing-check", "notifier", "demo"}
+    assert "management" in services["rabbitmq"]["image"]
+    assert services["demo"]["command"] == ["contacts", "demo"] and services["demo"].get("restart") == "no"
+    # Data survives `docker compose down` (without -v).
+    assert {"postgres-data", "rabbitmq-data"} <= set(compose["volumes"])
+    assert any(str(v.get("target", v)).startswith("/var/lib/postgresql/data") for v in _volumes(services["postgres"]))
+    assert any(str(v.get("target", v)).startswith("/var/lib/rabbitmq") for v in _volumes(services["rabbitmq"]))
+    # The role script runs when PostgreSQL initialises its volume.
+    init = [v for v in _volumes(services["postgres"]) if v.get("target") == "/docker-entrypoint-initdb.d"]
+    assert init and Path(init[0]["source"]).resolve() == (ROOT / "deploy/postgres").resolve()
+
+
+def test_everything_waits_for_what_it_needs_to_be_healthy(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    for name in ("postgres", "rabbitmq", "mailpit"):
+        assert services[name]["healthcheck"]["test"], f"{name} has no healthcheck"
+    for name in SERVICE_SETTINGS:
+        needs = services[name]["depends_on"]
+        for dependency in ("postgres", "rabbitmq"):
+            assert needs[dependency]["condition"] == "service_healthy", (name, dependency)
+    assert services["notifier"]["depends_on"]["mailpit"]["condition"] == "service_healthy"
+    # The demo data is published once every consumer's queue is bound (the services are ready).
+    assert {k: v["condition"] for k, v in services["demo"]["depends_on"].items()} == dict.fromkeys(
+        SERVICE_SETTINGS, "service_healthy"
+    )
+
+
+@pytest.mark.parametrize("service", sorted(SERVICE_SETTINGS))
+def test_each_service_sets_exactly_the_settings_its_code_reads(
+    compose: dict[str, Any], service: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    environment = _environment(compose["services"][service])
+    settings_class = SERVICE_SETTINGS[service]
+    assert set(environment) == env_names(settings_class), (
+        f"compose sets {sorted(set(environment) - env_names(settings_class))} that the code does not read, "
+        f"and misses {sorted(env_names(settings_class) - set(environment))}"
+    )
+    # The values pass the validation the service applies at start.
+    for name in list(os.environ):
+        if name.startswith("CONTACTS_"):
+            monkeypatch.delenv(name)
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    settings = settings_class()
+    assert settings.log_format == "json"
+    # Each service connects as its own role (deploy/postgres/init-roles.sh creates them).
+    assert settings.database_url.startswith(f"postgresql://{SERVICE_ROLES[service]}:")
+
+
+def test_the_demo_job_sets_only_the_broker_settings(compose: dict[str, Any]) -> None:
+    assert set(_environment(compose["services"]["demo"])) == DEMO_SETTINGS
+
+
+def test_ports_agree_between_settings_images_and_compose(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    for service, (dockerfile, _, port_setting) in IMAGES.items():
+        port = int(_environment(services[service])[port_setting])
+        text = (ROOT / dockerfile).read_text()
+        assert re.search(rf"^EXPOSE {port}$", text, re.MULTILINE), f"{dockerfile} does not EXPOSE {port}"
+        assert f"os.environ.get('{port_setting}', '{port}')" in text, f"{dockerfile} HEALTHCHECK is not on {port}"
+    published = {int(p["target"]): int(p["published"]) for p in services["requests"]["ports"]}
+    assert published == {8000: 8000}
+    assert {int(p["target"]) for p in services["rabbitmq"]["ports"]} == {15672}
+    assert {int(p["target"]) for p in services["mailpit"]["ports"]} == {8025}
+    assert _environment(services["notifier"])["CONTACTS_SMTP_PORT"] == "1025"  # Mailpit's SMTP port
+    assert _environment(services["requests"])["CONTACTS_PUBLIC_URL"] == "http://localhost:8000"
+
+
+def test_database_passwords_agree_with_the_role_script(compose: dict[str, Any]) -> None:
+    postgres = _environment(compose["services"]["postgres"])
+    script = (ROOT / "deploy/postgres/init-roles.sh").read_text()
+    for service, role in SERVICE_ROLES.items():
+        url = _environment(compose["services"][service])["CONTACTS_DATABASE_URL"]
+        password_variable = f"{service.upper().replace('-', '_')}_DB_PASSWORD"
+        assert f'"{role}:' in script and f"${password_variable}" in script, (role, password_variable)
+        assert url == f"postgresql://{role}:{postgres[password_variable]}@postgres:5432/{postgres['POSTGRES_DB']}"
+
+
+@pytest.mark.parametrize("service", sorted(IMAGES))
+def test_images_are_multi_stage_slim_non_root_with_a_healthcheck(service: str) -> None:
+    dockerfile, program, _ = IMAGES[service]
+    text = (ROOT / dockerfile).read_text()
+    stages = re.findall(r"^FROM (\S+)(?: AS (\w+))?$", text, re.MULTILINE)
+    assert len(stages) == 2 and stages[0][1] == "build", stages
+    assert stages[-1][0] == "python:3.11-slim"
+    final = text[text.rindex("\nFROM ") :]
+    assert "COPY --from=ghcr.io/astral-sh/uv:" in text and "uv sync --frozen --no-dev" in text
+    assert "astral-sh/uv" not in final and "uv sync" not in final
+    assert "apt-get" not in final and "pip install" not in final  # no build tools in the final image
+    assert re.search(r"^USER contacts$", final, re.MULTILINE) and "useradd" in final
+    assert "HEALTHCHECK" in final and "urllib.request" in final
+    assert re.search(rf'^CMD \["{program}"\]$', final, re.MULTILINE)
+    pyproject = (ROOT / Path(dockerfile).parent / "pyproject.toml").read_text()
+    assert f"{program} = " in pyproject
+
+
+def _environment(service: dict[str, Any]) -> dict[str, str]:
+    environment = service.get("environment") or {}
+    if isinstance(environment, list):
+        environment = dict(item.split("=", 1) for item in environment)
+    return {k: "" if v is None else str(v) for k, v in environment.items()}
+
+
+def _volumes(service: dict[str, Any]) -> list[dict[str, Any]]:
+    found = []
+    for volume in service.get("volumes", []):
+        if isinstance(volume, str):
+            source, _, rest = volume.partition(":")
+            volume = {"source": source, "target": rest.split(":")[0]}
+        found.append(volume)
+    return found
