@@ -406,6 +406,8 @@ def dev_environment(args: argparse.Namespace, out: Output) -> dict[str, str]:
     env.pop("CONTACTS_SMTP_USER", None)
     env.pop("CONTACTS_SMTP_PASSWORD", None)
     env.setdefault("CONTACTS_PUBLIC_URL", f"http://127.0.0.1:{http_port_from(env)}")
+    # A local session has no identity provider: the pages' development sign-in stands in for it.
+    env.setdefault("CONTACTS_DEV_LOGIN", "1")
     return env
 
 
@@ -422,6 +424,7 @@ def print_welcome(env: dict[str, str], sink: mailsink.MailSink, secret_was_set: 
     if not secret_was_set:
         token = f"CONTACTS_JWT_SECRET={DEV_JWT_SECRET} {token}"
     for line in (
+        f"Pages (sign in):   http://127.0.0.1:{port}/contacts   (development sign-in: type a NIC)",
         f"API (try it out):  http://127.0.0.1:{port}/docs",
         f"Mail inbox:        {sink.inbox_url}   (SMTP on {sink.smtp_host}:{sink.smtp_port})",
         f"A user's JWT:      {token}",
