@@ -48,15 +48,18 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-async def eventually(check: Callable[[], Awaitable[T | None]], *, timeout: float = 10.0, what: str = "condition") -> T:
-    """Poll `check` until it returns something truthy, or fail after `timeout` seconds."""
+async def eventually(
+    check: Callable[[], Awaitable[T | None]], *, timeout: float = 10.0, what: str = "condition", interval: float = 0.02
+) -> T:
+    """Poll `check` every `interval` seconds until it returns something truthy, or fail after
+    `timeout` seconds."""
     deadline = time.monotonic() + timeout
     last: Any = None
     while time.monotonic() < deadline:
         last = await check()
         if last:
             return last
-        await asyncio.sleep(0.02)
+        await asyncio.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
 
 

@@ -140,7 +140,9 @@ async def feed(system: System, flows: list[Flow]) -> None:
         (i,) = await system.sql("billing_check", "SELECT count(*) AS n FROM invoices")
         return s["n"] == services and a["n"] == 4 * services and i["n"] == invoices
 
-    await eventually(known, timeout=120, what="the world to reach the services")
+    await eventually(
+        known, timeout=120, what="the world to reach the services", interval=0.2
+    )
 
 
 # --- driving a flow like a user ---------------------------------------------------------------
@@ -226,6 +228,7 @@ async def answer(
             ),  # type: ignore[arg-type]
             timeout=max(1.0, deadline - time.monotonic()),
             what=f"token email to {nic}",
+            interval=0.3,  # hundreds of flows poll at once: don't starve the services of CPU
         )
         token = tokens[-1]
         flow.tokens_used.append(token)
@@ -458,7 +461,9 @@ async def audit(
         return len(rows) >= len(by_request) and all(r["state"] in FINAL for r in rows)
 
     with contextlib.suppress(AssertionError):
-        await eventually(all_ended, timeout=settle_timeout, what="every request to end")
+        await eventually(
+            all_ended, timeout=settle_timeout, what="every request to end", interval=0.5
+        )
 
     expected_mails = _expected_mails(flows)
 
@@ -468,7 +473,10 @@ async def audit(
 
     with contextlib.suppress(AssertionError):
         await eventually(
-            mails_settled, timeout=settle_timeout, what="every expected email"
+            mails_settled,
+            timeout=settle_timeout,
+            what="every expected email",
+            interval=1,
         )
 
     requests = {
@@ -570,7 +578,9 @@ async def queues_drained(
         return None if busy else queues
 
     try:
-        await eventually(drained, timeout=60, what="the service queues to drain")
+        await eventually(
+            drained, timeout=60, what="the service queues to drain", interval=0.5
+        )
     except AssertionError:
         queues = await asyncio.to_thread(list_queues, system.namespace)
         raise AssertionError(f"queues not drained: {queues}") from None
@@ -621,7 +631,10 @@ async def when_in_flight(
         return sum(f.request_id is not None for f in flows) >= share * len(flows)
 
     await eventually(
-        enough, timeout=timeout, what=f"{share:.0%} of the flows to be submitted"
+        enough,
+        timeout=timeout,
+        what=f"{share:.0%} of the flows to be submitted",
+        interval=0.1,
     )
 
 
