@@ -31,6 +31,10 @@ Handler = Callable[[asyncpg.Connection, Envelope, Any], Awaitable[None]]
 # After this many failed deliveries a message goes to the dead-letter queue with the last error.
 MAX_ATTEMPTS = 8
 
+# No message of the contracts comes near this; a bigger body is abuse or a bug upstream and is
+# dead-lettered unparsed rather than held in memory and validated.
+MAX_BODY_BYTES = 1024 * 1024
+
 
 def exchange_for(namespace: str) -> RabbitExchange:
     return RabbitExchange(f"{namespace}contacts", type=ExchangeType.TOPIC, durable=True)
@@ -132,6 +136,8 @@ class ServiceBus:
             handler = self._handlers.get(routing_key)
             if handler is None:
                 raise MalformedMessage(f"this service does not consume routing key {routing_key!r}")
+            if len(body) > MAX_BODY_BYTES:
+                raise MalformedMessage(f"body of {len(body)} bytes is larger than {MAX_BODY_BYTES} bytes")
             envelope, data = parse_message(body, routing_key)
         except MalformedMessage as exc:
             await self._dead_letter(message, routing_key, str(exc))
