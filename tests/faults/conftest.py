@@ -24,9 +24,7 @@ from faults.flows import RESULTS, SUMMARY_COLUMNS, assert_no_secrets_in_logs
 from support import System, free_port, running_system
 
 
-def _as(
-    user: str, argv: list[str], **kwargs: object
-) -> subprocess.CompletedProcess[str]:
+def _as(user: str, argv: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
     """Run `argv` as `user` when we are root (PostgreSQL refuses to run as root)."""
     if os.geteuid() == 0:
         argv = ["runuser", "-u", user, "--", *argv]
@@ -70,7 +68,9 @@ class OwnPostgres:
             ],
             timeout=120,
         )
-        options = f"-p {self.port} -k {self.directory} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=300"
+        options = (
+            f"-p {self.port} -k {self.directory} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=300"
+        )
         self._pg_ctl("-o", options, "-w", "start")
 
     async def restart(self) -> None:
@@ -78,9 +78,7 @@ class OwnPostgres:
         await asyncio.to_thread(self._pg_ctl, "-m", "fast", "-w", "restart")
 
     def stop(self) -> None:
-        with contextlib.suppress(
-            subprocess.CalledProcessError, subprocess.TimeoutExpired
-        ):
+        with contextlib.suppress(subprocess.CalledProcessError, subprocess.TimeoutExpired):
             self._pg_ctl("-m", "immediate", "-w", "stop")
 
 
@@ -105,9 +103,7 @@ class OwnRabbit:
             check=False,
         )
         if result.returncode != 0:
-            raise RuntimeError(
-                f"rabbitmqctl {' '.join(args)}: {result.stdout}{result.stderr}"
-            )
+            raise RuntimeError(f"rabbitmqctl {' '.join(args)}: {result.stdout}{result.stderr}")
         return result.stdout
 
     def _await_startup(self) -> None:
@@ -186,9 +182,7 @@ def own_infrastructure() -> Iterator[OwnInfrastructure]:
         key=lambda p: int(Path(p).parts[4]),
     )
     if not bins or not shutil.which("rabbitmq-server"):
-        pytest.fail(
-            "fault tests need PostgreSQL and RabbitMQ server binaries installed (.ci/run installs them)"
-        )
+        pytest.fail("fault tests need PostgreSQL and RabbitMQ server binaries installed (.ci/run installs them)")
     root = Path(tempfile.mkdtemp(prefix="contacts-faults-"))
     os.chmod(root, 0o755)
     pg_dir, mq_dir = root / "pg", root / "mq"
@@ -252,14 +246,7 @@ async def faulty_system(
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     if not RESULTS:
         return
-    widths = [
-        max(len(str(row[i])) for row in [SUMMARY_COLUMNS, *RESULTS])
-        for i in range(len(SUMMARY_COLUMNS))
-    ]
+    widths = [max(len(str(row[i])) for row in [SUMMARY_COLUMNS, *RESULTS]) for i in range(len(SUMMARY_COLUMNS))]
     terminalreporter.section("faults: what happened to the flows in flight")
     for row in [SUMMARY_COLUMNS, *RESULTS]:
-        terminalreporter.write_line(
-            " | ".join(
-                str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)
-            )
-        )
+        terminalreporter.write_line(" | ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)))

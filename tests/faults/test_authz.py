@@ -29,9 +29,7 @@ PROBLEM = "application/problem+json"
 async def world(own_infrastructure: OwnInfrastructure) -> AsyncIterator[System]:
     """One system for the module: the seed's world with an open request of the owner."""
     infra = own_infrastructure
-    async with running_system(
-        infra.postgres.url, infra.rabbit.url, "faults-authz"
-    ) as system:
+    async with running_system(infra.postgres.url, infra.rabbit.url, "faults-authz") as system:
         await feed_world(system)
         yield system
     assert_no_secrets_in_logs(system)
@@ -50,9 +48,7 @@ async def routes(system: System, request_id: str) -> list[tuple[str, str, dict |
     for path, operations in document["paths"].items():
         if not path.startswith("/v1/"):
             continue
-        concrete = path.replace("{request_id}", request_id).replace(
-            "{service}", HOSTING
-        )
+        concrete = path.replace("{request_id}", request_id).replace("{service}", HOSTING)
         for method in operations:
             body = {"token": "x" * 20} if method == "post" else None
             if "contact-changes" in path and path.startswith("/v1/services/"):
@@ -72,9 +68,7 @@ def assert_problem(response: httpx.Response, status: int) -> dict:
     return body
 
 
-async def test_every_route_as_a_nic_that_is_no_party_shows_nothing(
-    world: System, open_request: str
-) -> None:
+async def test_every_route_as_a_nic_that_is_no_party_shows_nothing(world: System, open_request: str) -> None:
     async with world.api(STRANGER) as client:
         for method, path, body in await routes(world, open_request):
             response = await client.request(method, path, json=body)
@@ -85,11 +79,7 @@ async def test_every_route_as_a_nic_that_is_no_party_shows_nothing(
                 continue
             problem = assert_problem(response, 404)
             text = response.text
-            for secret in (
-                (OWNER, WEBMASTER, OLD_TECH, HOSTING)
-                if "contact-changes/" in path
-                else (OWNER, OLD_TECH)
-            ):
+            for secret in (OWNER, WEBMASTER, OLD_TECH, HOSTING) if "contact-changes/" in path else (OWNER, OLD_TECH):
                 assert secret not in text, f"{method} {path} leaks {secret}: {problem}"
     # And the request is untouched.
     assert (await world.request(OWNER, open_request))["state"] in (
@@ -108,36 +98,26 @@ def _bad_tokens(system: System) -> dict[str, str | None]:
             algorithm="HS256",
         ),
         "wrong signature": mint_token("not-the-secret-" + system.jwt_secret, OWNER),
-        "alg none": jwt.encode(
-            {"sub": OWNER, "iat": now, "exp": now + 3600}, None, algorithm="none"
-        ),
+        "alg none": jwt.encode({"sub": OWNER, "iat": now, "exp": now + 3600}, None, algorithm="none"),
         "garbage": "not.a.jwt",
     }
 
 
-async def test_every_route_refuses_missing_expired_forged_and_unsigned_jwts(
-    world: System, open_request: str
-) -> None:
+async def test_every_route_refuses_missing_expired_forged_and_unsigned_jwts(world: System, open_request: str) -> None:
     for name, token in _bad_tokens(world).items():
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         async with httpx.AsyncClient(base_url=world.api_url, headers=headers) as client:
             for method, path, body in await routes(world, open_request):
                 response = await client.request(method, path, json=body)
                 assert_problem(response, 401)
-                assert response.headers.get("www-authenticate", "").startswith(
-                    "Bearer"
-                ), name
+                assert response.headers.get("www-authenticate", "").startswith("Bearer"), name
         # The same token as the session cookie is refused the same way.
         if token:
-            async with httpx.AsyncClient(
-                base_url=world.api_url, cookies={"contacts_session": token}
-            ) as client:
+            async with httpx.AsyncClient(base_url=world.api_url, cookies={"contacts_session": token}) as client:
                 assert_problem(await client.get("/v1/me/contacts"), 401)
 
 
-async def test_wrong_tries_lock_only_that_confirmer(
-    world: System, open_request: str
-) -> None:
+async def test_wrong_tries_lock_only_that_confirmer(world: System, open_request: str) -> None:
     """(tests/e2e/test_tokens.py covers the lock, reuse, foreign tokens, resend and expiry.)"""
     owner = await world.token_mail(email_of(OWNER), open_request)
     webmaster = await world.token_mail(email_of(WEBMASTER), open_request)
@@ -146,13 +126,9 @@ async def test_wrong_tries_lock_only_that_confirmer(
             await world.act(WEBMASTER, open_request, "accept", f"guess-{attempt:04d}"),
             422,
         )
-    assert_problem(
-        await world.act(WEBMASTER, open_request, "accept", webmaster.token), 422
-    )  # locked
+    assert_problem(await world.act(WEBMASTER, open_request, "accept", webmaster.token), 422)  # locked
     # The owner's own counter is untouched: the owner's token still works.
-    assert (
-        await world.act(OWNER, open_request, "accept", owner.token)
-    ).status_code == 200
+    assert (await world.act(OWNER, open_request, "accept", owner.token)).status_code == 200
 
 
 # --- fuzzing from the OpenAPI document (last: it may lock, answer or cancel the open request) --------
@@ -190,36 +166,22 @@ def fuzz(system: System, open_request: str, examples: int) -> list[str]:
                     response = case.call(headers=auth, timeout=15)
                     where = f"{case.method} {case.formatted_path}"
                     if response.status_code >= 500:
-                        failures.append(
-                            f"{where}: {response.status_code} {response.text[:300]}"
-                        )
+                        failures.append(f"{where}: {response.status_code} {response.text[:300]}")
                     elif response.status_code >= 400:
                         content_type = " ".join(
-                            {k.lower(): v for k, v in response.headers.items()}.get(
-                                "content-type", []
-                            )
+                            {k.lower(): v for k, v in response.headers.items()}.get("content-type", [])
                         )
-                        body = (
-                            response.json() if content_type.startswith(PROBLEM) else {}
-                        )
-                        if body.get("status") != response.status_code or not body.get(
-                            "title"
-                        ):
-                            failures.append(
-                                f"{where}: {response.status_code} {content_type} {response.text[:300]}"
-                            )
+                        body = response.json() if content_type.startswith(PROBLEM) else {}
+                        if body.get("status") != response.status_code or not body.get("title"):
+                            failures.append(f"{where}: {response.status_code} {content_type} {response.text[:300]}")
 
-                with contextlib.suppress(
-                    Unsatisfiable
-                ):  # nothing invalid to make of an operation without inputs
+                with contextlib.suppress(Unsatisfiable):  # nothing invalid to make of an operation without inputs
                     check()
     assert calls > 100, calls
     print(f"\n[schemathesis] {calls} generated requests, {len(failures)} failures")
     return failures
 
 
-async def test_fuzzed_requests_never_5xx_and_errors_are_problem_details(
-    world: System, open_request: str
-) -> None:
+async def test_fuzzed_requests_never_5xx_and_errors_are_problem_details(world: System, open_request: str) -> None:
     failures = await asyncio.to_thread(fuzz, world, open_request, 25)
     assert failures == [], "\n".join(failures[:20])

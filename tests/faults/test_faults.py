@@ -24,21 +24,14 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 FLOWS = 200
 
 
-async def test_rabbitmq_restart(
-    faulty_system: System, own_infrastructure: OwnInfrastructure
-) -> None:
+async def test_rabbitmq_restart(faulty_system: System, own_infrastructure: OwnInfrastructure) -> None:
     async def restart_broker(flows: list[Flow]) -> None:
         await when_in_flight(flows)
         await own_infrastructure.rabbit.restart()
 
         # The consumers come back by themselves (a known FastStream pitfall is that they don't).
         async def consuming_again() -> bool:
-            counts = [
-                await _consumers(
-                    faulty_system.amqp_url, f"{faulty_system.namespace}{s}"
-                )
-                for s in SCHEMAS
-            ]
+            counts = [await _consumers(faulty_system.amqp_url, f"{faulty_system.namespace}{s}") for s in SCHEMAS]
             return all(counts)
 
         await eventually(
@@ -47,30 +40,22 @@ async def test_rabbitmq_restart(
             what="every service to consume again after the restart",
         )
 
-    result = await run_scenario(
-        faulty_system, "RabbitMQ restart", FLOWS, restart_broker
-    )
+    result = await run_scenario(faulty_system, "RabbitMQ restart", FLOWS, restart_broker)
     assert result.problems == []
     await queues_drained(faulty_system, own_infrastructure.rabbit.queues)
 
 
-async def test_postgres_restart(
-    faulty_system: System, own_infrastructure: OwnInfrastructure
-) -> None:
+async def test_postgres_restart(faulty_system: System, own_infrastructure: OwnInfrastructure) -> None:
     async def restart_database(flows: list[Flow]) -> None:
         await when_in_flight(flows)
         await own_infrastructure.postgres.restart()
 
-    result = await run_scenario(
-        faulty_system, "PostgreSQL restart", FLOWS, restart_database
-    )
+    result = await run_scenario(faulty_system, "PostgreSQL restart", FLOWS, restart_database)
     assert result.problems == []
     await queues_drained(faulty_system, own_infrastructure.rabbit.queues)
 
 
-async def test_kill_each_service_in_turn(
-    faulty_system: System, own_infrastructure: OwnInfrastructure
-) -> None:
+async def test_kill_each_service_in_turn(faulty_system: System, own_infrastructure: OwnInfrastructure) -> None:
     rng = random.Random()
 
     async def kill_in_turn(flows: list[Flow]) -> None:
@@ -79,16 +64,12 @@ async def test_kill_each_service_in_turn(
             await asyncio.sleep(rng.uniform(0.5, 4))  # a random moment
             await kill_and_restart(faulty_system, name, down_for=rng.uniform(0.5, 2))
 
-    result = await run_scenario(
-        faulty_system, "kill -9 each service in turn", FLOWS, kill_in_turn
-    )
+    result = await run_scenario(faulty_system, "kill -9 each service in turn", FLOWS, kill_in_turn)
     assert result.problems == []
     await queues_drained(faulty_system, own_infrastructure.rabbit.queues)
 
 
-async def test_smtp_down_30_seconds(
-    faulty_system: System, own_infrastructure: OwnInfrastructure
-) -> None:
+async def test_smtp_down_30_seconds(faulty_system: System, own_infrastructure: OwnInfrastructure) -> None:
     async def smtp_down(flows: list[Flow]) -> None:
         await when_in_flight(flows)
         await smtp_outage(faulty_system, 30)
@@ -102,17 +83,12 @@ async def test_smtp_down_30_seconds(
 async def test_two_replicas_of_every_service(
     faulty_system: System, own_infrastructure: OwnInfrastructure, replicas: int
 ) -> None:
-    assert (
-        len(faulty_system.processes) == 2 * len(SERVICES)
-        and faulty_system.replica_api_urls
-    )
+    assert len(faulty_system.processes) == 2 * len(SERVICES) and faulty_system.replica_api_urls
 
     async def nothing(flows: list[Flow]) -> None:
         return None
 
-    result = await run_scenario(
-        faulty_system, "two replicas of every service", FLOWS, nothing
-    )
+    result = await run_scenario(faulty_system, "two replicas of every service", FLOWS, nothing)
     assert result.problems == []
     await queues_drained(faulty_system, own_infrastructure.rabbit.queues)
 
@@ -127,9 +103,7 @@ async def test_every_message_twice_and_out_of_order(
         return None
 
     try:
-        result = await run_scenario(
-            faulty_system, "every message twice, out of order", FLOWS, nothing
-        )
+        result = await run_scenario(faulty_system, "every message twice, out of order", FLOWS, nothing)
     finally:
         await republisher.stop()
     assert republisher.copies > 10 * FLOWS

@@ -24,9 +24,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 CONSUMED = {
     "requests": (
         "account.upserted",
-        envelope_for(
-            AccountUpserted(nic="pp00001-ovh", email="p@example.test", zone=Zone.EU)
-        ),
+        envelope_for(AccountUpserted(nic="pp00001-ovh", email="p@example.test", zone=Zone.EU)),
     ),
     "billing_check": (
         "invoice.paid",
@@ -109,23 +107,17 @@ async def publish_poison(system: System) -> dict[str, list[tuple[str, str, str]]
                 if key:
                     await exchange.publish(message, routing_key=key)
                 else:  # straight into the service's queue, under a routing key nobody binds
-                    await channel.default_exchange.publish(
-                        message, routing_key=f"{system.namespace}{service}"
-                    )
+                    await channel.default_exchange.publish(message, routing_key=f"{system.namespace}{service}")
                 sent.setdefault(service, []).append((name, message_id or "", reason))
     return sent
 
 
-async def dead_letters(
-    system: System, service: str
-) -> list[aio_pika.abc.AbstractIncomingMessage]:
+async def dead_letters(system: System, service: str) -> list[aio_pika.abc.AbstractIncomingMessage]:
     """Take every dead letter of the service's DLQ (they are removed)."""
     connection = await aio_pika.connect(system.amqp_url)
     async with connection:
         channel = await connection.channel()
-        queue = await channel.declare_queue(
-            f"{system.namespace}{service}.dlq", passive=True
-        )
+        queue = await channel.declare_queue(f"{system.namespace}{service}.dlq", passive=True)
         found = []
         while (message := await queue.get(no_ack=True, fail=False)) is not None:
             found.append(message)
@@ -146,23 +138,14 @@ async def test_poison_on_every_queue_is_dead_lettered_and_nothing_waits(
     assert result.problems == []
 
     async def all_dead_lettered() -> bool:
-        queues = await asyncio.to_thread(
-            own_infrastructure.rabbit.queues, faulty_system.namespace
-        )
-        return all(
-            queues.get(f"{faulty_system.namespace}{s}.dlq", (0, 0))[0] == len(p)
-            for s, p in sent.items()
-        )
+        queues = await asyncio.to_thread(own_infrastructure.rabbit.queues, faulty_system.namespace)
+        return all(queues.get(f"{faulty_system.namespace}{s}.dlq", (0, 0))[0] == len(p) for s, p in sent.items())
 
-    await eventually(
-        all_dead_lettered, timeout=60, what="every poison in its dead-letter queue"
-    )
+    await eventually(all_dead_lettered, timeout=60, what="every poison in its dead-letter queue")
     for service, expected in sent.items():
         letters = await dead_letters(faulty_system, service)
         reasons = {
-            str((m.headers or {}).get("x-original-message-id", "")): str(
-                (m.headers or {}).get("x-reason", "")
-            )
+            str((m.headers or {}).get("x-original-message-id", "")): str((m.headers or {}).get("x-reason", ""))
             for m in letters
         }
         assert len(letters) == len(expected), reasons
@@ -170,7 +153,5 @@ async def test_poison_on_every_queue_is_dead_lettered_and_nothing_waits(
         (unnamed,) = set(reasons) - {message_id for _, message_id, _ in expected}
         for name, message_id, reason in expected:
             got = reasons[message_id or unnamed]
-            assert reason in got, (
-                f"{service} / {name}: reason {got!r}, expected {reason!r}"
-            )
+            assert reason in got, f"{service} / {name}: reason {got!r}, expected {reason!r}"
     await queues_drained(faulty_system, own_infrastructure.rabbit.queues)

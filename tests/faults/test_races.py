@@ -8,7 +8,7 @@ from collections import Counter
 import pytest
 from contacts_shared.contracts import AccountUpserted, Zone
 from faults.conftest import OwnInfrastructure
-from faults.flows import Flow, email_of, feed, mails_for, queues_drained, run_scenario
+from faults.flows import Flow, email_of, feed, queues_drained, run_scenario, tokens_mailed
 from support import System, eventually
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
@@ -41,32 +41,20 @@ async def test_twenty_concurrent_submissions_for_one_service_and_type(
     await feed(faulty_system, [flow])
     candidates = [f"nw{i:05d}-ovh" for i in range(1, 21)]
     # Twenty different new contacts, each an account of the same zone.
-    await faulty_system.publish(
-        *[
-            AccountUpserted(nic=nic, email=email_of(nic), zone=Zone.EU)
-            for nic in candidates
-        ]
-    )
+    await faulty_system.publish(*[AccountUpserted(nic=nic, email=email_of(nic), zone=Zone.EU) for nic in candidates])
 
     async def known() -> bool:
-        (row,) = await faulty_system.sql(
-            "requests", "SELECT count(*) AS n FROM accounts"
-        )
+        (row,) = await faulty_system.sql("requests", "SELECT count(*) AS n FROM accounts")
         return row["n"] == 4 + len(candidates)
 
     await eventually(known, timeout=60, what="the candidates' accounts")
     responses = await asyncio.gather(
-        *(
-            faulty_system.submit(flow.nic("owner"), flow.service, {"tech": nic})
-            for nic in candidates
-        )
+        *(faulty_system.submit(flow.nic("owner"), flow.service, {"tech": nic}) for nic in candidates)
     )
     statuses = Counter(r.status_code for r in responses)
     assert statuses == {202: 1, 409: 19}, statuses
     (winner,) = [r.json()["items"][0]["id"] for r in responses if r.status_code == 202]
-    assert all(
-        r.json()["open_request_id"] == winner for r in responses if r.status_code == 409
-    )
+    assert all(r.json()["open_request_id"] == winner for r in responses if r.status_code == 409)
     rows = await faulty_system.sql("requests", "SELECT id FROM contact_changes")
     assert [str(r["id"]) for r in rows] == [winner]
 
@@ -79,17 +67,11 @@ async def test_accept_and_decline_with_the_same_token_at_once(
     await feed(faulty_system, flows)
     ids = []
     for flow in flows:
-        ids.append(
-            await faulty_system.submit_one(
-                flow.nic("owner"), flow.service, {"tech": flow.nic("new")}
-            )
-        )
+        ids.append(await faulty_system.submit_one(flow.nic("owner"), flow.service, {"tech": flow.nic("new")}))
     outcomes = Counter()
     for flow, request_id in zip(flows, ids, strict=True):
         tokens = await eventually(
-            lambda f=flow, r=request_id: asyncio.sleep(
-                0, mails_for(faulty_system, r, email_of(f.nic("new")), "please confirm")
-            ),
+            lambda f=flow, r=request_id: tokens_mailed(faulty_system, r, email_of(f.nic("new"))),
             timeout=60,
             what="the new contact's token",
         )
@@ -107,8 +89,6 @@ async def test_accept_and_decline_with_the_same_token_at_once(
             assert view["state"] == "validating" and confirmer == "accepted"
         else:
             assert confirmer == "declined"
-            await faulty_system.wait_state(
-                flow.nic("owner"), request_id, "declined", timeout=30
-            )
+            await faulty_system.wait_state(flow.nic("owner"), request_id, "declined", timeout=30)
     print(f"\n[accept vs decline, same token] {dict(outcomes)}")
     assert sum(outcomes.values()) == 20
