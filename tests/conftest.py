@@ -9,17 +9,14 @@ tests run in any order and twice in a row; everything is dropped afterwards.
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import subprocess
-import uuid
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
 from capture import MessageCapture
-from contacts_shared.mailsink import MailSink
-from support import ARTIFACTS, System, drop_namespace, free_port, start, stop
+from support import System, running_system
 
 
 def _docker_answers() -> bool:
@@ -62,44 +59,12 @@ async def system(
     infrastructure: tuple[str, str], system_settings: dict[str, str], request: pytest.FixtureRequest
 ) -> AsyncIterator[System]:
     database_url, amqp_url = infrastructure
-    namespace = f"t{uuid.uuid4().hex[:10]}_"
-    http_port, smtp_port, inbox_port = free_port(), free_port(), free_port()
-    sink = MailSink("127.0.0.1", smtp_port, inbox_port)
-    sink.start()
-    log_dir = ARTIFACTS / re.sub(r"[^A-Za-z0-9_.-]+", "_", request.node.name)
-    shutil.rmtree(log_dir, ignore_errors=True)
-    log_dir.mkdir(parents=True)
-    system = System(
-        namespace=namespace,
-        database_url=database_url,
-        amqp_url=amqp_url,
-        api_url=f"http://127.0.0.1:{http_port}",
-        jwt_secret=uuid.uuid4().hex,
-        sink=sink,
-        log_dir=log_dir,
-    )
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("CONTACTS_")},
-        "CONTACTS_DATABASE_URL": database_url,
-        "CONTACTS_AMQP_URL": amqp_url,
-        "CONTACTS_NAMESPACE": namespace,
-        "CONTACTS_JWT_SECRET": system.jwt_secret,
-        "CONTACTS_HTTP_PORT": str(http_port),
-        "CONTACTS_PUBLIC_URL": system.api_url,
-        "CONTACTS_SMTP_HOST": "127.0.0.1",
-        "CONTACTS_SMTP_PORT": str(smtp_port),
-        "CONTACTS_MAIL_FROM": "contacts@example.test",
-        **system_settings,
-    }
-    # Every message on the exchange; at teardown, the services' ones must match docs/schemas.
-    system.capture = MessageCapture(amqp_url, f"{namespace}contacts")
-    try:
-        await start(system, env)
+    async with running_system(database_url, amqp_url, request.node.name, system_settings) as system:
+        # Every message on the exchange; at teardown, the services' ones must match docs/schemas.
+        system.capture = MessageCapture(amqp_url, f"{system.namespace}contacts")
         await system.capture.start()
-        yield system
-    finally:
-        await stop(system)
-        await system.capture.stop()
-        sink.stop()
-        await drop_namespace(system)
+        try:
+            yield system
+        finally:
+            await system.capture.stop()
     system.capture.assert_contracts_kept()

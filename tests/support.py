@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -48,15 +51,18 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-async def eventually(check: Callable[[], Awaitable[T | None]], *, timeout: float = 10.0, what: str = "condition") -> T:
-    """Poll `check` until it returns something truthy, or fail after `timeout` seconds."""
+async def eventually(
+    check: Callable[[], Awaitable[T | None]], *, timeout: float = 10.0, what: str = "condition", interval: float = 0.02
+) -> T:
+    """Poll `check` every `interval` seconds until it returns something truthy, or fail after
+    `timeout` seconds."""
     deadline = time.monotonic() + timeout
     last: Any = None
     while time.monotonic() < deadline:
         last = await check()
         if last:
             return last
-        await asyncio.sleep(0.02)
+        await asyncio.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
 
 
@@ -96,6 +102,8 @@ class System:
     log_dir: Path
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
     capture: MessageCapture | None = None  # every message on the exchange (see tests/capture.py)
+    env: dict[str, str] = field(default_factory=dict)  # the services' environment, for restarts
+    replica_api_urls: list[str] = field(default_factory=list)  # the HTTP APIs of extra replicas
 
     # --- talking to it like users and other systems do ---
 
@@ -209,17 +217,30 @@ async def _consumers(amqp_url: str, queue: str) -> int:
         await connection.close()
 
 
-async def start(system: System, env: dict[str, str]) -> None:
-    for name in SERVICES:
-        log = open(system.log_dir / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process
-        system.processes[name] = subprocess.Popen(
-            [str(BIN / name)], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
+def spawn(system: System, name: str, replica: int = 1) -> subprocess.Popen:
+    """Start one process of a service (replica 1 is `name`, others `name#2`…), logging to its file.
+
+    Replicas after the first get their own HTTP port (the requests API), listed in
+    `system.replica_api_urls`."""
+    key = name if replica == 1 else f"{name}#{replica}"
+    env = dict(system.env)
+    if replica > 1:
+        port = free_port()
+        env["CONTACTS_HTTP_PORT"] = str(port)
+        if name == "contacts-requests":
+            system.replica_api_urls.append(f"http://127.0.0.1:{port}")
+    log = open(system.log_dir / f"{key.replace('#', '-')}.log", "ab")  # noqa: SIM115 - closed with the process
+    system.processes[key] = subprocess.Popen([str(BIN / name)], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    return system.processes[key]
+
+
+async def wait_ready(system: System, consumers: int = 1, timeout: float = 30) -> None:
+    """Until every process runs, the API answers and every service queue has `consumers` consumers."""
 
     async def ready() -> bool:
         for name, process in system.processes.items():
             if process.poll() is not None:
-                raise AssertionError(f"{name} exited with {process.returncode}:\n{system.logs()}")
+                raise AssertionError(f"{name} exited with {process.returncode}:\n{system.logs()[-5000:]}")
         try:
             async with httpx.AsyncClient(timeout=2) as client:
                 if (await client.get(f"{system.api_url}/readyz")).status_code != 200:
@@ -227,11 +248,19 @@ async def start(system: System, env: dict[str, str]) -> None:
         except httpx.HTTPError:
             return False
         for schema in SCHEMAS:
-            if await _consumers(system.amqp_url, f"{system.namespace}{schema}") < 1:
+            if await _consumers(system.amqp_url, f"{system.namespace}{schema}") < consumers:
                 return False
         return True
 
-    await eventually(ready, timeout=30, what="the three services to be ready")
+    await eventually(ready, timeout=timeout, what="the services to be ready")
+
+
+async def start(system: System, env: dict[str, str], replicas: int = 1) -> None:
+    system.env = env
+    for replica in range(1, replicas + 1):
+        for name in SERVICES:
+            spawn(system, name, replica)
+    await wait_ready(system, consumers=replicas)
 
 
 async def stop(system: System) -> None:
@@ -245,6 +274,50 @@ async def stop(system: System) -> None:
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+@contextlib.asynccontextmanager
+async def running_system(
+    database_url: str, amqp_url: str, log_name: str, settings: dict[str, str] | None = None, replicas: int = 1
+) -> AsyncIterator[System]:
+    """The three services (each `replicas` times) in a fresh namespace with their own SMTP sink;
+    logs in `test-artifacts/<log_name>/`; everything is stopped and dropped afterwards."""
+    namespace = f"t{uuid.uuid4().hex[:10]}_"
+    http_port, smtp_port, inbox_port = free_port(), free_port(), free_port()
+    sink = MailSink("127.0.0.1", smtp_port, inbox_port)
+    sink.start()
+    log_dir = ARTIFACTS / re.sub(r"[^A-Za-z0-9_.-]+", "_", log_name)
+    shutil.rmtree(log_dir, ignore_errors=True)
+    log_dir.mkdir(parents=True)
+    system = System(
+        namespace=namespace,
+        database_url=database_url,
+        amqp_url=amqp_url,
+        api_url=f"http://127.0.0.1:{http_port}",
+        jwt_secret=uuid.uuid4().hex,
+        sink=sink,
+        log_dir=log_dir,
+    )
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("CONTACTS_")},
+        "CONTACTS_DATABASE_URL": database_url,
+        "CONTACTS_AMQP_URL": amqp_url,
+        "CONTACTS_NAMESPACE": namespace,
+        "CONTACTS_JWT_SECRET": system.jwt_secret,
+        "CONTACTS_HTTP_PORT": str(http_port),
+        "CONTACTS_PUBLIC_URL": system.api_url,
+        "CONTACTS_SMTP_HOST": "127.0.0.1",
+        "CONTACTS_SMTP_PORT": str(smtp_port),
+        "CONTACTS_MAIL_FROM": "contacts@example.test",
+        **(settings or {}),
+    }
+    try:
+        await start(system, env, replicas)
+        yield system
+    finally:
+        await stop(system)
+        system.sink.stop()
+        await drop_namespace(system)
 
 
 async def drop_namespace(system: System) -> None:

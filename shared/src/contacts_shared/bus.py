@@ -38,6 +38,10 @@ MAX_ATTEMPTS = 8
 # finish (the whole stop must fit in the 10 s an orchestrator gives before SIGKILL).
 GRACE_SECONDS = 5.0
 
+# No message of the contracts comes near this; a bigger body is abuse or a bug upstream and is
+# dead-lettered unparsed rather than held in memory and validated.
+MAX_BODY_BYTES = 1024 * 1024
+
 
 def exchange_for(namespace: str) -> RabbitExchange:
     return RabbitExchange(f"{namespace}contacts", type=ExchangeType.TOPIC, durable=True)
@@ -167,6 +171,8 @@ class ServiceBus:
             handler = self._handlers.get(routing_key)
             if handler is None:
                 raise MalformedMessage(f"this service does not consume routing key {routing_key!r}")
+            if len(body) > MAX_BODY_BYTES:
+                raise MalformedMessage(f"body of {len(body)} bytes is larger than {MAX_BODY_BYTES} bytes")
             envelope, data = parse_message(body, routing_key)
         except MalformedMessage as exc:
             await self._dead_letter(message, routing_key, str(exc))
