@@ -13,7 +13,16 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    WithJsonSchema,
+    model_validator,
+)
 
 NIC_PATTERN = re.compile(r"^[a-z]{2}[0-9]{1,9}-[a-z]{2,10}$")
 
@@ -514,5 +523,13 @@ def parse_message(body: bytes, routing_key: str) -> tuple[Envelope, Contract]:
 
 
 def _short(exc: Exception) -> str:
-    text = " ".join(str(exc).split())
+    """What was wrong, by field, without echoing the input: reasons end up in dead-letter headers
+    and logs, and the input may hold personal data (emails) or secrets."""
+    if isinstance(exc, ValidationError):
+        text = "; ".join(
+            f"{'.'.join(map(str, error['loc'])) or 'body'}: {error['msg']}"
+            for error in exc.errors(include_input=False, include_url=False, include_context=False)
+        )
+    else:
+        text = " ".join(str(exc).split())
     return text[:500]
