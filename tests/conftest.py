@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 
 from contacts_shared.mailsink import MailSink
-from support import ARTIFACTS, System, drop_namespace, free_port, start, stop
+from support import ARTIFACTS, System, drop_namespace, free_port, service_env, start, stop
 
 
 def _docker_answers() -> bool:
@@ -77,19 +77,7 @@ async def system(
         sink=sink,
         log_dir=log_dir,
     )
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("CONTACTS_")},
-        "CONTACTS_DATABASE_URL": database_url,
-        "CONTACTS_AMQP_URL": amqp_url,
-        "CONTACTS_NAMESPACE": namespace,
-        "CONTACTS_JWT_SECRET": system.jwt_secret,
-        "CONTACTS_HTTP_PORT": str(http_port),
-        "CONTACTS_PUBLIC_URL": system.api_url,
-        "CONTACTS_SMTP_HOST": "127.0.0.1",
-        "CONTACTS_SMTP_PORT": str(smtp_port),
-        "CONTACTS_MAIL_FROM": "contacts@example.test",
-        **system_settings,
-    }
+    env = service_env(system, http_port, system_settings)
     try:
         await start(system, env)
         yield system
