@@ -1,13 +1,15 @@
-"""Sends the queued emails over SMTP, one transaction per email.
+"""Sends the queued emails over SMTP, in batches: one transaction and one connection per batch.
 
 For a token email the token is made, its hash recorded and `token_issued` put in the outbox
-in the same transaction as the send is marked done: if the send fails, none of it happened
+in the same savepoint as the send is marked done: if the send fails, none of it happened
 and the email is retried later with a new token. While the SMTP server is down, each email
 is retried with a growing delay (capped, so mail flows again soon after it is back).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import uuid
 from datetime import datetime
@@ -26,31 +28,59 @@ from contacts_shared.settings import NotifierSettings
 log = structlog.get_logger("contacts.notifier.mailer")
 
 MAX_RETRY_DELAY = 5.0
+# A batch is sent over one SMTP connection and committed once: connecting and committing per
+# email made the mailer the bottleneck of the whole flow (see bench/README.md).
+BATCH_SIZE = 20
+# Batches sent at once, each on its own connection (SKIP LOCKED keeps them apart).
+PARALLEL_BATCHES = 3
 
 
 class Mailer:
-    def __init__(self, pool: asyncpg.Pool, settings: NotifierSettings) -> None:
+    def __init__(
+        self, pool: asyncpg.Pool, settings: NotifierSettings, batch_size: int = BATCH_SIZE, parallel: int = PARALLEL_BATCHES
+    ) -> None:
         self.pool = pool
         self.settings = settings
+        self.batch_size = batch_size
+        self.parallel = parallel
 
-    async def send_next(self) -> int:
-        """Send (or postpone) the oldest due email; returns 0 when none is due."""
+    async def send_due(self) -> int:
+        """Send (or postpone) the due emails, a few batches at once; returns 0 when none is due."""
+        return sum(await asyncio.gather(*(self.send_batch() for _ in range(self.parallel))))
+
+    async def send_batch(self) -> int:
+        """Send (or postpone) up to a batch of the oldest due emails; returns how many."""
+        sent: list[asyncpg.Record] = []
         async with self.pool.acquire() as conn, conn.transaction():
-            mail = await store.next_due_mail(conn)
-            if mail is None:
-                return 0
+            mails = await store.due_mails(conn, self.batch_size)
+            smtp: aiosmtplib.SMTP | None = None
             try:
-                async with conn.transaction():  # savepoint: a failed send undoes the token
-                    email = await self._compose(conn, mail)
-                    await self._deliver(mail, email)
-                    await store.mark_sent(conn, mail["id"])
-            except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
-                delay = min(0.2 * 2 ** mail["attempts"], MAX_RETRY_DELAY)
-                await store.postpone(conn, mail["id"], delay, f"{type(exc).__name__}: {exc}"[:300])
-                log.warning("email not sent, will retry", mail_id=mail["id"], attempts=mail["attempts"] + 1, retry_in=delay)
-                return 1
-        log.info("email sent", mail_id=mail["id"], request_id=str(mail["request_id"]), kind=mail["kind"], nic=mail["nic"])
-        return 1
+                for mail in mails:
+                    try:
+                        async with conn.transaction():  # savepoint: a failed send undoes its token
+                            email = await self._compose(conn, mail)
+                            if smtp is None:
+                                smtp = await self._connect()
+                            await self._deliver(smtp, mail, email)
+                            await store.mark_sent(conn, mail["id"])
+                        sent.append(mail)
+                    except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+                        # The next email starts on a fresh connection, whatever state this one is in.
+                        if smtp is not None:
+                            smtp.close()
+                            smtp = None
+                        delay = min(0.2 * 2 ** mail["attempts"], MAX_RETRY_DELAY)
+                        await store.postpone(conn, mail["id"], delay, f"{type(exc).__name__}: {exc}"[:300])
+                        log.warning(
+                            "email not sent, will retry", mail_id=mail["id"], attempts=mail["attempts"] + 1, retry_in=delay
+                        )
+            finally:
+                if smtp is not None:
+                    with contextlib.suppress(aiosmtplib.SMTPException, OSError, TimeoutError):
+                        await smtp.quit()
+        for mail in sent:
+            log.info("email sent", mail_id=mail["id"], request_id=str(mail["request_id"]), kind=mail["kind"], nic=mail["nic"])
+        return len(mails)
 
     async def _compose(self, conn: asyncpg.Connection, mail: asyncpg.Record) -> Email:
         if mail["kind"] == "outcome":
@@ -78,7 +108,19 @@ class Mailer:
             expires_at=expires_at,
         )
 
-    async def _deliver(self, mail: asyncpg.Record, email: Email) -> None:
+    async def _connect(self) -> aiosmtplib.SMTP:
+        smtp = aiosmtplib.SMTP(
+            hostname=self.settings.smtp_host,
+            port=self.settings.smtp_port,
+            username=self.settings.smtp_user,
+            password=self.settings.smtp_password,
+            start_tls=self.settings.smtp_starttls,
+            timeout=10,
+        )
+        await smtp.connect()
+        return smtp
+
+    async def _deliver(self, smtp: aiosmtplib.SMTP, mail: asyncpg.Record, email: Email) -> None:
         message = EmailMessage()
         message["From"] = self.settings.mail_from
         message["To"] = mail["email"]
@@ -87,12 +129,4 @@ class Mailer:
         message["Message-ID"] = f"<mail-{mail['id']}.{mail['request_id']}@contacts>"
         message["X-Contacts-Request-Id"] = str(mail["request_id"])
         message.set_content(email.body)
-        await aiosmtplib.send(
-            message,
-            hostname=self.settings.smtp_host,
-            port=self.settings.smtp_port,
-            username=self.settings.smtp_user,
-            password=self.settings.smtp_password,
-            start_tls=self.settings.smtp_starttls,
-            timeout=10,
-        )
+        await smtp.send_message(message)

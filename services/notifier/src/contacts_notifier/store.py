@@ -88,11 +88,12 @@ async def queue_outcome_mail(
     await _wake_mailer(conn)
 
 
-async def next_due_mail(conn: asyncpg.Connection) -> asyncpg.Record | None:
-    """The oldest mail due, locked for this sender (another replica skips it)."""
-    return await conn.fetchrow(
+async def due_mails(conn: asyncpg.Connection, limit: int) -> list[asyncpg.Record]:
+    """The oldest mails due, locked for this sender (other senders and replicas skip them)."""
+    return await conn.fetch(
         "SELECT * FROM mails WHERE state = 'pending' AND next_attempt_at <= now()"
-        " ORDER BY next_attempt_at, id LIMIT 1 FOR UPDATE SKIP LOCKED"
+        " ORDER BY next_attempt_at, id LIMIT $1 FOR UPDATE SKIP LOCKED",
+        limit,
     )
 
 
