@@ -116,3 +116,48 @@ async def message_and_mail_counts(conn: asyncpg.Connection, namespace: str, sche
         published += await conn.fetchval(f"SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM {quoted}.outbox_id_seq")
     sent = await conn.fetchval(f"SELECT count(*) FROM \"{namespace}notifier\".mails WHERE state = 'sent'")
     return {"consumed": consumed, "published": published, "emails": sent}
+
+
+STAGES = {
+    "submit -> vetted": "vetted - submitted",
+    "vetted -> token mails queued": "token_queued - vetted",
+    "token mails queued -> sending": "token_sending - token_queued",
+    "last accept -> done": "done - accepted",
+    "done -> done mails queued": "done_queued - done",
+    "done mails queued -> sending": "done_sending - done_queued",
+}
+
+
+async def stage_breakdown(conn: asyncpg.Connection, namespace: str, since: datetime) -> dict[str, dict[str, float]]:
+    """Where a flow's time goes between the services, from the timestamps they store
+    (each is its transaction's start): p50 and p95 in ms over the requests done since `since`."""
+    requests, notifier = f'"{namespace}requests"', f'"{namespace}notifier"'
+    columns = ", ".join(
+        f"round(1000 * percentile_cont({q}) WITHIN GROUP (ORDER BY extract(epoch FROM {expr}))) AS \"{name}|{q}\""
+        for name, expr in STAGES.items()
+        for q in (0.5, 0.95)
+    )
+    row = await conn.fetchrow(
+        f"""
+        WITH flows AS (
+            SELECT r.id, r.created_at AS submitted,
+                   (SELECT min(at) FROM {requests}.history h WHERE h.request_id = r.id AND h.state = 'validating') AS vetted,
+                   (SELECT max(answered_at) FROM {requests}.confirmers c WHERE c.request_id = r.id) AS accepted,
+                   (SELECT min(at) FROM {requests}.history h WHERE h.request_id = r.id AND h.state = 'done') AS done,
+                   (SELECT max(created_at) FROM {notifier}.mails m WHERE m.request_id = r.id AND m.kind = 'token') AS token_queued,
+                   (SELECT max(sent_at) FROM {notifier}.mails m WHERE m.request_id = r.id AND m.kind = 'token') AS token_sending,
+                   (SELECT max(created_at) FROM {notifier}.mails m WHERE m.request_id = r.id AND m.kind = 'outcome') AS done_queued,
+                   (SELECT max(sent_at) FROM {notifier}.mails m WHERE m.request_id = r.id AND m.kind = 'outcome') AS done_sending
+            FROM {requests}.contact_changes r
+            WHERE r.created_at >= $1 AND r.state = 'done'
+        )
+        SELECT count(*) AS flows, {columns} FROM flows
+        """,
+        since,
+    )
+    out: dict[str, dict[str, float]] = {name: {} for name in STAGES}
+    for key, value in row.items():
+        if "|" in key:
+            name, q = key.split("|")
+            out[name]["p50" if q == "0.5" else "p95"] = float(value or 0)
+    return out

@@ -55,6 +55,7 @@ from bench.history import (
     grow_history,
     message_and_mail_counts,
     scans_between,
+    stage_breakdown,
     table_scans,
 )
 
@@ -241,6 +242,7 @@ async def benchmark(args: argparse.Namespace) -> dict[str, Any]:
             before = (await committed_transactions(stats), await message_and_mail_counts(stats, bench.system.namespace, SCHEMAS), await table_scans(stats, bench.system.namespace))
 
             counted = []
+            measured_since = datetime.now(UTC)
             run = await run_flows(bench, progress, Run(f"closed x{args.concurrency} @{first}", "closed", first, args.concurrency), args.flows, concurrency=args.concurrency, timeout=args.flow_timeout)
             runs.append(run)
             counted.append(run)
@@ -259,6 +261,7 @@ async def benchmark(args: argparse.Namespace) -> dict[str, Any]:
             }
             consumed = (after[1]["consumed"] - before[1]["consumed"]) / max(1, flows)
             result["scans"] = {str(first): scans_between(before[2], after[2], flows)}
+            result["stages_ms"] = await stage_breakdown(stats, bench.system.namespace, measured_since)
 
             for size in args.history_list[1:]:
                 with console.status(f"storing {size} past requests"):
@@ -366,6 +369,9 @@ def print_summary(result: dict[str, Any]) -> None:
     for size, tables in result.get("scans", {}).items():
         growing = {t: v for t, v in tables.items() if v["seq_rows_read_per_flow"] > 100}
         console.print(f"sequential scans reading > 100 rows per flow at history {size}: {growing or 'none'}")
+    stages = result.get("stages_ms", {})
+    if stages:
+        console.print("where a flow's time goes (from the services' own timestamps, p50 / p95 ms): " + "; ".join(f"{k} {v.get('p50', 0):.0f} / {v.get('p95', 0):.0f}" for k, v in stages.items()))
     for check, ok in result["targets"].items():
         console.print(f"  {'[green]met[/]' if ok else '[red]NOT met[/]'}  {check}")
     m = result["machine"]
