@@ -37,12 +37,20 @@ def schema_name(namespace: str, service: str) -> str:
     return f"{namespace}{service}"
 
 
+async def _no_reset(_: asyncpg.Connection) -> None:
+    # The default reset (advisory unlock, CLOSE ALL, UNLISTEN, RESET ALL) costs a round trip on
+    # every release; our pooled connections keep no session state (no SET, advisory lock or
+    # cursor; who listens unlistens), and asyncpg still rolls back an open transaction.
+    return None
+
+
 async def create_pool(database_url: str, schema: str, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
     pool = await asyncpg.create_pool(
         database_url,
         min_size=min_size,
         max_size=max_size,
         server_settings={"search_path": schema, "application_name": f"contacts:{schema}"},
+        reset=_no_reset,
     )
     assert pool is not None
     return pool
