@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
+import uvloop
 
 from contacts_notifier.handlers import HANDLERS
 from contacts_notifier.mailer import Mailer
@@ -26,7 +26,7 @@ async def serve(settings: NotifierSettings) -> None:
 def main() -> None:
     settings = load_settings(NotifierSettings, PROGRAM)
     configure_logging("notifier")
-    asyncio.run(serve(settings))
+    uvloop.run(serve(settings))  # a faster event loop: see bench/README.md
 
 
 if __name__ == "__main__":

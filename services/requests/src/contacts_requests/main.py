@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import uvicorn
+import uvloop
 
 from contacts_requests.api import create_api
 from contacts_requests.handlers import expire_overdue, message_handlers
@@ -35,7 +34,7 @@ async def serve(settings: RequestsSettings) -> None:
 def main() -> None:
     settings = load_settings(RequestsSettings, PROGRAM)
     configure_logging("requests")
-    asyncio.run(serve(settings))
+    uvloop.run(serve(settings))  # a faster event loop: see bench/README.md
 
 
 if __name__ == "__main__":
