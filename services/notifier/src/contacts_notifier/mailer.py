@@ -1,8 +1,8 @@
 """Sends the queued emails over SMTP, in batches: one transaction and one connection per batch.
 
-For a token email the token is made, its hash recorded and `token_issued` put in the outbox
-in the same savepoint as the send is marked done: if the send fails, none of it happened
-and the email is retried later with a new token. While the SMTP server is down, each email
+For a token email the token is made at send time; its hash is recorded and `token_issued`
+put in the outbox in the transaction that marks the email sent, only if the send succeeded:
+otherwise none of it happened and the email is retried later with a new token. While the SMTP server is down, each email
 is retried with a growing delay (capped, so mail flows again soon after it is back).
 """
 
@@ -45,57 +45,70 @@ class Mailer:
         self.parallel = parallel
 
     async def send_due(self) -> int:
-        """Send (or postpone) the due emails, a few batches at once; returns 0 when none is due."""
+        """Send (or postpone) due emails, a few batches at once; returns how many (fewer than
+        `batch_size * parallel`: a batch came back short, so none was left due)."""
         return sum(await asyncio.gather(*(self.send_batch() for _ in range(self.parallel))))
 
     async def send_batch(self) -> int:
-        """Send (or postpone) up to a batch of the oldest due emails; returns how many."""
+        """Send (or postpone) up to a batch of the oldest due emails; returns how many.
+
+        The emails go out first; then, in the same transaction, the tokens of those that went
+        out are recorded and announced, and they are marked sent: a failed send records nothing
+        (its token never existed) and only that email is postponed.
+        """
         sent: list[asyncpg.Record] = []
+        issued: list[ContactChangeTokenIssued] = []
+        failed: list[tuple[asyncpg.Record, str]] = []
         async with self.pool.acquire() as conn, conn.transaction():
             mails = await store.due_mails(conn, self.batch_size)
+            if not mails:
+                return 0
             smtp: aiosmtplib.SMTP | None = None
             try:
                 for mail in mails:
+                    email, token = self._compose(mail)
                     try:
-                        async with conn.transaction():  # savepoint: a failed send undoes its token
-                            email = await self._compose(conn, mail)
-                            if smtp is None:
-                                smtp = await self._connect()
-                            await self._deliver(smtp, mail, email)
-                            await store.mark_sent(conn, mail["id"])
-                        sent.append(mail)
+                        if smtp is None:
+                            smtp = await self._connect()
+                        await self._deliver(smtp, mail, email)
                     except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
                         # The next email starts on a fresh connection, whatever state this one is in.
                         if smtp is not None:
                             smtp.close()
                             smtp = None
-                        delay = min(0.2 * 2 ** mail["attempts"], MAX_RETRY_DELAY)
-                        await store.postpone(conn, mail["id"], delay, f"{type(exc).__name__}: {exc}"[:300])
-                        log.warning(
-                            "email not sent, will retry", mail_id=mail["id"], attempts=mail["attempts"] + 1, retry_in=delay
-                        )
+                        failed.append((mail, f"{type(exc).__name__}: {exc}"[:300]))
+                        continue
+                    sent.append(mail)
+                    if token is not None:
+                        issued.append(token)
             finally:
                 if smtp is not None:
                     with contextlib.suppress(aiosmtplib.SMTPException, OSError, TimeoutError):
                         await smtp.quit()
+            if issued:
+                await store.record_tokens(conn, [(t.request_id, t.nic, t.token_hash, t.expires_at) for t in issued])
+                for token in issued:
+                    await enqueue(conn, token)
+            if sent:
+                await store.mark_sent(conn, [mail["id"] for mail in sent])
+            for mail, reason in failed:
+                delay = min(0.2 * 2 ** mail["attempts"], MAX_RETRY_DELAY)
+                await store.postpone(conn, mail["id"], delay, reason)
+                log.warning("email not sent, will retry", mail_id=mail["id"], attempts=mail["attempts"] + 1, retry_in=delay)
         for mail in sent:
             log.info("email sent", mail_id=mail["id"], request_id=str(mail["request_id"]), kind=mail["kind"], nic=mail["nic"])
         return len(mails)
 
-    async def _compose(self, conn: asyncpg.Connection, mail: asyncpg.Record) -> Email:
+    def _compose(self, mail: asyncpg.Record) -> tuple[Email, ContactChangeTokenIssued | None]:
+        """The email, and for a token email the announcement of its fresh token's hash."""
         if mail["kind"] == "outcome":
-            return Email(mail["subject"], mail["body"])
+            return Email(mail["subject"], mail["body"]), None
         context = json.loads(mail["token_context"])  # asyncpg returns jsonb as text
         now = utcnow()
         expires_at = token_expiry(datetime.fromisoformat(context["expires_at"]), now, self.settings.token_ttl.total_seconds())
         token, token_hash = new_token()
         request_id: uuid.UUID = mail["request_id"]
-        await store.record_token(conn, request_id, mail["nic"], token_hash, expires_at)
-        await enqueue(
-            conn,
-            ContactChangeTokenIssued(request_id=request_id, nic=mail["nic"], token_hash=token_hash, expires_at=expires_at),
-        )
-        return token_email(
+        email = token_email(
             request_id=str(request_id),
             service=context["service"],
             ctype=context["type"],
@@ -107,6 +120,7 @@ class Mailer:
             link=confirm_link(self.settings.public_url, str(request_id), token),
             expires_at=expires_at,
         )
+        return email, ContactChangeTokenIssued(request_id=request_id, nic=mail["nic"], token_hash=token_hash, expires_at=expires_at)
 
     async def _connect(self) -> aiosmtplib.SMTP:
         smtp = aiosmtplib.SMTP(

@@ -97,22 +97,18 @@ async def due_mails(conn: asyncpg.Connection, limit: int) -> list[asyncpg.Record
     )
 
 
-async def record_token(
-    conn: asyncpg.Connection, request_id: uuid.UUID, nic: str, token_hash: str, expires_at: datetime
-) -> None:
-    await conn.execute(
-        "INSERT INTO tokens (request_id, nic, token_hash, expires_at) VALUES ($1, $2, $3, $4)",
-        request_id,
-        nic,
-        token_hash,
-        expires_at,
+async def record_tokens(conn: asyncpg.Connection, tokens: list[tuple[uuid.UUID, str, str, datetime]]) -> None:
+    """(request_id, nic, token_hash, expires_at) of tokens just emailed."""
+    await conn.executemany(
+        "INSERT INTO tokens (request_id, nic, token_hash, expires_at) VALUES ($1, $2, $3, $4)", tokens
     )
 
 
-async def mark_sent(conn: asyncpg.Connection, mail_id: int) -> None:
+async def mark_sent(conn: asyncpg.Connection, mail_ids: list[int]) -> None:
     await conn.execute(
-        "UPDATE mails SET state = 'sent', sent_at = now(), attempts = attempts + 1, last_error = NULL WHERE id = $1",
-        mail_id,
+        "UPDATE mails SET state = 'sent', sent_at = now(), attempts = attempts + 1, last_error = NULL"
+        " WHERE id = ANY($1::bigint[])",
+        mail_ids,
     )
 
 
