@@ -19,7 +19,7 @@ async def serve(settings: NotifierSettings) -> None:
     async with service_runtime("notifier", settings, MIGRATIONS, HANDLERS) as runtime:
         mailer = Mailer(runtime.pool, settings)
         channel = await runtime.pool.fetchval("SELECT current_schema() || '_mail'")
-        runtime.background(drain_on_notify(runtime.pool, channel, mailer.send_due), name="mailer")
+        runtime.background(drain_on_notify(runtime.pool, channel, mailer.send_due, batch=mailer.batch_size * mailer.parallel), name="mailer")
         await wait_for_stop_signal()
 
 
