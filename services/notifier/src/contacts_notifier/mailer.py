@@ -1,4 +1,5 @@
-"""Sends the queued emails over SMTP, in batches: one transaction and one connection per batch.
+"""Sends the queued emails over SMTP in batches: one transaction per batch, over connections
+kept open between batches.
 
 For a token email the token is made at send time; its hash is recorded and `token_issued`
 put in the outbox in the transaction that marks the email sent, only if the send succeeded:
@@ -9,7 +10,6 @@ is retried with a growing delay (capped, so mail flows again soon after it is ba
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import uuid
 from datetime import datetime
@@ -43,6 +43,8 @@ class Mailer:
         self.settings = settings
         self.batch_size = batch_size
         self.parallel = parallel
+        # Open SMTP connections between batches: connecting (and EHLO, QUIT) cost more than a send.
+        self._idle: list[aiosmtplib.SMTP] = []
 
     async def send_due(self) -> int:
         """Send (or postpone) due emails, a few batches at once; returns how many (fewer than
@@ -63,14 +65,12 @@ class Mailer:
             mails = await store.due_mails(conn, self.batch_size)
             if not mails:
                 return 0
-            smtp: aiosmtplib.SMTP | None = None
+            smtp = self._idle.pop() if self._idle else None
             try:
                 for mail in mails:
                     email, token = self._compose(mail)
                     try:
-                        if smtp is None:
-                            smtp = await self._connect()
-                        await self._deliver(smtp, mail, email)
+                        smtp = await self._send(smtp, mail, email)
                     except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
                         # The next email starts on a fresh connection, whatever state this one is in.
                         if smtp is not None:
@@ -82,9 +82,8 @@ class Mailer:
                     if token is not None:
                         issued.append(token)
             finally:
-                if smtp is not None:
-                    with contextlib.suppress(aiosmtplib.SMTPException, OSError, TimeoutError):
-                        await smtp.quit()
+                if smtp is not None and smtp.is_connected:
+                    self._idle.append(smtp)
             if issued:
                 await store.record_tokens(conn, [(t.request_id, t.nic, t.token_hash, t.expires_at) for t in issued])
                 for token in issued:
@@ -121,6 +120,23 @@ class Mailer:
             expires_at=expires_at,
         )
         return email, ContactChangeTokenIssued(request_id=request_id, nic=mail["nic"], token_hash=token_hash, expires_at=expires_at)
+
+    async def _send(self, smtp: aiosmtplib.SMTP | None, mail: asyncpg.Record, email: Email) -> aiosmtplib.SMTP:
+        """Deliver over `smtp` if it is still open, else over a new connection; returns the
+        connection used. A kept connection the server dropped meanwhile is replaced once."""
+        if smtp is not None and smtp.is_connected:
+            try:
+                await self._deliver(smtp, mail, email)
+                return smtp
+            except (aiosmtplib.SMTPServerDisconnected, ConnectionError):
+                smtp.close()
+        smtp = await self._connect()
+        try:
+            await self._deliver(smtp, mail, email)
+        except BaseException:
+            smtp.close()
+            raise
+        return smtp
 
     async def _connect(self) -> aiosmtplib.SMTP:
         smtp = aiosmtplib.SMTP(
