@@ -83,9 +83,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--database-url", default=os.environ.get("CONTACTS_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"), help="PostgreSQL URL of a role that may create databases")
     parser.add_argument("--amqp-url", default=os.environ.get("CONTACTS_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/"))
-    parser.add_argument("--concurrency", type=int, default=24, help="closed loop: users doing flows back to back")
+    parser.add_argument("--concurrency", type=int, default=24, help="closed loop: users doing flows back to back (0: no closed loop)")
     parser.add_argument("--flows", type=int, default=600, help="closed loop: flows per measured run")
-    parser.add_argument("--rates", default="10,25,40", help="open loop: flows started per second, comma separated (the chart's x axis); '' for none")
+    parser.add_argument("--rates", "--rate", default="5,10,20,30", help="open loop: flows started per second, comma separated (the chart's x axis); '' for none")
     parser.add_argument("--rate-seconds", type=float, default=10.0, help="open loop: seconds at each rate")
     parser.add_argument("--history", default="1000,100000", help="stored requests before the runs, comma separated (the scale check)")
     parser.add_argument("--services", type=int, default=300, help="services the flows change (each flow holds one; the pool bounds concurrency)")
@@ -101,6 +101,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.history_list = [int(h) for h in args.history.split(",") if h.strip()]
     if not args.history_list:
         parser.error("--history needs at least one size")
+    if not args.concurrency and not args.rate_list:
+        parser.error("nothing to run: give --concurrency or --rates")
     if args.concurrency > args.services:
         parser.error("--concurrency may not exceed --services (one flow per service at a time)")
     return args
@@ -209,6 +211,7 @@ async def run_flows(bench: Bench, progress: Progress, run: Run, count: int, *, c
 
 async def benchmark(args: argparse.Namespace) -> dict[str, Any]:
     extra_env = dict(item.split("=", 1) for item in args.env)
+    warm = args.concurrency or max(1, min(8, args.services))
     started_at = datetime.now(UTC)
     load_before = os.getloadavg()
     log_dir = ROOT / "test-artifacts" / "bench"
@@ -228,7 +231,7 @@ async def benchmark(args: argparse.Namespace) -> dict[str, Any]:
             first = args.history_list[0]
             with console.status(f"storing {first} past requests"):
                 await grow_history(requests, first, [s.name for s in bench.services])
-            await run_flows(bench, progress, Run("warm-up", "closed", first, args.concurrency), args.warmup, concurrency=args.concurrency, timeout=args.flow_timeout)
+            await run_flows(bench, progress, Run("warm-up", "closed", first, warm), args.warmup, concurrency=warm, timeout=args.flow_timeout)
 
             # Ceilings while the services idle; it also lets their statistics settle.
             console.log("measuring the ceilings")
@@ -243,9 +246,10 @@ async def benchmark(args: argparse.Namespace) -> dict[str, Any]:
 
             counted = []
             measured_since = datetime.now(UTC)
-            run = await run_flows(bench, progress, Run(f"closed x{args.concurrency} @{first}", "closed", first, args.concurrency), args.flows, concurrency=args.concurrency, timeout=args.flow_timeout)
-            runs.append(run)
-            counted.append(run)
+            if args.concurrency:
+                run = await run_flows(bench, progress, Run(f"closed x{args.concurrency} @{first}", "closed", first, args.concurrency), args.flows, concurrency=args.concurrency, timeout=args.flow_timeout)
+                runs.append(run)
+                counted.append(run)
             for rate in args.rate_list:
                 run = await run_flows(bench, progress, Run(f"open {rate:g}/s @{first}", "open", first, rate), max(1, round(rate * args.rate_seconds)), rate=rate, timeout=args.flow_timeout)
                 runs.append(run)
@@ -266,11 +270,13 @@ async def benchmark(args: argparse.Namespace) -> dict[str, Any]:
             for size in args.history_list[1:]:
                 with console.status(f"storing {size} past requests"):
                     await grow_history(requests, size, [s.name for s in bench.services])
-                await run_flows(bench, progress, Run(f"warm-up @{size}", "closed", size, args.concurrency), args.warmup, concurrency=args.concurrency, timeout=args.flow_timeout)
+                await run_flows(bench, progress, Run(f"warm-up @{size}", "closed", size, warm), args.warmup, concurrency=warm, timeout=args.flow_timeout)
                 scans_before = await table_scans(stats, bench.system.namespace)
-                run = await run_flows(bench, progress, Run(f"closed x{args.concurrency} @{size}", "closed", size, args.concurrency), args.flows, concurrency=args.concurrency, timeout=args.flow_timeout)
-                runs.append(run)
-                scaled_flows = len(run.flows)
+                scaled_flows = 0
+                if args.concurrency:
+                    run = await run_flows(bench, progress, Run(f"closed x{args.concurrency} @{size}", "closed", size, args.concurrency), args.flows, concurrency=args.concurrency, timeout=args.flow_timeout)
+                    runs.append(run)
+                    scaled_flows += len(run.flows)
                 if args.rate_list:
                     rate = args.rate_list[0]
                     run = await run_flows(bench, progress, Run(f"open {rate:g}/s @{size}", "open", size, rate), max(1, round(rate * args.rate_seconds)), rate=rate, timeout=args.flow_timeout)
@@ -285,8 +291,9 @@ async def benchmark(args: argparse.Namespace) -> dict[str, Any]:
             await stop_bench(bench)
 
     combined = ceilings.combined_ceiling(costs, measured)
-    closed = [r for r in runs if r.mode == "closed"]
-    best = max(len(r.flows) / r.elapsed for r in closed if r.elapsed) if closed else 0.0
+    # The scale check compares like with like: the closed loops, else the first open-loop rate.
+    closed = [r for r in runs if r.mode == "closed"] or [r for r in runs if r.mode == "open" and r.target == args.rate_list[0]]
+    best = max((len(r.flows) / r.elapsed for r in runs if r.elapsed), default=0.0)
     first_closed = closed[0].summary()["flows_per_second"] if closed else 0.0
     last_closed = closed[-1].summary()["flows_per_second"] if closed else 0.0
     result.update(
