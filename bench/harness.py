@@ -219,7 +219,9 @@ class Bench:
         return await asyncpg.connect(self.system.database_url, server_settings=settings)
 
 
-async def start_bench(admin_url: str, amqp_url: str, log_dir: Path, service_count: int, extra_env: dict[str, str]) -> Bench:
+async def start_bench(
+    admin_url: str, amqp_url: str, log_dir: Path, service_count: int, extra_env: dict[str, str], *, auto_explain: bool = False
+) -> Bench:
     """A fresh database, sink, namespace and the three services, seeded with `service_count`
     services (and their accounts) published as other systems publish them."""
     namespace = f"b{uuid.uuid4().hex[:8]}_"
@@ -227,6 +229,9 @@ async def start_bench(admin_url: str, amqp_url: str, log_dir: Path, service_coun
     conn = await asyncpg.connect(admin_url)
     try:
         await conn.execute(f'CREATE DATABASE "{database}"')
+        if auto_explain:  # every plan of every statement, in the server's log (diagnostics only)
+            await conn.execute(f"ALTER DATABASE \"{database}\" SET session_preload_libraries = 'auto_explain'")
+            await conn.execute(f'ALTER DATABASE "{database}" SET auto_explain.log_min_duration = 0')
     finally:
         await conn.close()
     tracker = MailTracker(asyncio.get_running_loop())
