@@ -205,6 +205,24 @@ class System:
         return "\n".join(p.read_text(errors="replace") for p in sorted(self.log_dir.glob("*.log")))
 
 
+def service_env(system: System, http_port: int, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment the three services run with: this process's, minus any CONTACTS_*,
+    plus the settings of `system` (its namespace, infrastructure, sink and HTTP port)."""
+    return {
+        **{k: v for k, v in os.environ.items() if not k.startswith("CONTACTS_")},
+        "CONTACTS_DATABASE_URL": system.database_url,
+        "CONTACTS_AMQP_URL": system.amqp_url,
+        "CONTACTS_NAMESPACE": system.namespace,
+        "CONTACTS_JWT_SECRET": system.jwt_secret,
+        "CONTACTS_HTTP_PORT": str(http_port),
+        "CONTACTS_PUBLIC_URL": system.api_url,
+        "CONTACTS_SMTP_HOST": system.sink.smtp_host,
+        "CONTACTS_SMTP_PORT": str(system.sink.smtp_port),
+        "CONTACTS_MAIL_FROM": "contacts@example.test",
+        **(extra or {}),
+    }
+
+
 async def _consumers(amqp_url: str, queue: str) -> int:
     connection = await aio_pika.connect(amqp_url)
     try:

@@ -31,6 +31,9 @@ log = structlog.get_logger("contacts.bus")
 # A handler gets a connection inside an open transaction, the envelope and the typed data.
 Handler = Callable[[asyncpg.Connection, Envelope, Any], Awaitable[None]]
 
+# Outbox rows published per relay transaction.
+RELAY_BATCH = 200
+
 # After this many failed deliveries a message goes to the dead-letter queue with the last error.
 MAX_ATTEMPTS = 8
 
@@ -128,7 +131,8 @@ class ServiceBus:
         await self.broker.start()
         channel = await self.pool.fetchval("SELECT current_schema() || '_outbox'")
         self._relay_task = asyncio.create_task(
-            drain_on_notify(self.pool, channel, lambda: self._relay_batches.run(self.relay_once)), name="outbox-relay"
+            drain_on_notify(self.pool, channel, lambda: self._relay_batches.run(self.relay_once), batch=RELAY_BATCH),
+            name="outbox-relay",
         )
 
     async def stop_consuming(self) -> None:
@@ -224,7 +228,7 @@ class ServiceBus:
 
     # --- the outbox relay -------------------------------------------------------------------
 
-    async def relay_once(self, batch: int = 200) -> int:
+    async def relay_once(self, batch: int = RELAY_BATCH) -> int:
         """Publish one batch of the outbox (with confirms), then delete it; returns its size."""
         async with self.pool.acquire() as conn, conn.transaction():
             rows = await conn.fetch(

@@ -37,12 +37,20 @@ def schema_name(namespace: str, service: str) -> str:
     return f"{namespace}{service}"
 
 
+async def _no_reset(_: asyncpg.Connection) -> None:
+    # The default reset (advisory unlock, CLOSE ALL, UNLISTEN, RESET ALL) costs a round trip on
+    # every release; our pooled connections keep no session state (no SET, advisory lock or
+    # cursor; who listens unlistens), and asyncpg still rolls back an open transaction.
+    return None
+
+
 async def create_pool(database_url: str, schema: str, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
     pool = await asyncpg.create_pool(
         database_url,
         min_size=min_size,
         max_size=max_size,
         server_settings={"search_path": schema, "application_name": f"contacts:{schema}"},
+        reset=_no_reset,
     )
     assert pool is not None
     return pool
@@ -95,10 +103,17 @@ async def claim_message(conn: asyncpg.Connection, message_id: uuid.UUID, routing
 
 
 async def drain_on_notify(
-    pool: asyncpg.Pool, channel: str, drain_once: Callable[[], Awaitable[int]], *, fallback_seconds: float = 1.0
+    pool: asyncpg.Pool,
+    channel: str,
+    drain_once: Callable[[], Awaitable[int]],
+    *,
+    batch: int | None = None,
+    fallback_seconds: float = 1.0,
 ) -> None:
     """Run `drain_once` until it finds nothing, then sleep until NOTIFY on `channel` (or a timeout).
 
+    With `batch`, a pass that handled fewer than `batch` items is the last: it found the queue
+    empty, and a NOTIFY during the pass wakes the loop again (saves an empty transaction per wake).
     Notifications make the work immediate; the timeout covers one lost while reconnecting.
     Runs until cancelled; database errors are logged and retried.
     """
@@ -114,7 +129,7 @@ async def drain_on_notify(
             await listener.add_listener(channel, on_notify)
             while True:
                 wake.clear()
-                while await drain_once():
+                while (handled := await drain_once()) and (batch is None or handled >= batch):
                     pass
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(wake.wait(), timeout=fallback_seconds)

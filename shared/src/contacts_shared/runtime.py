@@ -47,9 +47,13 @@ class Runtime:
             pass
         return checks
 
-    def drain(self, channel: str, drain_once: Callable[[], Awaitable[int]], name: str) -> None:
+    def drain(
+        self, channel: str, drain_once: Callable[[], Awaitable[int]], name: str, batch: int | None = None
+    ) -> None:
         """Run `drain_once` whenever `channel` is notified; a stop never cuts one in half."""
-        self.background(drain_on_notify(self.pool, channel, lambda: self.units.run(drain_once)), name=name)
+        self.background(
+            drain_on_notify(self.pool, channel, lambda: self.units.run(drain_once), batch=batch), name=name
+        )
 
     def every(self, seconds: float, job: Callable[[], Awaitable[object]], name: str) -> None:
         """Run `job` periodically; a failure is logged and retried at the next tick."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
+import uvloop
 
 from contacts_billing_check.handlers import HANDLERS
 from contacts_billing_check.store import MIGRATIONS
@@ -21,7 +21,7 @@ async def serve(settings: BillingCheckSettings) -> None:
 def main() -> None:
     settings = load_settings(BillingCheckSettings, PROGRAM)
     configure_logging("billing-check", settings.log_format, settings.log_level)
-    asyncio.run(serve(settings))
+    uvloop.run(serve(settings))  # a faster event loop: see bench/README.md
 
 
 if __name__ == "__main__":

@@ -1,13 +1,16 @@
-"""Sends the queued emails over SMTP, one transaction per email.
+"""Sends the queued emails over SMTP in batches: one transaction per batch, over connections
+kept open between batches.
 
-For a token email the token is made, its hash recorded and `token_issued` put in the outbox
-in the same transaction as the send is marked done: if the send fails, none of it happened
-and the email is retried later with a new token. While the SMTP server is down, each email
-is retried with a growing delay (capped, so mail flows again soon after it is back).
+For a token email the token is made at send time; its hash is recorded and `token_issued`
+put in the outbox in the transaction that marks the email sent, only if the send succeeded:
+otherwise none of it happened and the email is retried later with a new token. While the
+SMTP server is down, each email is retried with a growing delay (capped, so mail flows again
+soon after it is back).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from datetime import datetime
@@ -27,48 +30,88 @@ from contacts_shared.settings import NotifierSettings
 log = structlog.get_logger("contacts.notifier.mailer")
 
 MAX_RETRY_DELAY = 5.0
+# A batch is sent over one SMTP connection and committed once: connecting and committing per
+# email made the mailer the bottleneck of the whole flow (see bench/README.md).
+BATCH_SIZE = 20
+# Batches sent at once, each on its own connection (SKIP LOCKED keeps them apart).
+PARALLEL_BATCHES = 3
 
 
 class Mailer:
-    def __init__(self, pool: asyncpg.Pool, settings: NotifierSettings) -> None:
+    def __init__(
+        self, pool: asyncpg.Pool, settings: NotifierSettings, batch_size: int = BATCH_SIZE, parallel: int = PARALLEL_BATCHES
+    ) -> None:
         self.pool = pool
         self.settings = settings
+        self.batch_size = batch_size
+        self.parallel = parallel
+        # Open SMTP connections between batches: connecting (and EHLO, QUIT) cost more than a send.
+        self._idle: list[aiosmtplib.SMTP] = []
 
-    async def send_next(self) -> int:
-        """Send (or postpone) the oldest due email; returns 0 when none is due."""
+    async def send_due(self) -> int:
+        """Send (or postpone) due emails, a few batches at once; returns how many (fewer than
+        `batch_size * parallel`: a batch came back short, so none was left due)."""
+        return sum(await asyncio.gather(*(self.send_batch() for _ in range(self.parallel))))
+
+    async def send_batch(self) -> int:
+        """Send (or postpone) up to a batch of the oldest due emails; returns how many.
+
+        The emails go out first; then, in the same transaction, the tokens of those that went
+        out are recorded and announced, and they are marked sent: a failed send records nothing
+        (its token never existed) and only that email is postponed.
+        """
+        sent: list[asyncpg.Record] = []
+        issued: list[ContactChangeTokenIssued] = []
+        failed: list[tuple[asyncpg.Record, str]] = []
         async with self.pool.acquire() as conn, conn.transaction():
-            mail = await store.next_due_mail(conn)
-            if mail is None:
+            mails = await store.due_mails(conn, self.batch_size)
+            if not mails:
                 return 0
+            smtp = self._idle.pop() if self._idle else None
             try:
-                async with conn.transaction():  # savepoint: a failed send undoes the token
-                    email = await self._compose(conn, mail)
-                    await self._deliver(mail, email)
-                    await store.mark_sent(conn, mail["id"])
-            except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+                for mail in mails:
+                    email, token = self._compose(mail)
+                    try:
+                        smtp = await self._send(smtp, mail, email)
+                    except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+                        # The next email starts on a fresh connection, whatever state this one is in.
+                        if smtp is not None:
+                            smtp.close()
+                            smtp = None
+                        failed.append((mail, f"{type(exc).__name__}: {exc}"[:300]))
+                        continue
+                    sent.append(mail)
+                    if token is not None:
+                        issued.append(token)
+            finally:
+                if smtp is not None and smtp.is_connected:
+                    self._idle.append(smtp)
+            if issued:
+                await store.record_tokens(conn, [(t.request_id, t.nic, t.token_hash, t.expires_at) for t in issued])
+                for token in issued:
+                    await enqueue(conn, token)
+            if sent:
+                await store.mark_sent(conn, [mail["id"] for mail in sent])
+            for mail, reason in failed:
                 delay = min(0.2 * 2 ** mail["attempts"], MAX_RETRY_DELAY)
-                await store.postpone(conn, mail["id"], delay, f"{type(exc).__name__}: {exc}"[:300])
+                await store.postpone(conn, mail["id"], delay, reason)
                 EMAILS_FAILED.labels(mail["kind"]).inc()
                 log.warning("email not sent, will retry", mail_id=mail["id"], attempts=mail["attempts"] + 1, retry_in=delay)
-                return 1
-        EMAILS_SENT.labels(mail["kind"]).inc()
-        log.info("email sent", mail_id=mail["id"], request_id=str(mail["request_id"]), kind=mail["kind"], nic=mail["nic"])
-        return 1
+        for mail in sent:
+            EMAILS_SENT.labels(mail["kind"]).inc()
+            log.info("email sent", mail_id=mail["id"], request_id=str(mail["request_id"]), kind=mail["kind"], nic=mail["nic"])
+        return len(mails)
 
-    async def _compose(self, conn: asyncpg.Connection, mail: asyncpg.Record) -> Email:
+    def _compose(self, mail: asyncpg.Record) -> tuple[Email, ContactChangeTokenIssued | None]:
+        """The email, and for a token email the announcement of its fresh token's hash."""
         if mail["kind"] == "outcome":
-            return Email(mail["subject"], mail["body"])
+            return Email(mail["subject"], mail["body"]), None
         context = json.loads(mail["token_context"])  # asyncpg returns jsonb as text
         now = utcnow()
         expires_at = token_expiry(datetime.fromisoformat(context["expires_at"]), now, self.settings.token_ttl.total_seconds())
         token, token_hash = new_token()
         request_id: uuid.UUID = mail["request_id"]
-        await store.record_token(conn, request_id, mail["nic"], token_hash, expires_at)
-        await enqueue(
-            conn,
-            ContactChangeTokenIssued(request_id=request_id, nic=mail["nic"], token_hash=token_hash, expires_at=expires_at),
-        )
-        return token_email(
+        email = token_email(
             request_id=str(request_id),
             service=context["service"],
             ctype=context["type"],
@@ -80,8 +123,38 @@ class Mailer:
             link=confirm_link(self.settings.public_url, str(request_id), token),
             expires_at=expires_at,
         )
+        return email, ContactChangeTokenIssued(request_id=request_id, nic=mail["nic"], token_hash=token_hash, expires_at=expires_at)
 
-    async def _deliver(self, mail: asyncpg.Record, email: Email) -> None:
+    async def _send(self, smtp: aiosmtplib.SMTP | None, mail: asyncpg.Record, email: Email) -> aiosmtplib.SMTP:
+        """Deliver over `smtp` if it is still open, else over a new connection; returns the
+        connection used. A kept connection the server dropped meanwhile is replaced once."""
+        if smtp is not None and smtp.is_connected:
+            try:
+                await self._deliver(smtp, mail, email)
+                return smtp
+            except (aiosmtplib.SMTPServerDisconnected, ConnectionError):
+                smtp.close()
+        smtp = await self._connect()
+        try:
+            await self._deliver(smtp, mail, email)
+        except BaseException:
+            smtp.close()
+            raise
+        return smtp
+
+    async def _connect(self) -> aiosmtplib.SMTP:
+        smtp = aiosmtplib.SMTP(
+            hostname=self.settings.smtp_host,
+            port=self.settings.smtp_port,
+            username=self.settings.smtp_user,
+            password=self.settings.smtp_password,
+            start_tls=self.settings.smtp_starttls,
+            timeout=10,
+        )
+        await smtp.connect()
+        return smtp
+
+    async def _deliver(self, smtp: aiosmtplib.SMTP, mail: asyncpg.Record, email: Email) -> None:
         message = EmailMessage()
         message["From"] = self.settings.mail_from
         message["To"] = mail["email"]
@@ -90,12 +163,4 @@ class Mailer:
         message["Message-ID"] = f"<mail-{mail['id']}.{mail['request_id']}@contacts>"
         message["X-Contacts-Request-Id"] = str(mail["request_id"])
         message.set_content(email.body)
-        await aiosmtplib.send(
-            message,
-            hostname=self.settings.smtp_host,
-            port=self.settings.smtp_port,
-            username=self.settings.smtp_user,
-            password=self.settings.smtp_password,
-            start_tls=self.settings.smtp_starttls,
-            timeout=10,
-        )
+        await smtp.send_message(message)

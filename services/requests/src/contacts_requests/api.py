@@ -78,10 +78,15 @@ def current_nic(request: Request) -> str:
         raise NotSignedIn from None
 
 
-Me = Annotated[str, Depends(current_nic)]
+async def _me(request: Request) -> str:
+    # Dependencies are async so that FastAPI does not hop to a worker thread for each one.
+    return current_nic(request)
 
 
-def _pool(request: Request) -> asyncpg.Pool:
+Me = Annotated[str, Depends(_me)]
+
+
+async def _pool(request: Request) -> asyncpg.Pool:
     return request.app.state.pool
 
 

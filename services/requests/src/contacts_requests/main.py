@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 
 import uvicorn
+import uvloop
 
 from contacts_requests import store
 from contacts_requests.api import create_api
@@ -71,7 +72,7 @@ async def serve(settings: RequestsSettings) -> None:
 def main() -> None:
     settings = load_settings(RequestsSettings, PROGRAM)
     configure_logging("requests", settings.log_format, settings.log_level)
-    asyncio.run(serve(settings))
+    uvloop.run(serve(settings))  # a faster event loop: see bench/README.md
 
 
 if __name__ == "__main__":
