@@ -14,7 +14,6 @@ import subprocess
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
-
 from capture import MessageCapture
 from support import System, running_system
 

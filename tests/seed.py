@@ -7,7 +7,12 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from contacts_shared.contracts import AccountUpserted, PaymentMethodUpserted, ServiceUpserted, Zone
+from contacts_shared.contracts import (
+    AccountUpserted,
+    PaymentMethodUpserted,
+    ServiceUpserted,
+    Zone,
+)
 from support import System, eventually
 
 OWNER = "aa11111-ovh"  # admin of the hosting plan

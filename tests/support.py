@@ -28,7 +28,6 @@ from urllib.parse import quote
 import aio_pika
 import asyncpg
 import httpx
-
 from contacts_shared.auth import mint_token
 from contacts_shared.bus import exchange_for, new_broker, publish_envelope
 from contacts_shared.contracts import Contract, envelope_for

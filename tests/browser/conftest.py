@@ -12,10 +12,9 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from playwright.async_api import Browser, Page, async_playwright, expect
-
-from seed import feed_world
 from browser.helpers import Person, sign_in
+from playwright.async_api import Browser, Page, async_playwright, expect
+from seed import feed_world
 from support import System
 
 CHROMIUM = os.environ.get("CONTACTS_CHROMIUM", "/usr/bin/chromium")

@@ -8,7 +8,6 @@ import shutil
 from collections.abc import Awaitable, Callable
 
 from playwright.async_api import Page, expect
-
 from support import ROOT, Mail, System
 
 DOCS_SCREENSHOTS = ROOT / "docs" / "screenshots"

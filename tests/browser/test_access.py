@@ -7,9 +7,15 @@ from __future__ import annotations
 import re
 
 import pytest
+from browser.helpers import (
+    Person,
+    assert_accessible_basics,
+    link_in,
+    request_id_of,
+    screenshot,
+    sign_in,
+)
 from playwright.async_api import expect
-
-from browser.helpers import Person, assert_accessible_basics, link_in, request_id_of, screenshot, sign_in
 from seed import BILLER, HOSTING, OLD_TECH, OWNER, STRANGER, WEBMASTER, email_of
 from support import System
 

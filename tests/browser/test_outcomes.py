@@ -4,10 +4,9 @@ changed address, cancelled, refused for an unpaid invoice; and mistakes caught b
 from __future__ import annotations
 
 import pytest
-from playwright.async_api import Page, expect
-
 from browser.helpers import Person, go_to, link_in, request_id_of, screenshot
 from contacts_shared.contracts import AccountUpserted, InvoiceIssued, Zone
+from playwright.async_api import Page, expect
 from seed import ACCOUNTANT, CANADIAN, HOSTING, OWNER, STRANGER, WEBMASTER, email_of
 from support import System, eventually
 

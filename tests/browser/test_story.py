@@ -5,9 +5,16 @@ from __future__ import annotations
 import re
 
 import pytest
+from browser.helpers import (
+    Person,
+    assert_accessible_basics,
+    go_to,
+    link_in,
+    request_id_of,
+    screenshot,
+    sign_in,
+)
 from playwright.async_api import expect
-
-from browser.helpers import Person, assert_accessible_basics, go_to, link_in, request_id_of, screenshot, sign_in
 from seed import HOSTING, OLD_TECH, OWNER, WEBMASTER, email_of
 from support import System
 

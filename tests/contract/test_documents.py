@@ -16,7 +16,6 @@ from typing import Any
 import jsonschema
 import pytest
 import yaml
-
 from contacts_shared import contract_docs
 from contacts_shared.contracts import MESSAGE_TYPES, MalformedMessage, parse_message
 

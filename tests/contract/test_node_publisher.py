@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from capture import validator_for
 from support import ROOT, System, eventually
 

@@ -5,10 +5,9 @@ carrying that key, so the tool can follow what it asked for."""
 from __future__ import annotations
 
 import pytest
-from seed import CANADIAN, HOSTING, OLD_TECH, OWNER, WEBMASTER, feed_world
-
 from contacts_requests.handlers import refused_request_id
 from contacts_shared.contracts import ContactChanges, ContactChangeSubmit, ContactType
+from seed import CANADIAN, HOSTING, OLD_TECH, OWNER, WEBMASTER, feed_world
 from support import System, eventually
 
 pytestmark = pytest.mark.e2e

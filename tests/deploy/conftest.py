@@ -4,7 +4,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from support import System
 
 # The tests of this folder share workload.py.

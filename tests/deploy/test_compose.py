@@ -17,9 +17,12 @@ from typing import Any
 
 import pytest
 import yaml
+from contacts_shared.settings import (
+    BillingCheckSettings,
+    NotifierSettings,
+    RequestsSettings,
+)
 from pydantic_settings import BaseSettings
-
-from contacts_shared.settings import BillingCheckSettings, NotifierSettings, RequestsSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"

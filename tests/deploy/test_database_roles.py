@@ -14,7 +14,6 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
-
 from contacts_notifier.store import MIGRATIONS as NOTIFIER_MIGRATIONS
 from contacts_requests.store import MIGRATIONS as REQUESTS_MIGRATIONS
 from contacts_shared.db import migrate

@@ -8,9 +8,8 @@ import asyncio
 import time
 
 import pytest
-from workload import Services, assert_each_flow_done_exactly_once, drive, feed_flows
-
 from support import System, eventually
+from workload import Services, assert_each_flow_done_exactly_once, drive, feed_flows
 
 pytestmark = pytest.mark.e2e
 

@@ -10,11 +10,10 @@ import uuid
 import aio_pika
 import httpx
 import pytest
-from seed import HOSTING, OLD_TECH, OWNER, WEBMASTER, email_of, feed_world
-from workload import Services
-
 from contacts_shared.logs import redact_text
+from seed import HOSTING, OLD_TECH, OWNER, WEBMASTER, email_of, feed_world
 from support import System, eventually, free_port
+from workload import Services
 
 pytestmark = pytest.mark.e2e
 

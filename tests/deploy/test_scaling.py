@@ -10,9 +10,8 @@ import json
 import re
 
 import pytest
-from workload import Services, assert_each_flow_done_exactly_once, drive, feed_flows
-
 from support import System, free_port
+from workload import Services, assert_each_flow_done_exactly_once, drive, feed_flows
 
 pytestmark = pytest.mark.e2e
 

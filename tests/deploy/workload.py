@@ -17,7 +17,6 @@ from typing import TypeVar
 
 import aio_pika
 import httpx
-
 from contacts_shared.contracts import AccountUpserted, ServiceUpserted, Zone
 from support import BIN, System, eventually
 

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import pytest
-
 from seed import feed_world
 from support import System
 

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from seed import BILLER, HOSTING, OLD_TECH, OWNER, WEBMASTER, email_of
-
 from contacts_shared.contracts import InvoiceIssued
+from seed import BILLER, HOSTING, OLD_TECH, OWNER, WEBMASTER, email_of
 from support import System, eventually
 
 pytestmark = pytest.mark.e2e

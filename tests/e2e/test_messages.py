@@ -8,9 +8,8 @@ import uuid
 
 import aio_pika
 import pytest
-from seed import HOSTING, OWNER, email_of
-
 from contacts_shared.contracts import AccountUpserted, Zone, envelope_for
+from seed import HOSTING, OWNER, email_of
 from support import System, eventually
 
 pytestmark = pytest.mark.e2e

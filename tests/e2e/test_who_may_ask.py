@@ -6,9 +6,18 @@ import json
 
 import aio_pika
 import pytest
-from seed import ACCOUNTANT, BILLER, CANADIAN, HOSTING, OLD_TECH, OWNER, STRANGER, WEBMASTER, email_of
-
 from contacts_shared.contracts import InvoiceIssued
+from seed import (
+    ACCOUNTANT,
+    BILLER,
+    CANADIAN,
+    HOSTING,
+    OLD_TECH,
+    OWNER,
+    STRANGER,
+    WEBMASTER,
+    email_of,
+)
 from support import System, eventually
 
 pytestmark = pytest.mark.e2e

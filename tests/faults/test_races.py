@@ -8,7 +8,14 @@ from collections import Counter
 import pytest
 from contacts_shared.contracts import AccountUpserted, Zone
 from faults.conftest import OwnInfrastructure
-from faults.flows import Flow, email_of, feed, queues_drained, run_scenario, tokens_mailed
+from faults.flows import (
+    Flow,
+    email_of,
+    feed,
+    queues_drained,
+    run_scenario,
+    tokens_mailed,
+)
 from support import System, eventually
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]

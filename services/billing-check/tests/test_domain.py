@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
-
 from contacts_billing_check.domain import PaymentMethod, vet_billing
 from contacts_shared.contracts import ContactType
 

@@ -8,12 +8,11 @@ from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
-
 from contacts_billing_check.handlers import HANDLERS
 from contacts_billing_check.store import MIGRATIONS
 from contacts_shared.contracts import (
-    Contract,
     ContactChangeRequested,
+    Contract,
     InvoiceIssued,
     InvoicePaid,
     PaymentMethodRemoved,

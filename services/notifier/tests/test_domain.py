@@ -6,8 +6,15 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
-
-from contacts_notifier.domain import confirm_link, hash_token, new_token, outcome_email, outcome_recipients, token_email, token_expiry
+from contacts_notifier.domain import (
+    confirm_link,
+    hash_token,
+    new_token,
+    outcome_email,
+    outcome_recipients,
+    token_email,
+    token_expiry,
+)
 from contacts_shared.contracts import ContactChangeStateChanged, Party, RequestState
 
 

@@ -7,13 +7,12 @@ import re
 from datetime import timedelta
 
 import pytest
-from fastapi.testclient import TestClient
-
 from contacts_requests.api import create_api
-from contacts_requests.pages import describe, refusal_to_change
 from contacts_requests.domain import ServiceContacts
+from contacts_requests.pages import describe, refusal_to_change
 from contacts_shared.auth import mint_token
 from contacts_shared.contracts import ContactType
+from fastapi.testclient import TestClient
 
 SECRET = "s" * 32
 ADMIN, TECH, BILLING = "aa1-ovh", "bb2-ovh", "cc3-ovh"

@@ -18,13 +18,31 @@ from typing import Any
 import asyncpg
 import structlog
 from faststream import AckPolicy
-from faststream.rabbit import ExchangeType, QueueType, RabbitBroker, RabbitExchange, RabbitQueue
+from faststream.rabbit import (
+    ExchangeType,
+    QueueType,
+    RabbitBroker,
+    RabbitExchange,
+    RabbitQueue,
+)
 from faststream.rabbit.annotations import RabbitMessage
 
-from contacts_shared.contracts import Contract, Envelope, MalformedMessage, envelope_for, parse_message
+from contacts_shared.contracts import (
+    Contract,
+    Envelope,
+    MalformedMessage,
+    envelope_for,
+    parse_message,
+)
 from contacts_shared.db import claim_message, drain_on_notify
 from contacts_shared.graceful import InFlight
-from contacts_shared.observability import DEAD_LETTERS, MESSAGE_SECONDS, MESSAGES_HANDLED, OUTBOX_BACKLOG, OUTBOX_PUBLISHED
+from contacts_shared.observability import (
+    DEAD_LETTERS,
+    MESSAGE_SECONDS,
+    MESSAGES_HANDLED,
+    OUTBOX_BACKLOG,
+    OUTBOX_PUBLISHED,
+)
 
 log = structlog.get_logger("contacts.bus")
 

@@ -158,7 +158,9 @@ def run_docs(args: argparse.Namespace) -> int:
 
     docs_dir = Path(args.out)
     try:
-        import contacts_billing_check, contacts_notifier, contacts_requests  # noqa: F401, E401 - read by the generator
+        import contacts_billing_check  # noqa: F401 - read by the generator
+        import contacts_notifier
+        import contacts_requests
     except ImportError as exc:
         raise CliError(f"needs the whole workspace ({exc.name} is not installed): run it in the project with `uv run`") from None
     if args.check:

@@ -14,17 +14,22 @@ import signal
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import asyncpg
 import structlog
+import uvloop
 
 from contacts_shared.bus import GRACE_SECONDS, Handler, ServiceBus
 from contacts_shared.db import create_pool, drain_on_notify, migrate, schema_name
 from contacts_shared.graceful import InFlight
+from contacts_shared.logs import configure_logging
 from contacts_shared.observability import HealthServer, Refresher
-from contacts_shared.settings import CommonSettings
+from contacts_shared.settings import CommonSettings, load_settings
 
 log = structlog.get_logger("contacts.runtime")
+
+SettingsT = TypeVar("SettingsT", bound=CommonSettings)
 
 
 @dataclass
@@ -128,3 +133,11 @@ async def wait_for_stop_signal(*also: Awaitable[object]) -> None:
     waiters[0].cancel()
     if stop.is_set():
         log.info("stop signal received: finishing the work in hand")
+
+
+def run_service(settings_class: type[SettingsT], program: str, serve: Callable[[SettingsT], Awaitable[None]]) -> None:
+    """A service's console script: settings (one clear line and exit 2 when one is missing or
+    malformed), logging, then `serve` on uvloop (a faster event loop: see bench/README.md)."""
+    settings = load_settings(settings_class, program)
+    configure_logging(program.removeprefix("contacts-"), settings.log_format, settings.log_level)
+    uvloop.run(serve(settings))

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import asyncpg
 import structlog
-
-from contacts_billing_check import store
-from contacts_billing_check.domain import vet_billing
 from contacts_shared.bus import Handler, enqueue
 from contacts_shared.contracts import (
     ContactChangeRequested,
@@ -18,6 +15,9 @@ from contacts_shared.contracts import (
     PaymentMethodUpserted,
     utcnow,
 )
+
+from contacts_billing_check import store
+from contacts_billing_check.domain import vet_billing
 
 log = structlog.get_logger("contacts.billing_check")
 

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import uvloop
+from contacts_shared.runtime import run_service, service_runtime, wait_for_stop_signal
+from contacts_shared.settings import BillingCheckSettings
 
 from contacts_billing_check.handlers import HANDLERS
 from contacts_billing_check.store import MIGRATIONS
-from contacts_shared.logs import configure_logging
-from contacts_shared.runtime import service_runtime, wait_for_stop_signal
-from contacts_shared.settings import BillingCheckSettings, load_settings
 
 PROGRAM = "contacts-billing-check"
 
@@ -19,9 +17,7 @@ async def serve(settings: BillingCheckSettings) -> None:
 
 
 def main() -> None:
-    settings = load_settings(BillingCheckSettings, PROGRAM)
-    configure_logging("billing-check", settings.log_format, settings.log_level)
-    uvloop.run(serve(settings))  # a faster event loop: see bench/README.md
+    run_service(BillingCheckSettings, PROGRAM, serve)
 
 
 if __name__ == "__main__":

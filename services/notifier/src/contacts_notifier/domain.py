@@ -12,9 +12,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from urllib.parse import quote
 
-from jinja2 import Environment, PackageLoader, StrictUndefined
-
 from contacts_shared.contracts import ContactChangeStateChanged, RequestState
+from jinja2 import Environment, PackageLoader, StrictUndefined
 
 ROLE_NAMES = {"admin": "administrative", "tech": "technical", "billing": "billing"}
 

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncpg
+from contacts_shared.bus import Handler
+from contacts_shared.contracts import (
+    ContactChangeStateChanged,
+    ContactChangeValidationRequested,
+    Envelope,
+)
 
 from contacts_notifier import store
 from contacts_notifier.domain import outcome_email, outcome_recipients
-from contacts_shared.bus import Handler
-from contacts_shared.contracts import ContactChangeStateChanged, ContactChangeValidationRequested, Envelope
 
 
 async def on_validation_requested(conn: asyncpg.Connection, envelope: Envelope, data: ContactChangeValidationRequested) -> None:

@@ -19,13 +19,19 @@ from email.message import EmailMessage
 import aiosmtplib
 import asyncpg
 import structlog
-
-from contacts_notifier import store
-from contacts_notifier.domain import Email, confirm_link, new_token, token_email, token_expiry
 from contacts_shared.bus import enqueue
 from contacts_shared.contracts import ContactChangeTokenIssued, utcnow
 from contacts_shared.observability import EMAILS_FAILED, EMAILS_SENT
 from contacts_shared.settings import NotifierSettings
+
+from contacts_notifier import store
+from contacts_notifier.domain import (
+    Email,
+    confirm_link,
+    new_token,
+    token_email,
+    token_expiry,
+)
 
 log = structlog.get_logger("contacts.notifier.mailer")
 

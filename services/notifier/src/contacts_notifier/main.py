@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import uvloop
+from contacts_shared.runtime import run_service, service_runtime, wait_for_stop_signal
+from contacts_shared.settings import NotifierSettings
 
 from contacts_notifier.handlers import HANDLERS
 from contacts_notifier.mailer import Mailer
 from contacts_notifier.store import MIGRATIONS
-from contacts_shared.logs import configure_logging
-from contacts_shared.runtime import service_runtime, wait_for_stop_signal
-from contacts_shared.settings import NotifierSettings, load_settings
 
 PROGRAM = "contacts-notifier"
 
@@ -26,9 +24,7 @@ async def serve(settings: NotifierSettings) -> None:
 
 
 def main() -> None:
-    settings = load_settings(NotifierSettings, PROGRAM)
-    configure_logging("notifier", settings.log_format, settings.log_level)
-    uvloop.run(serve(settings))  # a faster event loop: see bench/README.md
+    run_service(NotifierSettings, PROGRAM, serve)
 
 
 if __name__ == "__main__":

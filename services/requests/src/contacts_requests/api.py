@@ -14,6 +14,9 @@ from typing import Annotated, Any, Literal
 
 import asyncpg
 import structlog
+from contacts_shared.auth import NotAuthenticated, verify_token
+from contacts_shared.contracts import ContactType, Nic, RequestState, utcnow
+from contacts_shared.observability import render_metrics
 from fastapi import Depends, FastAPI, Header, Query, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
@@ -24,9 +27,6 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from contacts_requests import handlers, store
 from contacts_requests.domain import Refusal, may_view, not_found
-from contacts_shared.auth import NotAuthenticated, verify_token
-from contacts_shared.contracts import ContactType, Nic, RequestState, utcnow
-from contacts_shared.observability import render_metrics
 
 log = structlog.get_logger("contacts.requests.api")
 
@@ -280,7 +280,9 @@ def create_api(
                 await handlers.cancel(conn, request_id=request_id, nic=me)
             return await _visible_view(conn, request_id, me)
 
-    from contacts_requests.pages import install_pages  # the pages import this module's helpers
+    from contacts_requests.pages import (
+        install_pages,  # the pages import this module's helpers
+    )
 
     install_pages(app, request_ttl=request_ttl, dev_login=dev_login)
     return app

@@ -7,10 +7,10 @@ good. Handlers load the facts, call these, and store what they return.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import hmac
 from collections.abc import Mapping
-import dataclasses
 from dataclasses import dataclass, replace
 from datetime import datetime
 

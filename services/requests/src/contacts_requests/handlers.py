@@ -12,23 +12,11 @@ from datetime import datetime, timedelta
 
 import asyncpg
 import structlog
-
-from contacts_requests import store
-from contacts_requests.domain import (
-    ContactChange,
-    ConfirmerState,
-    Refusal,
-    Transition,
-    check_token,
-    invalid_token,
-    may_view,
-    not_found,
-    plan_submission,
-)
 from contacts_shared.bus import Handler, enqueue
 from contacts_shared.contracts import (
     AccountDeleted,
     AccountUpserted,
+    Confirmer,
     ContactChangeCompleted,
     ContactChangeRequested,
     ContactChangeStateChanged,
@@ -37,7 +25,6 @@ from contacts_shared.contracts import (
     ContactChangeValidationRequested,
     ContactChangeVetted,
     ContactType,
-    Confirmer,
     Envelope,
     Party,
     Phase,
@@ -45,6 +32,19 @@ from contacts_shared.contracts import (
     ServiceDeleted,
     ServiceUpserted,
     utcnow,
+)
+
+from contacts_requests import store
+from contacts_requests.domain import (
+    ConfirmerState,
+    ContactChange,
+    Refusal,
+    Transition,
+    check_token,
+    invalid_token,
+    may_view,
+    not_found,
+    plan_submission,
 )
 
 log = structlog.get_logger("contacts.requests")

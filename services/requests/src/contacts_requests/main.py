@@ -6,17 +6,24 @@ import asyncio
 import contextlib
 
 import uvicorn
-import uvloop
+from contacts_shared.contracts import RequestState
+from contacts_shared.observability import (
+    REQUESTS_BY_STATE,
+    Refresher,
+    RequestContextMiddleware,
+)
+from contacts_shared.runtime import (
+    Runtime,
+    run_service,
+    service_runtime,
+    wait_for_stop_signal,
+)
+from contacts_shared.settings import RequestsSettings
 
 from contacts_requests import store
 from contacts_requests.api import create_api
 from contacts_requests.handlers import expire_overdue, message_handlers
 from contacts_requests.store import MIGRATIONS
-from contacts_shared.contracts import RequestState
-from contacts_shared.logs import configure_logging
-from contacts_shared.observability import REQUESTS_BY_STATE, Refresher, RequestContextMiddleware
-from contacts_shared.runtime import Runtime, service_runtime, wait_for_stop_signal
-from contacts_shared.settings import RequestsSettings, load_settings
 
 PROGRAM = "contacts-requests"
 # In-flight HTTP requests get this long after SIGTERM (the consumers stop at the same time).
@@ -70,9 +77,7 @@ async def serve(settings: RequestsSettings) -> None:
 
 
 def main() -> None:
-    settings = load_settings(RequestsSettings, PROGRAM)
-    configure_logging("requests", settings.log_format, settings.log_level)
-    uvloop.run(serve(settings))  # a faster event loop: see bench/README.md
+    run_service(RequestsSettings, PROGRAM, serve)
 
 
 if __name__ == "__main__":

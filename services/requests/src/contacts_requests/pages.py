@@ -22,13 +22,21 @@ from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
 import asyncpg
 import structlog
+from contacts_shared.auth import NotAuthenticated, mint_token, verify_token
+from contacts_shared.contracts import ContactType, RequestState, normalize_nic, utcnow
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
 from contacts_requests import handlers, store
-from contacts_requests.api import SESSION_COOKIE, NotSignedIn, _cursor, _parse_cursor, current_nic
+from contacts_requests.api import (
+    SESSION_COOKIE,
+    NotSignedIn,
+    _cursor,
+    _parse_cursor,
+    current_nic,
+)
 from contacts_requests.domain import (
     ROLE_NAMES,
     Account,
@@ -39,8 +47,6 @@ from contacts_requests.domain import (
     may_view,
     plan_submission,
 )
-from contacts_shared.auth import NotAuthenticated, mint_token, verify_token
-from contacts_shared.contracts import ContactType, RequestState, normalize_nic, utcnow
 
 log = structlog.get_logger("contacts.requests.pages")
 

@@ -10,10 +10,16 @@ import uuid
 from datetime import datetime
 
 import asyncpg
-
-from contacts_requests.domain import FINAL_STATES, Account, ContactChange, ServiceContacts, TokenSlot
 from contacts_shared.contracts import ContactType, RequestState
 from contacts_shared.observability import FLOW_SECONDS
+
+from contacts_requests.domain import (
+    FINAL_STATES,
+    Account,
+    ContactChange,
+    ServiceContacts,
+    TokenSlot,
+)
 
 MIGRATIONS = [
     """
