@@ -222,16 +222,25 @@ def service_env(system: System, http_port: int, extra: dict[str, str] | None = N
     }
 
 
-async def _consumers(amqp_url: str, queue: str) -> int:
+async def queue_state(amqp_url: str, queue: str) -> tuple[int, int]:
+    """(messages ready, consumers) of `queue`; (0, 0) when it does not exist (yet)."""
     connection = await aio_pika.connect(amqp_url)
     try:
         channel = await connection.channel()
         declared = await channel.declare_queue(queue, passive=True)
-        return declared.declaration_result.consumer_count
+        return declared.declaration_result.message_count, declared.declaration_result.consumer_count
     except aio_pika.exceptions.ChannelClosed:
-        return 0
+        return 0, 0
     finally:
         await connection.close()
+
+
+async def consumer_count(amqp_url: str, queue: str) -> int:
+    return (await queue_state(amqp_url, queue))[1]
+
+
+async def queue_depth(amqp_url: str, queue: str) -> int:
+    return (await queue_state(amqp_url, queue))[0]
 
 
 def spawn(system: System, name: str, replica: int = 1) -> subprocess.Popen:
@@ -265,7 +274,7 @@ async def wait_ready(system: System, consumers: int = 1, timeout: float = 30) ->
         except httpx.HTTPError:
             return False
         for schema in SCHEMAS:
-            if await _consumers(system.amqp_url, f"{system.namespace}{schema}") < consumers:
+            if await consumer_count(system.amqp_url, f"{system.namespace}{schema}") < consumers:
                 return False
         return True
 

@@ -12,13 +12,11 @@ import subprocess
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TypeVar
 
-import aio_pika
 import httpx
 from contacts_shared.contracts import AccountUpserted, ServiceUpserted, Zone
-from support import BIN, System, eventually
+from support import BIN, System, consumer_count, eventually, queue_depth
 
 T = TypeVar("T")
 PROGRAM_QUEUES = {"contacts-requests": "requests", "contacts-billing-check": "billing_check", "contacts-notifier": "notifier"}
@@ -29,11 +27,9 @@ class Services:
 
     def __init__(self, system: System) -> None:
         self.system = system
-        # The environment the fixture started the services with, read back from a running one
-        # (Linux /proc), so that replicas and restarts run with exactly the same settings.
-        process = next(iter(system.processes.values()))
-        raw = Path(f"/proc/{process.pid}/environ").read_bytes()
-        self.env = dict(item.split("=", 1) for item in raw.decode().split("\0") if "=" in item)
+        # The environment the fixture started the services with, so that replicas and restarts
+        # run with exactly the same settings.
+        self.env = dict(system.env)
         self.programs: dict[str, str] = {name: name for name in system.processes}
         self.overrides: dict[str, dict[str, str]] = {name: {} for name in system.processes}
 
@@ -82,26 +78,6 @@ class Services:
             return await consumer_count(self.system.amqp_url, queue) >= consumers
 
         await eventually(ready, timeout=60, what=f"{name} to consume from {queue}")
-
-
-async def consumer_count(amqp_url: str, queue: str) -> int:
-    connection = await aio_pika.connect(amqp_url)
-    try:
-        channel = await connection.channel()
-        declared = await channel.declare_queue(queue, passive=True)
-        return declared.declaration_result.consumer_count
-    finally:
-        await connection.close()
-
-
-async def queue_depth(amqp_url: str, queue: str) -> int:
-    connection = await aio_pika.connect(amqp_url)
-    try:
-        channel = await connection.channel()
-        declared = await channel.declare_queue(queue, passive=True)
-        return declared.declaration_result.message_count
-    finally:
-        await connection.close()
 
 
 # --- a workload of independent flows ------------------------------------------------------------

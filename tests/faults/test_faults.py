@@ -17,7 +17,7 @@ from faults.flows import (
     smtp_outage,
     when_in_flight,
 )
-from support import SCHEMAS, SERVICES, System, _consumers, eventually
+from support import SCHEMAS, SERVICES, System, consumer_count, eventually
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -31,7 +31,7 @@ async def test_rabbitmq_restart(faulty_system: System, own_infrastructure: OwnIn
 
         # The consumers come back by themselves (a known FastStream pitfall is that they don't).
         async def consuming_again() -> bool:
-            counts = [await _consumers(faulty_system.amqp_url, f"{faulty_system.namespace}{s}") for s in SCHEMAS]
+            counts = [await consumer_count(faulty_system.amqp_url, f"{faulty_system.namespace}{s}") for s in SCHEMAS]
             return all(counts)
 
         await eventually(
