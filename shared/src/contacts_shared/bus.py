@@ -186,7 +186,11 @@ class ServiceBus:
 
     # --- consuming ------------------------------------------------------------------------
 
-    async def _on_message(self, body: bytes, message: RabbitMessage) -> None:
+    async def _on_message(self, body: bytes) -> None:
+        # Taken from the broker's context, not injected as a parameter: FastStream resolves an
+        # injected context value in a worker thread, a thread hop per message (py-spy, see
+        # bench/README.md).
+        message: RabbitMessage = self.broker.context.get_local("message")
         routing_key = message.raw_message.routing_key or ""
         bound = log.bind(routing_key=routing_key, amqp_message_id=message.message_id)
         try:

@@ -14,7 +14,9 @@ import asyncio
 import json
 import uuid
 from datetime import datetime
-from email.message import EmailMessage
+from email.charset import QP, Charset
+from email.header import Header
+from email.mime.text import MIMEText
 
 import aiosmtplib
 import asyncpg
@@ -41,6 +43,10 @@ MAX_RETRY_DELAY = 5.0
 BATCH_SIZE = 20
 # Batches sent at once, each on its own connection (SKIP LOCKED keeps them apart).
 PARALLEL_BATCHES = 3
+
+# Text that is not plain ASCII goes as UTF-8, quoted-printable (stays readable in the source).
+_UTF8_QUOTED_PRINTABLE = Charset("utf-8")
+_UTF8_QUOTED_PRINTABLE.body_encoding = QP
 
 
 class Mailer:
@@ -161,12 +167,13 @@ class Mailer:
         return smtp
 
     async def _deliver(self, smtp: aiosmtplib.SMTP, mail: asyncpg.Record, email: Email) -> None:
-        message = EmailMessage()
+        # The compat32 classes: the default policy's header objects made building and
+        # flattening an email cost 5 times as much CPU (0.56 against 0.11 ms; bench/README.md).
+        message = MIMEText(email.body, "plain", "us-ascii" if email.body.isascii() else _UTF8_QUOTED_PRINTABLE)
         message["From"] = self.settings.mail_from
         message["To"] = mail["email"]
-        message["Subject"] = email.subject
+        message["Subject"] = email.subject if email.subject.isascii() else Header(email.subject, "utf-8")
         # Stable per mail row, so a receiving system can recognise a retry.
         message["Message-ID"] = f"<mail-{mail['id']}.{mail['request_id']}@contacts>"
         message["X-Contacts-Request-Id"] = str(mail["request_id"])
-        message.set_content(email.body)
         await smtp.send_message(message)

@@ -220,6 +220,9 @@ async def load_change(conn: asyncpg.Connection, request_id: uuid.UUID, *, for_up
     )
     if row is None:
         return None
+    # In a statement of their own, after the lock: its snapshot then sees what the previous
+    # holder of the lock committed (read with the lock in one statement, they would be as they
+    # were before the wait, and two answers at once would each see the other pending).
     confirmers = await conn.fetch("SELECT nic, state FROM confirmers WHERE request_id = $1 ORDER BY nic", request_id)
     return ContactChange(
         id=str(row["id"]),
