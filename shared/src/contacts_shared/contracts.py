@@ -96,7 +96,9 @@ class Phase(StrEnum):
 
 class Contract(BaseModel):
     # Unknown fields are ignored so that producers may add fields before consumers know them.
-    model_config = ConfigDict(extra="ignore", frozen=True)
+    # `from` is a keyword: models carrying it name the field `from_` with the alias `from`, and
+    # are built by field name and serialised by alias (subclasses' configs merge with this one).
+    model_config = ConfigDict(extra="ignore", frozen=True, populate_by_name=True, serialize_by_alias=True)
 
 
 # --- published by other systems -------------------------------------------------------------
@@ -274,10 +276,6 @@ class ContactChangeRequested(Contract):
     to: Nic
 
     model_config = ConfigDict(
-        extra="ignore",
-        frozen=True,
-        populate_by_name=True,
-        serialize_by_alias=True,
         json_schema_extra={
             "examples": [
                 {
@@ -333,10 +331,6 @@ class ContactChangeValidationRequested(Contract):
     expires_at: UtcDatetime
 
     model_config = ConfigDict(
-        extra="ignore",
-        frozen=True,
-        populate_by_name=True,
-        serialize_by_alias=True,
         json_schema_extra={
             "examples": [
                 {
@@ -401,10 +395,6 @@ class ContactChangeStateChanged(Contract):
     idempotency_key: str | None = None
 
     model_config = ConfigDict(
-        extra="ignore",
-        frozen=True,
-        populate_by_name=True,
-        serialize_by_alias=True,
         json_schema_extra={
             "examples": [
                 {
@@ -438,10 +428,6 @@ class ContactChangeCompleted(Contract):
     completed_at: UtcDatetime
 
     model_config = ConfigDict(
-        extra="ignore",
-        frozen=True,
-        populate_by_name=True,
-        serialize_by_alias=True,
         json_schema_extra={
             "examples": [
                 {
