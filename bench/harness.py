@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote, urlsplit, urlunsplit
 
+import aiohttp
 import asyncpg
-import httpx
 from contacts_shared.contracts import AccountUpserted, ServiceUpserted, Zone
 from contacts_shared.mailsink import MailSink, StoredMail
 
@@ -55,11 +55,33 @@ class ProcessMeter:
 
     TICKS = os.sysconf("SC_CLK_TCK")
 
+    # The parts every flow also runs on, found by their process names: their CPU per flow is
+    # what the combined ceiling prices, and the bench's own (client, sink) shares the machine.
+    PARTS = {"postgresql": ("postgres",), "rabbitmq": ("beam.smp",)}
+
     def __init__(self, pids: dict[str, int]) -> None:
-        self.pids = pids
+        self.pids = {**pids, "bench": os.getpid()}
         self._start: dict[str, float] = {}
+        self._parts_start: dict[str, dict[int, float]] = {}
         self._machine_start = (0.0, 0.0)
         self._t0 = 0.0
+
+    @classmethod
+    def parts_cpu(cls) -> dict[str, dict[int, float]]:
+        """CPU seconds of every process of each part, by pid (processes come and go)."""
+        found: dict[str, dict[int, float]] = {part: {} for part in cls.PARTS}
+        for entry in os.scandir("/proc"):
+            if not entry.name.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry.name}/comm") as f:
+                    comm = f.read().strip()
+                part = next((p for p, names in cls.PARTS.items() if comm in names), None)
+                if part:
+                    found[part][int(entry.name)] = cls.cpu_seconds(int(entry.name))
+            except OSError:
+                continue  # gone meanwhile
+        return found
 
     @classmethod
     def cpu_seconds(cls, pid: int) -> float:
@@ -89,6 +111,7 @@ class ProcessMeter:
     def begin(self) -> None:
         self._t0 = time.perf_counter()
         self._start = {name: self.cpu_seconds(pid) for name, pid in self.pids.items()}
+        self._parts_start = self.parts_cpu()
         self._machine_start = self.machine()
 
     def end(self) -> dict[str, dict[str, float]]:
@@ -99,6 +122,10 @@ class ProcessMeter:
             rss, peak = self.memory_mb(pid)
             cpu = self.cpu_seconds(pid) - self._start[name]
             report[name] = {"cpu_seconds": round(cpu, 2), "cpu_percent": round(100 * cpu / elapsed, 1), "rss_mb": round(rss, 1), "peak_rss_mb": round(peak, 1)}
+        for part, now in self.parts_cpu().items():
+            start = self._parts_start.get(part, {})
+            cpu = sum(seconds - start.get(pid, 0.0) for pid, seconds in now.items())
+            report[part] = {"cpu_seconds": round(cpu, 2), "cpu_percent": round(100 * cpu / elapsed, 1), "processes": len(now)}
         cores = os.cpu_count() or 1
         report["machine"] = {
             "cpu_percent": round(100 * cores * (busy - self._machine_start[0]) / max(1, total - self._machine_start[1]), 1),
@@ -312,8 +339,13 @@ class Driver:
         self.free: asyncio.Queue[BenchService] = asyncio.Queue()
         for s in bench.services:
             self.free.put_nowait(s)
-        self.client = httpx.AsyncClient(
-            base_url=bench.system.api_url, timeout=timeout, limits=httpx.Limits(max_connections=512, max_keepalive_connections=512)
+        # aiohttp, not httpx: httpcore's pool walks every connection (a getpeername each) and
+        # anyio probes for an async library (an import attempt) on every request, which made the
+        # bench's client cost more CPU than the API serving it (bench/README.md).
+        self.client = aiohttp.ClientSession(
+            base_url=bench.system.api_url,
+            timeout=aiohttp.ClientTimeout(total=timeout),
+            connector=aiohttp.TCPConnector(limit=512),
         )
         self._auth: dict[str, dict[str, str]] = {}
         self.starved = 0  # flows that had to wait for a free service (open loop too fast for the pool)
@@ -324,7 +356,7 @@ class Driver:
         return self._auth[nic]
 
     async def close(self) -> None:
-        await self.client.aclose()
+        await self.client.close()
 
     async def flow(self) -> Flow:
         if self.free.empty():
@@ -333,23 +365,24 @@ class Driver:
         tracker = self.bench.tracker
         new, requester = service.other_tech, service.admin
         started = time.perf_counter()
-        response = await self.client.post(
+        async with self.client.post(
             f"/v1/services/{quote(service.name, safe='')}/contact-changes", json={"tech": new}, headers=self.auth(requester)
-        )
-        if response.status_code != 202:
-            raise FlowError(f"submit answered {response.status_code}: {response.text[:300]}")
-        request_id = response.json()["items"][0]["id"]
+        ) as response:
+            if response.status != 202:
+                raise FlowError(f"submit answered {response.status}: {(await response.text())[:300]}")
+            request_id = (await response.json())["items"][0]["id"]
         try:
             arrivals = await tracker.wait(request_id, lambda a: len(a.tokens) >= 2, self.timeout, "the two token emails")
             tokens_at = max(arrivals.token_at)
             # The new contact accepts first, the requester last: the last accept applies the change.
             for nic in (new, requester):
                 last_accept = time.perf_counter()
-                response = await self.client.post(
+                async with self.client.post(
                     f"/v1/contact-changes/{request_id}/accept", json={"token": arrivals.tokens[nic]}, headers=self.auth(nic)
-                )
-                if response.status_code != 200:
-                    raise FlowError(f"accept by {nic} answered {response.status_code}: {response.text[:300]}")
+                ) as response:
+                    if response.status != 200:
+                        raise FlowError(f"accept by {nic} answered {response.status}: {(await response.text())[:300]}")
+                    await response.read()
             # requester, new and previous contact
             arrivals = await tracker.wait(request_id, lambda a: len(a.done_to) >= 3, self.timeout, "the three done emails")
             done_at = max(arrivals.done_at)

@@ -137,3 +137,17 @@ def test_a_taken_port_fails_start_and_leaves_nothing_listening() -> None:
     # The inbox, started first, was closed again: its port is free for the next sink.
     with MailSink("127.0.0.1", free_port(), inbox_port) as sink, httpx.Client(base_url=sink.inbox_url) as inbox:
         assert inbox.get("/api/messages").json() == []
+
+
+def test_parse_mail_unfolds_long_subjects_and_skips_attachments() -> None:
+    from contacts_shared.mailsink import parse_mail
+
+    message = EmailMessage()
+    message["Subject"] = "A long subject that the generator has to fold over lines " * 3
+    message.set_content("the text part\r\n")
+    message.add_attachment("not this one", filename="notes.txt")
+
+    subject, text = parse_mail(message.as_bytes())
+
+    assert subject == "A long subject that the generator has to fold over lines " * 3
+    assert text == "the text part\n"
