@@ -47,8 +47,9 @@ MIGRATIONS = [
 ]
 
 
-async def _wake_mailer(conn: asyncpg.Connection) -> None:
-    await conn.execute("SELECT pg_notify(current_schema() || '_mail', '')")
+# Appended to each statement that queues a mail: wakes the mailer at commit (NOTIFY), in the
+# same round trip as the insert.
+_WAKE_MAILER = " SELECT pg_notify(current_schema() || '_mail', '')"
 
 
 async def queue_token_mail(
@@ -61,23 +62,22 @@ async def queue_token_mail(
         nic,
     )
     await conn.execute(
-        "INSERT INTO mails (dedupe_key, kind, request_id, nic, email, token_context)"
-        " VALUES ($1, 'token', $2, $3, $4, $5::jsonb) ON CONFLICT (dedupe_key) DO NOTHING",
+        "WITH queued AS (INSERT INTO mails (dedupe_key, kind, request_id, nic, email, token_context)"
+        " VALUES ($1, 'token', $2, $3, $4, $5::jsonb) ON CONFLICT (dedupe_key) DO NOTHING)" + _WAKE_MAILER,
         dedupe_key,
         request_id,
         nic,
         email,
         json.dumps(context),
     )
-    await _wake_mailer(conn)
 
 
 async def queue_outcome_mail(
     conn: asyncpg.Connection, *, dedupe_key: str, request_id: uuid.UUID, nic: str, email: str, subject: str, body: str
 ) -> None:
     await conn.execute(
-        "INSERT INTO mails (dedupe_key, kind, request_id, nic, email, subject, body)"
-        " VALUES ($1, 'outcome', $2, $3, $4, $5, $6) ON CONFLICT (dedupe_key) DO NOTHING",
+        "WITH queued AS (INSERT INTO mails (dedupe_key, kind, request_id, nic, email, subject, body)"
+        " VALUES ($1, 'outcome', $2, $3, $4, $5, $6) ON CONFLICT (dedupe_key) DO NOTHING)" + _WAKE_MAILER,
         dedupe_key,
         request_id,
         nic,
@@ -85,7 +85,6 @@ async def queue_outcome_mail(
         subject,
         body,
     )
-    await _wake_mailer(conn)
 
 
 async def due_mails(conn: asyncpg.Connection, limit: int) -> list[asyncpg.Record]:
