@@ -257,16 +257,22 @@ async def requests_by_state(conn: asyncpg.Connection) -> dict[str, int]:
     return {r["state"]: r["n"] for r in rows}
 
 
+_VIEW_CONFIRMER = ("nic", "state", "answered_at")
+_VIEW_HISTORY = ("at", "state", "actor", "reason")
+
+
 async def request_view(conn: asyncpg.Connection, request_id: uuid.UUID) -> dict | None:
-    row = await conn.fetchrow("SELECT * FROM contact_changes WHERE id = $1", request_id)
+    # One statement (a round trip where three were: every API write answers with this view),
+    # confirmers and history as arrays of rows, which keep their column types.
+    row = await conn.fetchrow(
+        "SELECT r.*,"
+        " ARRAY(SELECT ROW(c.nic, c.state, c.answered_at) FROM confirmers c WHERE c.request_id = r.id ORDER BY c.nic) AS confirmers,"
+        " ARRAY(SELECT ROW(h.at, h.state, h.actor, h.reason) FROM history h WHERE h.request_id = r.id ORDER BY h.id) AS history"
+        " FROM contact_changes r WHERE r.id = $1",
+        request_id,
+    )
     if row is None:
         return None
-    confirmers = await conn.fetch(
-        "SELECT nic, state, answered_at FROM confirmers WHERE request_id = $1 ORDER BY nic", request_id
-    )
-    history = await conn.fetch(
-        "SELECT at, state, actor, reason FROM history WHERE request_id = $1 ORDER BY id", request_id
-    )
     return {
         "id": str(row["id"]),
         "service": row["service"],
@@ -279,8 +285,8 @@ async def request_view(conn: asyncpg.Connection, request_id: uuid.UUID) -> dict 
         "created_at": row["created_at"],
         "updated_at": row["updated_at"],
         "expires_at": row["expires_at"],
-        "confirmers": [dict(c) for c in confirmers],
-        "history": [dict(h) for h in history],
+        "confirmers": [dict(zip(_VIEW_CONFIRMER, c, strict=True)) for c in row["confirmers"]],
+        "history": [dict(zip(_VIEW_HISTORY, h, strict=True)) for h in row["history"]],
     }
 
 
