@@ -13,7 +13,9 @@ from workload import Services, assert_each_flow_done_exactly_once, drive, feed_f
 
 pytestmark = pytest.mark.e2e
 
-FLOWS = 16
+# Enough that the last service is stopped with flows still in flight (at 16 the flows could all
+# finish between the notifier's restart and the check: the system got faster).
+FLOWS = 40
 STOP_LIMIT_SECONDS = 10.0
 
 
@@ -32,7 +34,7 @@ async def test_sigterm_mid_load_loses_nothing_and_exits_in_time(system: System, 
         return token_mails() >= 1
 
     async def accepts_under_way() -> bool:
-        return token_mails() >= FLOWS
+        return token_mails() >= FLOWS // 2  # a quarter of the token emails: the first accepts are in
 
     # Each service is stopped while its part of the work is going on: billing-check once requests
     # are being vetted, the notifier while it sends the token emails, requests while the
