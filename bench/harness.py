@@ -148,18 +148,16 @@ class Arrivals:
 
 
 class MailTracker:
-    """Arrivals at the sink by request id, stamped in the sink's thread as they come in."""
+    """Arrivals at the sink by request id, stamped as they come in."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
+    def __init__(self) -> None:
         self.requests: dict[str, Arrivals] = {}
         self.unexpected: list[str] = []
         self.ceiling_mails = 0
         self.received = 0
 
-    def on_message(self, mail: StoredMail) -> None:  # called in the sink's thread
-        at = time.perf_counter()
-        self.loop.call_soon_threadsafe(self._arrived, mail, at)
+    def on_message(self, mail: StoredMail) -> None:  # called by the sink, served in this loop
+        self._arrived(mail, time.perf_counter())
 
     def _arrived(self, mail: StoredMail, at: float) -> None:
         self.received += 1
@@ -261,10 +259,10 @@ async def start_bench(
             await conn.execute(f'ALTER DATABASE "{database}" SET auto_explain.log_min_duration = 0')
     finally:
         await conn.close()
-    tracker = MailTracker(asyncio.get_running_loop())
+    tracker = MailTracker()
     http_port, smtp_port, inbox_port = free_port(), free_port(), free_port()
     sink = MailSink("127.0.0.1", smtp_port, inbox_port, on_message=tracker.on_message)
-    sink.start()
+    await sink.start_in_this_loop()
     log_dir.mkdir(parents=True, exist_ok=True)
     system = System(
         namespace=namespace,

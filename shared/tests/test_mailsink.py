@@ -151,3 +151,23 @@ def test_parse_mail_unfolds_long_subjects_and_skips_attachments() -> None:
 
     assert subject == "A long subject that the generator has to fold over lines " * 3
     assert text == "the text part\n"
+
+
+async def test_the_sink_can_serve_smtp_in_the_callers_event_loop() -> None:
+    import aiosmtplib
+
+    arrived = []
+    sink = MailSink("127.0.0.1", free_port(), free_port(), on_message=arrived.append)
+    await sink.start_in_this_loop()
+    try:
+        await aiosmtplib.send(
+            "From: a@example.test\r\nTo: b@example.test\r\nSubject: in the loop\r\n\r\nhello\r\n",
+            sender="a@example.test",
+            recipients=["b@example.test"],
+            hostname=sink.smtp_host,
+            port=sink.smtp_port,
+        )
+    finally:
+        sink.stop()
+
+    assert [(m.subject, m.text, m.rcpt_tos) for m in arrived] == [("in the loop", "hello\n", ("b@example.test",))]
