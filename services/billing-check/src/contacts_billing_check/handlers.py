@@ -39,13 +39,14 @@ async def on_payment_method_removed(conn: asyncpg.Connection, _: Envelope, data:
 
 
 async def on_contact_change_requested(conn: asyncpg.Connection, _: Envelope, data: ContactChangeRequested) -> None:
+    billing = await store.billing_of(conn, data.from_, data.to)
     verdict = vet_billing(
         ctype=data.type,
         from_nic=data.from_,
         to_nic=data.to,
-        unpaid_of_from=await store.unpaid_invoices(conn, data.from_),
-        unpaid_of_to=await store.unpaid_invoices(conn, data.to),
-        payment_methods_of_to=await store.payment_methods(conn, data.to),
+        unpaid_of_from=billing.unpaid_of_from,
+        unpaid_of_to=billing.unpaid_of_to,
+        payment_methods_of_to=billing.payment_methods_of_to,
         now=utcnow(),
     )
     await enqueue(

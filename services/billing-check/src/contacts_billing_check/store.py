@@ -7,6 +7,7 @@ a tombstone the upsert respects.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 
 import asyncpg
@@ -81,13 +82,27 @@ async def remove_payment_method(conn: asyncpg.Connection, payment_method_id: str
     )
 
 
-async def unpaid_invoices(conn: asyncpg.Connection, nic: str) -> list[str]:
-    rows = await conn.fetch("SELECT invoice_id FROM invoices WHERE nic = $1 AND NOT paid ORDER BY invoice_id", nic)
-    return [r["invoice_id"] for r in rows]
+@dataclass(frozen=True)
+class BillingOf:
+    """What vetting one change needs to know, read in one statement (a round trip per change
+    where three were)."""
+
+    unpaid_of_from: list[str]
+    unpaid_of_to: list[str]
+    payment_methods_of_to: list[PaymentMethod]
 
 
-async def payment_methods(conn: asyncpg.Connection, nic: str) -> list[PaymentMethod]:
-    rows = await conn.fetch(
-        "SELECT payment_method_id, valid_until FROM payment_methods WHERE nic = $1 AND NOT removed", nic
+async def billing_of(conn: asyncpg.Connection, from_nic: str, to_nic: str) -> BillingOf:
+    row = await conn.fetchrow(
+        "SELECT ARRAY(SELECT invoice_id FROM invoices WHERE nic = $1 AND NOT paid ORDER BY invoice_id) AS unpaid_of_from,"
+        " ARRAY(SELECT invoice_id FROM invoices WHERE nic = $2 AND NOT paid ORDER BY invoice_id) AS unpaid_of_to,"
+        " ARRAY(SELECT ROW(payment_method_id, valid_until) FROM payment_methods WHERE nic = $2 AND NOT removed"
+        " ORDER BY payment_method_id) AS methods_of_to",
+        from_nic,
+        to_nic,
     )
-    return [PaymentMethod(r["payment_method_id"], r["valid_until"]) for r in rows]
+    return BillingOf(
+        unpaid_of_from=list(row["unpaid_of_from"]),
+        unpaid_of_to=list(row["unpaid_of_to"]),
+        payment_methods_of_to=[PaymentMethod(method_id, valid_until) for method_id, valid_until in row["methods_of_to"]],
+    )

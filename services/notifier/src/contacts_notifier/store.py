@@ -56,13 +56,12 @@ async def queue_token_mail(
     conn: asyncpg.Connection, *, dedupe_key: str, request_id: uuid.UUID, nic: str, email: str, context: dict
 ) -> None:
     # A newer token mail (resend) makes an unsent older one pointless: its token would be stale.
+    # Superseding, queueing and waking in one statement; the update sees the table as it was
+    # before the statement, so never the mail queued here.
     await conn.execute(
-        "UPDATE mails SET state = 'superseded' WHERE kind = 'token' AND request_id = $1 AND nic = $2 AND state = 'pending'",
-        request_id,
-        nic,
-    )
-    await conn.execute(
-        "WITH queued AS (INSERT INTO mails (dedupe_key, kind, request_id, nic, email, token_context)"
+        "WITH superseded AS (UPDATE mails SET state = 'superseded'"
+        " WHERE kind = 'token' AND request_id = $2 AND nic = $3 AND state = 'pending'),"
+        " queued AS (INSERT INTO mails (dedupe_key, kind, request_id, nic, email, token_context)"
         " VALUES ($1, 'token', $2, $3, $4, $5::jsonb) ON CONFLICT (dedupe_key) DO NOTHING)" + _WAKE_MAILER,
         dedupe_key,
         request_id,

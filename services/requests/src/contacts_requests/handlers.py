@@ -215,18 +215,19 @@ async def answer(
     await _wait_for_token_hash(pool, request_id, nic)
     async with pool.acquire() as conn:
         async with conn.transaction():
-            change = await _load_visible(conn, request_id, nic)
+            loaded = await store.load_change_with_slot(conn, request_id, nic)
+            if loaded is None or not may_view(nic, loaded[0].requester, loaded[0].from_, loaded[0].to):
+                raise not_found()
+            change, slot = loaded
             if nic not in change.confirmers:
                 raise Refusal(403, "Not asked to confirm", "You are informed of this request but not asked to confirm it.")
             if change.state != RequestState.validating or change.confirmers[nic] != ConfirmerState.pending:
                 change.answer(nic, accept)  # raises the precise refusal
-            slot = await store.token_slot(conn, request_id, nic)
             token_ok = slot is not None and check_token(slot, token, now)
             if token_ok:
                 updated, t = change.answer(nic, accept)
-                await store.record_answer(conn, request_id, nic, updated.confirmers[nic])
-                await store.record_history(
-                    conn, request_id, change.state, nic, f"{'accepted' if accept else 'declined'} by {nic}"
+                await store.record_answer(
+                    conn, request_id, nic, updated.confirmers[nic], change.state, f"{'accepted' if accept else 'declined'} by {nic}"
                 )
                 if t is not None:
                     await _transition(conn, change, t)

@@ -212,6 +212,28 @@ async def record_history(
 
 
 async def load_change(conn: asyncpg.Connection, request_id: uuid.UUID, *, for_update: bool = False) -> ContactChange | None:
+    loaded = await _load(conn, request_id, for_update=for_update)
+    return loaded[0] if loaded else None
+
+
+async def load_change_with_slot(
+    conn: asyncpg.Connection, request_id: uuid.UUID, nic: str
+) -> tuple[ContactChange, TokenSlot | None] | None:
+    """The request, locked for an answer by `nic`, and `nic`'s token slot (read with the other
+    confirmers: a round trip less per answer)."""
+    loaded = await _load(conn, request_id, for_update=True)
+    if loaded is None:
+        return None
+    change, confirmers = loaded
+    slot = next(
+        (TokenSlot(c["token_hash"], c["token_expires_at"], c["failures"]) for c in confirmers if c["nic"] == nic), None
+    )
+    return change, slot
+
+
+async def _load(
+    conn: asyncpg.Connection, request_id: uuid.UUID, *, for_update: bool
+) -> tuple[ContactChange, list[asyncpg.Record]] | None:
     # Locking the request row serialises every writer of one request (accepts racing, etc.).
     row = await conn.fetchrow(
         "SELECT id, service, type, from_nic, to_nic, requester, state FROM contact_changes WHERE id = $1"
@@ -223,8 +245,11 @@ async def load_change(conn: asyncpg.Connection, request_id: uuid.UUID, *, for_up
     # In a statement of their own, after the lock: its snapshot then sees what the previous
     # holder of the lock committed (read with the lock in one statement, they would be as they
     # were before the wait, and two answers at once would each see the other pending).
-    confirmers = await conn.fetch("SELECT nic, state FROM confirmers WHERE request_id = $1 ORDER BY nic", request_id)
-    return ContactChange(
+    confirmers = await conn.fetch(
+        "SELECT nic, state, token_hash, token_expires_at, failures FROM confirmers WHERE request_id = $1 ORDER BY nic",
+        request_id,
+    )
+    change = ContactChange(
         id=str(row["id"]),
         service=row["service"],
         type=ContactType(row["type"]),
@@ -234,19 +259,22 @@ async def load_change(conn: asyncpg.Connection, request_id: uuid.UUID, *, for_up
         state=RequestState(row["state"]),
         confirmers={c["nic"]: c["state"] for c in confirmers},
     )
+    return change, confirmers
 
 
 async def set_state(
     conn: asyncpg.Connection, request_id: uuid.UUID, state: RequestState, actor: str, reason: str | None
 ) -> None:
+    # The new state and its history line in one statement (a round trip per transition).
     flow_seconds = await conn.fetchval(
-        "UPDATE contact_changes SET state = $2, reason = $3, updated_at = now() WHERE id = $1"
+        "WITH recorded AS (INSERT INTO history (request_id, state, actor, reason) VALUES ($1, $2, $4, $3))"
+        " UPDATE contact_changes SET state = $2, reason = $3, updated_at = now() WHERE id = $1"
         " RETURNING extract(epoch FROM now() - created_at)::float8",
         request_id,
         state.value,
         reason,
+        actor,
     )
-    await record_history(conn, request_id, state, actor, reason)
     if state in FINAL_STATES and flow_seconds is not None:
         # Observed before the commit: a transaction retried after a failure may count twice.
         FLOW_SECONDS.labels(state.value).observe(flow_seconds)
@@ -327,15 +355,6 @@ async def created_at_of(conn: asyncpg.Connection, request_id: uuid.UUID) -> date
 # --- confirmers and tokens ----------------------------------------------------------------------
 
 
-async def token_slot(conn: asyncpg.Connection, request_id: uuid.UUID, nic: str) -> TokenSlot | None:
-    row = await conn.fetchrow(
-        "SELECT token_hash, token_expires_at, failures FROM confirmers WHERE request_id = $1 AND nic = $2",
-        request_id,
-        nic,
-    )
-    return TokenSlot(row["token_hash"], row["token_expires_at"], row["failures"]) if row else None
-
-
 async def awaiting_token(conn: asyncpg.Connection, request_id: uuid.UUID, nic: str) -> bool:
     """True while a pending confirmer's token is issued but its hash has not reached us yet."""
     return bool(
@@ -355,14 +374,20 @@ async def count_token_failure(conn: asyncpg.Connection, request_id: uuid.UUID, n
     )
 
 
-async def record_answer(conn: asyncpg.Connection, request_id: uuid.UUID, nic: str, state: str) -> None:
+async def record_answer(
+    conn: asyncpg.Connection, request_id: uuid.UUID, nic: str, state: str, request_state: RequestState, reason: str
+) -> None:
+    """The confirmer's answer, and its line in the request's history (one statement)."""
     # The token is spent: clearing the hash makes it single use.
     await conn.execute(
-        "UPDATE confirmers SET state = $3, answered_at = now(), token_hash = NULL"
+        "WITH recorded AS (INSERT INTO history (request_id, state, actor, reason) VALUES ($1, $4, $2, $5))"
+        " UPDATE confirmers SET state = $3, answered_at = now(), token_hash = NULL"
         " WHERE request_id = $1 AND nic = $2",
         request_id,
         nic,
         state,
+        request_state.value,
+        reason,
     )
 
 
