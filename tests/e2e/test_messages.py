@@ -8,9 +8,17 @@ import uuid
 
 import aio_pika
 import pytest
-from contacts_shared.contracts import AccountUpserted, Zone, envelope_for
-from seed import HOSTING, OWNER, email_of
-from support import System, eventually
+from contacts_shared.contracts import (
+    AccountUpserted,
+    ContactChangeStateChanged,
+    ContactType,
+    Party,
+    RequestState,
+    Zone,
+    envelope_for,
+)
+from seed import HOSTING, OLD_TECH, OWNER, WEBMASTER, email_of
+from support import System, eventually, queue_depth
 
 pytestmark = pytest.mark.e2e
 
@@ -97,3 +105,42 @@ async def test_routing_key_the_service_does_not_consume_is_dead_lettered(world: 
     letters = await eventually(lambda: _dead_letters(world, "notifier"), what="a dead letter")
     assert "does not consume" in letters[0].headers["x-reason"]
     assert uuid.UUID(json.loads(letters[0].body)["message_id"])
+
+
+async def test_a_state_that_mails_nobody_leaves_no_trace_and_the_next_one_mails(world: System) -> None:
+    """The notifier hears of every state; one that mails nobody is acked without a transaction
+    (no inbox row), and the queue goes on to the next."""
+
+    def state_changed(state: RequestState) -> ContactChangeStateChanged:
+        return ContactChangeStateChanged(
+            request_id=request_id,
+            service=HOSTING,
+            type=ContactType.tech,
+            from_=OLD_TECH,
+            to=WEBMASTER,
+            state=state,
+            parties=[
+                Party(nic=OWNER, email=email_of(OWNER), role="requester"),
+                Party(nic=OLD_TECH, email=email_of(OLD_TECH), role="from"),
+                Party(nic=WEBMASTER, email=email_of(WEBMASTER), role="to"),
+            ],
+        )
+
+    request_id = uuid.uuid4()
+    quiet = envelope_for(state_changed(RequestState.validating))
+    await _raw_publish(world, "contact_change.state_changed", quiet.model_dump_json().encode(), str(quiet.message_id))
+    done = envelope_for(state_changed(RequestState.done))
+    await _raw_publish(world, "contact_change.state_changed", done.model_dump_json().encode(), str(done.message_id))
+
+    def mails_of_the_request() -> list:
+        return [m for m in world.mails() if str(request_id) in m.body]  # outcome emails link to it
+
+    async def done_mailed() -> bool:
+        return len(mails_of_the_request()) >= 3
+
+    await eventually(done_mailed, what="the done emails")
+    inbox = await world.sql("notifier", "SELECT message_id FROM inbox WHERE message_id = ANY($1::uuid[])", [quiet.message_id, done.message_id])
+    assert [r["message_id"] for r in inbox] == [done.message_id]
+    assert len(mails_of_the_request()) == 3  # the done emails only: `validating` mailed nobody
+    assert await queue_depth(world.amqp_url, f"{world.namespace}notifier") == 0
+    assert await _dead_letters(world, "notifier") == []

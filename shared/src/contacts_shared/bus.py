@@ -13,6 +13,7 @@ import contextlib
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
@@ -48,6 +49,21 @@ log = structlog.get_logger("contacts.bus")
 
 # A handler gets a connection inside an open transaction, the envelope and the typed data.
 Handler = Callable[[asyncpg.Connection, Envelope, Any], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Selective:
+    """A handler for a message type of which only some messages call for anything.
+
+    `concerns(data)` is a pure test; a message it says no to is acked without a transaction or
+    an inbox row: it has no effect to apply exactly once (the notifier hears of every state a
+    request goes through and mails for a few: the others cost three round trips each)."""
+
+    handler: Handler
+    concerns: Callable[[Any], bool]
+
+    async def __call__(self, conn: asyncpg.Connection, envelope: Envelope, data: Any) -> None:
+        await self.handler(conn, envelope, data)
 
 # Outbox rows published per relay transaction.
 RELAY_BATCH = 200
@@ -223,6 +239,10 @@ class ServiceBus:
     async def _handle(
         self, message: RabbitMessage, routing_key: str, handler: Handler, envelope: Envelope, data: Any, bound: Any
     ) -> None:
+        if isinstance(handler, Selective) and not handler.concerns(data):
+            await message.ack()
+            MESSAGES_HANDLED.labels(routing_key, "nothing_to_do").inc()
+            return
         started = time.monotonic()
         try:
             async with self.pool.acquire() as conn, conn.transaction():

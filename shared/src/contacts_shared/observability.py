@@ -33,7 +33,7 @@ disable_created_metrics()
 
 MESSAGES_HANDLED = Counter(
     "contacts_messages_handled_total",
-    "Messages taken from this service's queue, by routing key and outcome (handled, duplicate, retried, dead_lettered).",
+    "Messages taken from this service's queue, by routing key and outcome (handled, duplicate, nothing_to_do, retried, dead_lettered).",
     ["routing_key", "outcome"],
 )
 MESSAGE_SECONDS = Histogram(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncpg
-from contacts_shared.bus import Handler
+from contacts_shared.bus import Handler, Selective
 from contacts_shared.contracts import (
     ContactChangeStateChanged,
     ContactChangeValidationRequested,
@@ -50,5 +50,6 @@ async def on_state_changed(conn: asyncpg.Connection, envelope: Envelope, data: C
 
 HANDLERS: dict[str, Handler] = {
     "contact_change.validation_requested": on_validation_requested,
-    "contact_change.state_changed": on_state_changed,
+    # Most states mail nobody: those messages are acked without touching the database.
+    "contact_change.state_changed": Selective(on_state_changed, concerns=lambda data: bool(outcome_recipients(data))),
 }
