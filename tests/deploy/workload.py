@@ -75,7 +75,16 @@ class Services:
             process = self.system.processes[name]
             if process.poll() is not None:
                 raise AssertionError(f"{name} exited with {process.returncode}:\n{self.system.logs()[-3000:]}")
-            return await consumer_count(self.system.amqp_url, queue) >= consumers
+            if await consumer_count(self.system.amqp_url, queue) < consumers:
+                return False
+            if program != "contacts-requests":
+                return True
+            # Its consumers start before its HTTP server: ready when both are.
+            try:
+                async with httpx.AsyncClient(base_url=self.system.api_url, timeout=2) as client:
+                    return (await client.get("/readyz")).status_code == 200
+            except httpx.TransportError:
+                return False
 
         await eventually(ready, timeout=60, what=f"{name} to consume from {queue}")
 
@@ -133,9 +142,12 @@ async def retrying(call: Callable[[], Awaitable[T]], *, timeout: float = 60.0) -
             await asyncio.sleep(0.1)
 
 
-async def drive(system: System, flow: Flow, *, via: list[str] | None = None) -> None:
+async def drive(
+    system: System, flow: Flow, *, via: list[str] | None = None, read_mail: asyncio.Event | None = None
+) -> None:
     """Submit, confirm as both confirmers from their emails, wait for `done`. `via`: the API
-    base URLs to spread the calls over (replicas), else the system's."""
+    base URLs to spread the calls over (replicas), else the system's. `read_mail`: the
+    confirmers answer only once it is set (people who read their email later)."""
     urls = via or [system.api_url]
     at = [dataclasses.replace(system, api_url=url) for url in urls]
 
@@ -147,6 +159,8 @@ async def drive(system: System, flow: Flow, *, via: list[str] | None = None) -> 
         # Each flow has its own people: their one "please confirm" email is this request's.
         (mail,) = await system.wait_mails(email(nic), "please confirm", timeout=90)
         assert mail.request_id == flow.request_id
+        if read_mail is not None:
+            await read_mail.wait()
         client = at[turn % len(at)]
         answer = await retrying(lambda: client.act(nic, flow.request_id, "accept", mail.token))  # noqa: B023 - awaited here
         assert answer.status_code == 200, answer.text
