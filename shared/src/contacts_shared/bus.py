@@ -20,6 +20,7 @@ import asyncpg
 import structlog
 from faststream import AckPolicy
 from faststream.rabbit import (
+    Channel,
     ExchangeType,
     QueueType,
     RabbitBroker,
@@ -75,6 +76,11 @@ MAX_ATTEMPTS = 8
 # finish (the whole stop must fit in the 10 s an orchestrator gives before SIGKILL).
 GRACE_SECONDS = 5.0
 
+# Messages RabbitMQ hands a consumer before it has acked them. Unbounded, a backlog would all
+# be pushed into one process's memory, and a stopping consumer would receive it only to give it
+# back; 200 is far above what a consumer has in hand at full load (bench/README.md).
+PREFETCH = 200
+
 # No message of the contracts comes near this; a bigger body is abuse or a bug upstream and is
 # dead-lettered unparsed rather than held in memory and validated.
 MAX_BODY_BYTES = 1024 * 1024
@@ -109,7 +115,14 @@ def new_broker(amqp_url: str, *, graceful_timeout: float | None = None) -> Rabbi
     # apply_types=False: the one subscriber takes the raw body and parses it itself, so
     # FastStream's dependency injection (fast_depends) had nothing to inject and cost a fifth of
     # a consumer's CPU per message (py-spy, bench/README.md).
-    return RabbitBroker(amqp_url, logger=None, graceful_timeout=graceful_timeout, apply_types=False)
+    # The consumer shares the default channel with the queue declarations: its prefetch is set there.
+    return RabbitBroker(
+        amqp_url,
+        logger=None,
+        graceful_timeout=graceful_timeout,
+        apply_types=False,
+        default_channel=Channel(prefetch_count=PREFETCH),
+    )
 
 
 async def publish_envelope(broker: RabbitBroker, exchange: RabbitExchange, envelope: Envelope) -> None:
