@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import aiohttp
@@ -57,7 +58,7 @@ class ProcessMeter:
 
     # The parts every flow also runs on, found by their process names: their CPU per flow is
     # what the combined ceiling prices, and the bench's own (client, sink) shares the machine.
-    PARTS = {"postgresql": ("postgres",), "rabbitmq": ("beam.smp",)}
+    PARTS: ClassVar[dict[str, tuple[str, ...]]] = {"postgresql": ("postgres",), "rabbitmq": ("beam.smp",)}
 
     def __init__(self, pids: dict[str, int]) -> None:
         self.pids = {**pids, "bench": os.getpid()}

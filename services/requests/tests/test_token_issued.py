@@ -14,7 +14,12 @@ import asyncpg
 import pytest
 from contacts_requests import store
 from contacts_requests.handlers import on_token_issued
-from contacts_shared.contracts import ContactChangeTokenIssued, ContactType, RequestState, envelope_for
+from contacts_shared.contracts import (
+    ContactChangeTokenIssued,
+    ContactType,
+    RequestState,
+    envelope_for,
+)
 from contacts_shared.db import create_pool, migrate
 
 DATABASE_URL = os.environ.get("CONTACTS_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")

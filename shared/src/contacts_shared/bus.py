@@ -66,6 +66,7 @@ class Selective:
     async def __call__(self, conn: asyncpg.Connection, envelope: Envelope, data: Any) -> None:
         await self.handler(conn, envelope, data)
 
+
 # Outbox rows published per relay transaction.
 RELAY_BATCH = 200
 
@@ -113,8 +114,8 @@ def new_broker(amqp_url: str, *, graceful_timeout: float | None = None) -> Rabbi
     # Logging of each message is ours (without bodies: they may carry personal data).
     # graceful_timeout: stopping a subscriber waits that long for the messages in its hands.
     # apply_types=False: the one subscriber takes the raw body and parses it itself, so
-    # FastStream's dependency injection (fast_depends) had nothing to inject and cost a fifth of
-    # a consumer's CPU per message (py-spy, bench/README.md).
+    # FastStream's dependency injection (fast_depends) had nothing to inject, yet wrapped every
+    # message's call (py-spy, bench/README.md).
     # The consumer shares the default channel with the queue declarations: its prefetch is set there.
     return RabbitBroker(
         amqp_url,
