@@ -293,11 +293,8 @@ class MailSink:
         self.smtp_port = smtp_port
         self.http_port = http_port
         self.store = MailStore(on_message)
-        # On uvloop, like the services: the sink's socket writes (every SMTP reply) cost a third
-        # as much CPU as on asyncio's loop, and under load it shares the machine with them.
-        self._controller = Controller(
-            StoringHandler(self.store), hostname=smtp_host, port=smtp_port, loop=uvloop.new_event_loop()
-        )
+        self._handler = StoringHandler(self.store)
+        self._controller: Controller | None = None  # SMTP in a thread of its own (`start`)
         self._server: asyncio.Server | None = None  # SMTP served by the caller's loop instead
         self._inbox: InboxServer | None = None
         self._inbox_thread: threading.Thread | None = None
@@ -311,6 +308,11 @@ class MailSink:
         self._start_inbox()
         try:
             ensure_can_listen(self.smtp_host, self.smtp_port)
+            # On uvloop, like the services: the sink's socket writes (every SMTP reply) cost a
+            # third as much CPU as on asyncio's loop, and under load it shares the machine with them.
+            self._controller = Controller(
+                self._handler, hostname=self.smtp_host, port=self.smtp_port, loop=uvloop.new_event_loop()
+            )
             self._controller.start()
         except BaseException:
             self._stop_inbox()
@@ -323,7 +325,7 @@ class MailSink:
         self._start_inbox()
         try:
             loop = asyncio.get_running_loop()
-            handler = self._controller.handler
+            handler = self._handler
             self._server = await loop.create_server(
                 lambda: SMTP(handler, hostname=self.smtp_host, loop=loop), self.smtp_host, self.smtp_port
             )
@@ -335,11 +337,12 @@ class MailSink:
         if self._server is not None:
             self._server.close()  # the loop closes the connections when it next runs
             self._server = None
-        else:
+        if self._controller is not None:
             try:
                 self._controller.stop()
             except AssertionError:
-                pass  # aiosmtpd asserts that it was started; stopping twice is harmless here
+                pass  # aiosmtpd asserts that it was started: a start that failed left nothing to stop
+            self._controller = None
         self._stop_inbox()
 
     def _start_inbox(self) -> None:

@@ -202,7 +202,11 @@ class _DuplicateSubmission(Exception):
 
 
 async def _load_visible(conn: asyncpg.Connection, request_id: uuid.UUID, nic: str) -> ContactChange:
-    change = await store.load_change(conn, request_id, for_update=True)
+    return _visible(await store.load_change(conn, request_id, for_update=True), nic)
+
+
+def _visible(change: ContactChange | None, nic: str) -> ContactChange:
+    """The request if `nic` is party to it; 404 otherwise, as for one that does not exist."""
     if change is None or not may_view(nic, change.requester, change.from_, change.to):
         raise not_found()
     return change
@@ -215,10 +219,8 @@ async def answer(
     await _wait_for_token_hash(pool, request_id, nic)
     async with pool.acquire() as conn:
         async with conn.transaction():
-            loaded = await store.load_change_with_slot(conn, request_id, nic)
-            if loaded is None or not may_view(nic, loaded[0].requester, loaded[0].from_, loaded[0].to):
-                raise not_found()
-            change, slot = loaded
+            change, slot = await store.load_change_with_slot(conn, request_id, nic)
+            change = _visible(change, nic)
             if nic not in change.confirmers:
                 raise Refusal(403, "Not asked to confirm", "You are informed of this request but not asked to confirm it.")
             if change.state != RequestState.validating or change.confirmers[nic] != ConfirmerState.pending:

@@ -218,12 +218,12 @@ async def load_change(conn: asyncpg.Connection, request_id: uuid.UUID, *, for_up
 
 async def load_change_with_slot(
     conn: asyncpg.Connection, request_id: uuid.UUID, nic: str
-) -> tuple[ContactChange, TokenSlot | None] | None:
+) -> tuple[ContactChange | None, TokenSlot | None]:
     """The request, locked for an answer by `nic`, and `nic`'s token slot (read with the other
-    confirmers: a round trip less per answer)."""
+    confirmers: a round trip less per answer); (None, None) when there is no such request."""
     loaded = await _load(conn, request_id, for_update=True)
     if loaded is None:
-        return None
+        return None, None
     change, confirmers = loaded
     slot = next(
         (TokenSlot(c["token_hash"], c["token_expires_at"], c["failures"]) for c in confirmers if c["nic"] == nic), None
@@ -249,7 +249,7 @@ async def _load(
         "SELECT nic, state, token_hash, token_expires_at, failures FROM confirmers WHERE request_id = $1 ORDER BY nic",
         request_id,
     )
-    change = ContactChange(
+    return ContactChange(
         id=str(row["id"]),
         service=row["service"],
         type=ContactType(row["type"]),
@@ -258,8 +258,7 @@ async def _load(
         requester=row["requester"],
         state=RequestState(row["state"]),
         confirmers={c["nic"]: c["state"] for c in confirmers},
-    )
-    return change, confirmers
+    ), confirmers
 
 
 async def set_state(
