@@ -79,3 +79,17 @@ async def test_previous_contact_debt_is_seen(pool: asyncpg.Pool) -> None:
     await deliver(pool, issued("INV-9", nic="aa1-ovh"))
     verdict = await vet(pool, "tech")
     assert verdict["approved"] is False and "aa1-ovh" in verdict["reasons"][0]
+
+
+async def test_a_request_delivered_twice_is_vetted_once(pool: asyncpg.Pool) -> None:
+    # As the bus runs it: no transaction around the handler, which claims the message itself.
+    request = ContactChangeRequested(
+        request_id=uuid.uuid4(), phase="submit", service="s", type="tech", from_="aa1-ovh", to="bb2-ovh"
+    )
+    envelope = envelope_for(request)
+    async with pool.acquire() as conn:
+        assert await HANDLERS[envelope.type](conn, envelope, request) is True
+        assert await HANDLERS[envelope.type](conn, envelope, request) is False
+        assert not conn.is_in_transaction()
+    assert await pool.fetchval("SELECT count(*) FROM outbox") == 1
+    assert await pool.fetchval("SELECT count(*) FROM inbox WHERE message_id = $1", envelope.message_id) == 1

@@ -1,4 +1,4 @@
-"""`contact_change.token_issued`: its one UPDATE keeps only the newest token of a pending
+"""`contact_change.token_issued`: its one statement (claim and UPDATE) keeps only the newest token of a pending
 confirmer, so that a late message (or one delivered again with a new message id, which the
 inbox would not catch) never revives a spent token or replaces a newer one. Real PostgreSQL."""
 
@@ -97,3 +97,17 @@ async def test_a_token_issued_before_a_resend_is_stale(conn: asyncpg.Connection)
     await _deliver(conn, request_id, OWNER, h("from-before-the-resend"), before)
 
     assert await _hash_of(conn, request_id, OWNER) is None
+
+
+async def test_the_same_message_twice_is_claimed_once_without_a_transaction(conn: asyncpg.Connection) -> None:
+    request_id = await _validating_request(conn)
+    data = ContactChangeTokenIssued(
+        request_id=request_id, nic=OWNER, token_hash=h("once"), expires_at=datetime.now(UTC) + timedelta(days=1)
+    )
+    envelope = envelope_for(data)
+
+    assert await on_token_issued(conn, envelope, data) is True
+    assert await on_token_issued(conn, envelope, data) is False
+
+    assert not conn.is_in_transaction()
+    assert await _hash_of(conn, request_id, OWNER) == h("once")

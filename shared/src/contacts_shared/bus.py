@@ -36,7 +36,7 @@ from contacts_shared.contracts import (
     envelope_for,
     parse_message,
 )
-from contacts_shared.db import claim_message, drain_on_notify
+from contacts_shared.db import claim_cte, claim_message, drain_on_notify
 from contacts_shared.graceful import InFlight
 from contacts_shared.observability import (
     DEAD_LETTERS,
@@ -48,8 +48,9 @@ from contacts_shared.observability import (
 
 log = structlog.get_logger("contacts.bus")
 
-# A handler gets a connection inside an open transaction, the envelope and the typed data.
-Handler = Callable[[asyncpg.Connection, Envelope, Any], Awaitable[None]]
+# A handler gets a connection inside an open transaction, the envelope and the typed data
+# (unless it is a `ClaimsItself`, which gets a connection outside any transaction).
+Handler = Callable[[asyncpg.Connection, Envelope, Any], Awaitable[Any]]
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,19 @@ class Selective:
 
     async def __call__(self, conn: asyncpg.Connection, envelope: Envelope, data: Any) -> None:
         await self.handler(conn, envelope, data)
+
+
+@dataclass(frozen=True)
+class ClaimsItself:
+    """A handler whose whole effect is one statement that also claims the message in the inbox
+    (`db.claim_cte`, `claim_and_enqueue`). A statement commits as a whole, so it runs without
+    BEGIN and COMMIT around it: two round trips less per message. Reads it needs before that
+    statement run alone, outside any transaction. `apply` returns whether the message was fresh."""
+
+    apply: Callable[[asyncpg.Connection, Envelope, Any], Awaitable[bool]]
+
+    async def __call__(self, conn: asyncpg.Connection, envelope: Envelope, data: Any) -> bool:
+        return await self.apply(conn, envelope, data)
 
 
 # Outbox rows published per relay transaction.
@@ -142,19 +156,44 @@ async def publish_body(broker: RabbitBroker, exchange: RabbitExchange, routing_k
     )
 
 
-async def enqueue(conn: asyncpg.Connection, data: Contract, message_id: uuid.UUID | None = None) -> uuid.UUID:
-    """Put a message in the outbox inside the caller's transaction; the relay publishes it."""
-    envelope = envelope_for(data, message_id)
-    # The NOTIFY wakes the relay at commit instead of making it poll; in the same statement as
-    # the insert, a round trip less per message.
-    await conn.execute(
-        "WITH queued AS (INSERT INTO outbox (message_id, routing_key, body) VALUES ($1, $2, $3))"
-        " SELECT pg_notify(current_schema() || '_outbox', '')",
-        envelope.message_id,
-        envelope.type,
-        envelope.model_dump_json(),
+# The outbox rows of a statement, from three arrays ($1 message ids, $2 routing keys, $3 bodies),
+# and the NOTIFY that wakes the relay at commit: in the statement that queues them, so queueing
+# costs one round trip however many messages there are.
+_QUEUE = (
+    "queued AS (INSERT INTO outbox (message_id, routing_key, body)"
+    " SELECT m, k, b FROM unnest($1::uuid[], $2::text[], $3::text[]) AS u(m, k, b){only_if})"
+)
+_WAKE_RELAY = "pg_notify(current_schema() || '_outbox', '')"
+
+
+def _outbox_rows(messages: tuple[Contract, ...]) -> tuple[list[uuid.UUID], list[str], list[str]]:
+    envelopes = [envelope_for(data) for data in messages]
+    return [e.message_id for e in envelopes], [e.type for e in envelopes], [e.model_dump_json() for e in envelopes]
+
+
+async def enqueue(conn: asyncpg.Connection, *messages: Contract) -> list[uuid.UUID]:
+    """Put messages in the outbox inside the caller's transaction; the relay publishes them."""
+    ids, keys, bodies = _outbox_rows(messages)
+    await conn.execute(f"WITH {_QUEUE.format(only_if='')} SELECT FROM {_WAKE_RELAY}", ids, keys, bodies)
+    return ids
+
+
+async def claim_and_enqueue(conn: asyncpg.Connection, envelope: Envelope, *messages: Contract) -> bool:
+    """Claim `envelope` in the inbox and queue `messages` in one statement, which commits as a
+    whole without a transaction around it (for a `ClaimsItself` handler). False, and nothing
+    queued, if the message was claimed before."""
+    ids, keys, bodies = _outbox_rows(messages)
+    return bool(
+        await conn.fetchval(
+            f"WITH {claim_cte('$4', '$5')}, {_QUEUE.format(only_if=' WHERE EXISTS (SELECT 1 FROM claimed)')}"
+            f" SELECT true FROM claimed, {_WAKE_RELAY}",
+            ids,
+            keys,
+            bodies,
+            envelope.message_id,
+            envelope.type,
+        )
     )
-    return envelope.message_id
 
 
 class ServiceBus:
@@ -253,16 +292,22 @@ class ServiceBus:
     async def _handle(
         self, message: RabbitMessage, routing_key: str, handler: Handler, envelope: Envelope, data: Any, bound: Any
     ) -> None:
-        if isinstance(handler, Selective) and not handler.concerns(data):
-            await message.ack()
-            MESSAGES_HANDLED.labels(routing_key, "nothing_to_do").inc()
-            return
+        if isinstance(handler, Selective):
+            if not handler.concerns(data):
+                await message.ack()
+                MESSAGES_HANDLED.labels(routing_key, "nothing_to_do").inc()
+                return
+            handler = handler.handler
         started = time.monotonic()
         try:
-            async with self.pool.acquire() as conn, conn.transaction():
-                fresh = await claim_message(conn, envelope.message_id, routing_key)
-                if fresh:
-                    await handler(conn, envelope, data)
+            if isinstance(handler, ClaimsItself):
+                async with self.pool.acquire() as conn:
+                    fresh = await handler.apply(conn, envelope, data)
+            else:
+                async with self.pool.acquire() as conn, conn.transaction():
+                    fresh = await claim_message(conn, envelope.message_id, routing_key)
+                    if fresh:
+                        await handler(conn, envelope, data)
         except Exception as exc:  # noqa: BLE001 - any failure is retried, then dead-lettered
             attempts = int((message.headers or {}).get("x-delivery-count", 0)) + 1
             reason = f"{type(exc).__name__}: {exc}"[:500]

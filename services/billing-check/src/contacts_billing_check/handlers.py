@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncpg
 import structlog
-from contacts_shared.bus import Handler, enqueue
+from contacts_shared.bus import ClaimsItself, Handler, claim_and_enqueue
 from contacts_shared.contracts import (
     ContactChangeRequested,
     ContactChangeVetted,
@@ -38,7 +38,10 @@ async def on_payment_method_removed(conn: asyncpg.Connection, _: Envelope, data:
     await store.remove_payment_method(conn, data.payment_method_id)
 
 
-async def on_contact_change_requested(conn: asyncpg.Connection, _: Envelope, data: ContactChangeRequested) -> None:
+async def on_contact_change_requested(conn: asyncpg.Connection, envelope: Envelope, data: ContactChangeRequested) -> bool:
+    # The replicas are read on their own, then the message is claimed and the verdict queued in
+    # one statement: no transaction needed, as the verdict depends only on what was read (a
+    # duplicate reads again and queues nothing).
     billing = await store.billing_of(conn, data.from_, data.to)
     verdict = vet_billing(
         ctype=data.type,
@@ -49,11 +52,10 @@ async def on_contact_change_requested(conn: asyncpg.Connection, _: Envelope, dat
         payment_methods_of_to=billing.payment_methods_of_to,
         now=utcnow(),
     )
-    await enqueue(
-        conn,
-        ContactChangeVetted(request_id=data.request_id, phase=data.phase, approved=verdict.approved, reasons=verdict.reasons),
-    )
-    log.info("contact change vetted", request_id=str(data.request_id), phase=data.phase.value, approved=verdict.approved)
+    vetted = ContactChangeVetted(request_id=data.request_id, phase=data.phase, approved=verdict.approved, reasons=verdict.reasons)
+    if fresh := await claim_and_enqueue(conn, envelope, vetted):
+        log.info("contact change vetted", request_id=str(data.request_id), phase=data.phase.value, approved=verdict.approved)
+    return fresh
 
 
 HANDLERS: dict[str, Handler] = {
@@ -61,5 +63,5 @@ HANDLERS: dict[str, Handler] = {
     "invoice.paid": on_invoice_paid,
     "payment_method.upserted": on_payment_method_upserted,
     "payment_method.removed": on_payment_method_removed,
-    "contact_change.requested": on_contact_change_requested,
+    "contact_change.requested": ClaimsItself(on_contact_change_requested),
 }

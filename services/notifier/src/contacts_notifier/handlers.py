@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncpg
-from contacts_shared.bus import Handler, Selective
+from contacts_shared.bus import ClaimsItself, Handler, Selective
 from contacts_shared.contracts import (
     ContactChangeStateChanged,
     ContactChangeValidationRequested,
@@ -14,7 +14,7 @@ from contacts_notifier import store
 from contacts_notifier.domain import outcome_email, outcome_recipients
 
 
-async def on_validation_requested(conn: asyncpg.Connection, envelope: Envelope, data: ContactChangeValidationRequested) -> None:
+async def on_validation_requested(conn: asyncpg.Connection, envelope: Envelope, data: ContactChangeValidationRequested) -> bool:
     context = {
         "service": data.service,
         "type": data.type.value,
@@ -23,33 +23,20 @@ async def on_validation_requested(conn: asyncpg.Connection, envelope: Envelope, 
         "requester": data.requester,
         "expires_at": data.expires_at.isoformat(),
     }
-    for confirmer in data.confirmers:
-        await store.queue_token_mail(
-            conn,
-            dedupe_key=f"{envelope.message_id}:{confirmer.nic}",
-            request_id=data.request_id,
-            nic=confirmer.nic,
-            email=confirmer.email,
-            context=context,
-        )
+    confirmers = [(confirmer.nic, confirmer.email) for confirmer in data.confirmers]
+    return await store.claim_and_queue_token_mails(conn, envelope, data.request_id, confirmers, context)
 
 
-async def on_state_changed(conn: asyncpg.Connection, envelope: Envelope, data: ContactChangeStateChanged) -> None:
-    for recipient in outcome_recipients(data):
-        email = outcome_email(data, recipient.nic)
-        await store.queue_outcome_mail(
-            conn,
-            dedupe_key=f"{envelope.message_id}:{recipient.nic}",
-            request_id=data.request_id,
-            nic=recipient.nic,
-            email=recipient.email,
-            subject=email.subject,
-            body=email.body,
-        )
+async def on_state_changed(conn: asyncpg.Connection, envelope: Envelope, data: ContactChangeStateChanged) -> bool:
+    mails = [(r.nic, r.email, outcome_email(data, r.nic)) for r in outcome_recipients(data)]
+    return await store.claim_and_queue_outcome_mails(conn, envelope, data.request_id, mails)
 
 
+# Each message's emails are queued in one statement that also claims it (no transaction).
 HANDLERS: dict[str, Handler] = {
-    "contact_change.validation_requested": on_validation_requested,
+    "contact_change.validation_requested": ClaimsItself(on_validation_requested),
     # Most states mail nobody: those messages are acked without touching the database.
-    "contact_change.state_changed": Selective(on_state_changed, concerns=lambda data: bool(outcome_recipients(data))),
+    "contact_change.state_changed": Selective(
+        ClaimsItself(on_state_changed), concerns=lambda data: bool(outcome_recipients(data))
+    ),
 }

@@ -108,8 +108,7 @@ class Mailer:
                     self._idle.append(smtp)
             if issued:
                 await store.record_tokens(conn, [(t.request_id, t.nic, t.token_hash, t.expires_at) for t in issued])
-                for token in issued:
-                    await enqueue(conn, token)
+                await enqueue(conn, *issued)
             if sent:
                 await store.mark_sent(conn, [mail["id"] for mail in sent])
             for mail, reason in failed:

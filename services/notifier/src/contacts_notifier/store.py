@@ -11,6 +11,10 @@ import uuid
 from datetime import datetime
 
 import asyncpg
+from contacts_shared.contracts import Envelope
+from contacts_shared.db import claim_cte
+
+from contacts_notifier.domain import Email
 
 MIGRATIONS = [
     """
@@ -47,42 +51,57 @@ MIGRATIONS = [
 ]
 
 
-# Appended to each statement that queues a mail: wakes the mailer at commit (NOTIFY), in the
-# same round trip as the insert.
-_WAKE_MAILER = " SELECT pg_notify(current_schema() || '_mail', '')"
+# Ends each statement that queues mails: wakes the mailer at commit (NOTIFY), in the same round
+# trip, and answers true when the message was fresh (no row when it was claimed before).
+_FRESH_AND_WAKE_MAILER = " SELECT true FROM claimed, pg_notify(current_schema() || '_mail', '')"
+_IF_FRESH = "EXISTS (SELECT 1 FROM claimed)"
 
 
-async def queue_token_mail(
-    conn: asyncpg.Connection, *, dedupe_key: str, request_id: uuid.UUID, nic: str, email: str, context: dict
-) -> None:
+async def claim_and_queue_token_mails(
+    conn: asyncpg.Connection, envelope: Envelope, request_id: uuid.UUID, confirmers: list[tuple[str, str]], context: dict
+) -> bool:
+    """Claim `envelope` and queue a token email for each (nic, email) of `confirmers`, in one
+    statement (a `ClaimsItself` handler's); False, and nothing queued, if it was claimed before."""
     # A newer token mail (resend) makes an unsent older one pointless: its token would be stale.
-    # Superseding, queueing and waking in one statement; the update sees the table as it was
-    # before the statement, so never the mail queued here.
-    await conn.execute(
-        "WITH superseded AS (UPDATE mails SET state = 'superseded'"
-        " WHERE kind = 'token' AND request_id = $2 AND nic = $3 AND state = 'pending'),"
-        " queued AS (INSERT INTO mails (dedupe_key, kind, request_id, nic, email, token_context)"
-        " VALUES ($1, 'token', $2, $3, $4, $5::jsonb) ON CONFLICT (dedupe_key) DO NOTHING)" + _WAKE_MAILER,
-        dedupe_key,
-        request_id,
-        nic,
-        email,
-        json.dumps(context),
+    # The update sees the table as it was before the statement, so never the mails queued here.
+    return bool(
+        await conn.fetchval(
+            f"WITH {claim_cte('$1', '$2')},"
+            " superseded AS (UPDATE mails SET state = 'superseded'"
+            f" WHERE kind = 'token' AND request_id = $3 AND nic = ANY($4::text[]) AND state = 'pending' AND {_IF_FRESH}),"
+            " queued AS (INSERT INTO mails (dedupe_key, kind, request_id, nic, email, token_context)"
+            " SELECT $1::text || ':' || n, 'token', $3, n, e, $6::jsonb FROM unnest($4::text[], $5::text[]) AS u(n, e)"
+            f" WHERE {_IF_FRESH} ON CONFLICT (dedupe_key) DO NOTHING)" + _FRESH_AND_WAKE_MAILER,
+            envelope.message_id,
+            envelope.type,
+            request_id,
+            [nic for nic, _ in confirmers],
+            [email for _, email in confirmers],
+            json.dumps(context),
+        )
     )
 
 
-async def queue_outcome_mail(
-    conn: asyncpg.Connection, *, dedupe_key: str, request_id: uuid.UUID, nic: str, email: str, subject: str, body: str
-) -> None:
-    await conn.execute(
-        "WITH queued AS (INSERT INTO mails (dedupe_key, kind, request_id, nic, email, subject, body)"
-        " VALUES ($1, 'outcome', $2, $3, $4, $5, $6) ON CONFLICT (dedupe_key) DO NOTHING)" + _WAKE_MAILER,
-        dedupe_key,
-        request_id,
-        nic,
-        email,
-        subject,
-        body,
+async def claim_and_queue_outcome_mails(
+    conn: asyncpg.Connection, envelope: Envelope, request_id: uuid.UUID, mails: list[tuple[str, str, Email]]
+) -> bool:
+    """Claim `envelope` and queue an outcome email for each (nic, address, email) of `mails`, in
+    one statement; False, and nothing queued, if it was claimed before."""
+    return bool(
+        await conn.fetchval(
+            f"WITH {claim_cte('$1', '$2')},"
+            " queued AS (INSERT INTO mails (dedupe_key, kind, request_id, nic, email, subject, body)"
+            " SELECT $1::text || ':' || n, 'outcome', $3, n, e, s, b"
+            " FROM unnest($4::text[], $5::text[], $6::text[], $7::text[]) AS u(n, e, s, b)"
+            f" WHERE {_IF_FRESH} ON CONFLICT (dedupe_key) DO NOTHING)" + _FRESH_AND_WAKE_MAILER,
+            envelope.message_id,
+            envelope.type,
+            request_id,
+            [nic for nic, _, _ in mails],
+            [address for _, address, _ in mails],
+            [email.subject for _, _, email in mails],
+            [email.body for _, _, email in mails],
+        )
     )
 
 

@@ -89,7 +89,7 @@ def plan_submission(
 ) -> list[PlannedChange]:
     """Validate a whole submission (all or nothing) and return one planned change per type.
 
-    `accounts` holds the known accounts among the requester and the new NICs;
+    `accounts` holds the known accounts among (at least) the requester and the new NICs;
     `open_requests` maps a type to the id of its open request on this service.
     """
     if service is None or not service.roles_of(requester):
@@ -178,6 +178,7 @@ class ContactChange:
     requester: str
     state: RequestState
     confirmers: Mapping[str, str]  # nic -> ConfirmerState
+    expires_at: datetime | None = None  # as stored (when it is known)
 
     @property
     def is_open(self) -> bool:

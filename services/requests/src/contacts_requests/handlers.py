@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
+from typing import Any
 
 import asyncpg
 import structlog
-from contacts_shared.bus import Handler, enqueue
+from contacts_shared.bus import ClaimsItself, Handler, enqueue
 from contacts_shared.contracts import (
     AccountDeleted,
     AccountUpserted,
@@ -25,6 +27,7 @@ from contacts_shared.contracts import (
     ContactChangeValidationRequested,
     ContactChangeVetted,
     ContactType,
+    Contract,
     Envelope,
     Party,
     Phase,
@@ -36,6 +39,7 @@ from contacts_shared.contracts import (
 
 from contacts_requests import store
 from contacts_requests.domain import (
+    Account,
     ConfirmerState,
     ContactChange,
     Refusal,
@@ -53,14 +57,13 @@ log = structlog.get_logger("contacts.requests")
 # --- announcing transitions ---------------------------------------------------------------------
 
 
-async def _transition(conn: asyncpg.Connection, change: ContactChange, t: Transition) -> None:
-    """Record a transition and announce it."""
+async def _transition(conn: asyncpg.Connection, change: ContactChange, t: Transition, **announced: Any) -> None:
+    """Record a transition and announce it (`_announce`'s keyword arguments)."""
     await store.set_state(conn, uuid.UUID(change.id), t.state, t.actor, t.reason)
-    await _announce(conn, change, t)
+    await _announce(conn, change, t, **announced)
 
 
-async def _parties(conn: asyncpg.Connection, requester: str, from_: str, to: str) -> list[Party]:
-    accounts = await store.accounts_by_nic(conn, [requester, from_, to])
+def _parties(accounts: Mapping[str, Account], requester: str, from_: str, to: str) -> list[Party]:
     return [
         Party(nic=nic, email=accounts[nic].email, role=role)
         for role, nic in (("requester", requester), ("from", from_), ("to", to))
@@ -69,47 +72,53 @@ async def _parties(conn: asyncpg.Connection, requester: str, from_: str, to: str
 
 
 async def _announce(
-    conn: asyncpg.Connection, change: ContactChange, t: Transition, idempotency_key: str | None = None
+    conn: asyncpg.Connection,
+    change: ContactChange,
+    t: Transition,
+    *,
+    accounts: Mapping[str, Account] | None = None,
+    before: Sequence[Contract] = (),
+    after: Sequence[Contract] = (),
+    idempotency_key: str | None = None,
 ) -> None:
-    """Tell the notifier and other systems the request's new state, with its parties' emails."""
-    await enqueue(
-        conn,
-        ContactChangeStateChanged(
-            request_id=uuid.UUID(change.id),
-            service=change.service,
-            type=change.type,
-            from_=change.from_,
-            to=change.to,
-            state=t.state,
-            reason=t.reason,
-            parties=await _parties(conn, change.requester, change.from_, change.to),
-            idempotency_key=idempotency_key,
-        ),
+    """Tell the notifier and other systems the request's new state, with its parties' emails
+    (from `accounts` when the caller has them). The messages that go with it (`before` and
+    `after` it) are queued in the same statement."""
+    if accounts is None:
+        accounts = await store.accounts_by_nic(conn, [change.requester, change.from_, change.to])
+    state_changed = ContactChangeStateChanged(
+        request_id=uuid.UUID(change.id),
+        service=change.service,
+        type=change.type,
+        from_=change.from_,
+        to=change.to,
+        state=t.state,
+        reason=t.reason,
+        parties=_parties(accounts, change.requester, change.from_, change.to),
+        idempotency_key=idempotency_key,
     )
+    await enqueue(conn, *before, state_changed, *after)
     log.info("request state changed", request_id=change.id, state=t.state.value, actor=t.actor)
 
 
-async def _ask_confirmers(conn: asyncpg.Connection, change: ContactChange, nics: list[str]) -> str | None:
-    """Ask the notifier for tokens for `nics`; returns a reason if one of them has no account."""
-    accounts = await store.accounts_by_nic(conn, nics)
+def _validation_request(
+    change: ContactChange, nics: list[str], accounts: Mapping[str, Account]
+) -> ContactChangeValidationRequested | str:
+    """The notifier's order to send tokens to `nics`, or why it cannot be given (an account gone)."""
     missing = [nic for nic in nics if nic not in accounts]
     if missing:
         return f"the account {', '.join(missing)} no longer exists"
-    expires_at = await conn.fetchval("SELECT expires_at FROM contact_changes WHERE id = $1", uuid.UUID(change.id))
-    await enqueue(
-        conn,
-        ContactChangeValidationRequested(
-            request_id=uuid.UUID(change.id),
-            service=change.service,
-            type=change.type,
-            from_=change.from_,
-            to=change.to,
-            requester=change.requester,
-            confirmers=[Confirmer(nic=nic, email=accounts[nic].email) for nic in nics],
-            expires_at=expires_at,
-        ),
+    assert change.expires_at is not None, "loaded from the store"
+    return ContactChangeValidationRequested(
+        request_id=uuid.UUID(change.id),
+        service=change.service,
+        type=change.type,
+        from_=change.from_,
+        to=change.to,
+        requester=change.requester,
+        confirmers=[Confirmer(nic=nic, email=accounts[nic].email) for nic in nics],
+        expires_at=change.expires_at,
     )
-    return None
 
 
 # --- submitting -----------------------------------------------------------------------------------
@@ -131,11 +140,9 @@ async def submit(
 
     if (existing := await earlier_submission()) is not None:
         return existing
-    service = await store.get_service(conn, service_id)
-    accounts = await store.accounts_by_nic(conn, [requester, *changes.values()])
-    open_requests = await store.open_requests_for(conn, service_id)
+    context = await store.submission_context(conn, service_id, [requester, *changes.values()])
     try:
-        plans = plan_submission(requester, service, changes, accounts, open_requests)
+        plans = plan_submission(requester, context.service, changes, context.accounts, context.open_requests)
     except Refusal:
         # The request found open may be this very submission, delivered twice and committed by
         # a concurrent handler since the key was looked up.
@@ -160,21 +167,27 @@ async def submit(
                     confirmers=plan.confirmers,
                     expires_at=expires_at,
                 )
-                change = await store.load_change(conn, request_id)
-                assert change is not None
-                await _announce(
-                    conn, change, Transition(RequestState.checking, requester, "submitted"), idempotency_key
+                change = ContactChange(
+                    id=str(request_id),
+                    service=service_id,
+                    type=plan.type,
+                    from_=plan.from_,
+                    to=plan.to,
+                    requester=requester,
+                    state=RequestState.checking,
+                    confirmers=dict.fromkeys(plan.confirmers, ConfirmerState.pending),
+                    expires_at=expires_at,
                 )
-                await enqueue(
+                vet = ContactChangeRequested(
+                    request_id=request_id, phase=Phase.submit, service=service_id, type=plan.type, from_=plan.from_, to=plan.to
+                )
+                await _announce(
                     conn,
-                    ContactChangeRequested(
-                        request_id=request_id,
-                        phase=Phase.submit,
-                        service=service_id,
-                        type=plan.type,
-                        from_=plan.from_,
-                        to=plan.to,
-                    ),
+                    change,
+                    Transition(RequestState.checking, requester, "submitted"),
+                    accounts=context.accounts,  # the requester's, the new and the current contacts'
+                    after=(vet,),
+                    idempotency_key=idempotency_key,
                 )
                 ids.append(request_id)
             if idempotency_key and not await store.record_submission(conn, requester, idempotency_key, ids):
@@ -187,7 +200,7 @@ async def submit(
         if (existing := await earlier_submission()) is not None:
             return existing
         open_requests = await store.open_requests_for(conn, service_id)
-        plan_submission(requester, service, changes, accounts, open_requests)
+        plan_submission(requester, context.service, changes, context.accounts, open_requests)
         raise
     for request_id in ids:
         log.info("request submitted", request_id=str(request_id), service=service_id, requester=requester)
@@ -232,19 +245,15 @@ async def answer(
                     conn, request_id, nic, updated.confirmers[nic], change.state, f"{'accepted' if accept else 'declined'} by {nic}"
                 )
                 if t is not None:
-                    await _transition(conn, change, t)
-                    if t.state == RequestState.applying:
-                        await enqueue(
-                            conn,
-                            ContactChangeRequested(
-                                request_id=request_id,
-                                phase=Phase.apply,
-                                service=change.service,
-                                type=change.type,
-                                from_=change.from_,
-                                to=change.to,
-                            ),
-                        )
+                    apply = ContactChangeRequested(
+                        request_id=request_id,
+                        phase=Phase.apply,
+                        service=change.service,
+                        type=change.type,
+                        from_=change.from_,
+                        to=change.to,
+                    )
+                    await _transition(conn, change, t, after=(apply,) if t.state == RequestState.applying else ())
             else:
                 await store.count_token_failure(conn, request_id, nic)
         if not token_ok:
@@ -267,9 +276,10 @@ async def resend(conn: asyncpg.Connection, *, request_id: uuid.UUID, nic: str) -
     change = await _load_visible(conn, request_id, nic)
     pending = change.check_resend(nic)
     await store.reset_tokens(conn, request_id, pending)
-    problem = await _ask_confirmers(conn, change, pending)
-    if problem:
-        raise Refusal(409, "Cannot resend", f"The validation codes cannot be sent: {problem}.")
+    asked = _validation_request(change, pending, await store.accounts_by_nic(conn, pending))
+    if isinstance(asked, str):
+        raise Refusal(409, "Cannot resend", f"The validation codes cannot be sent: {asked}.")
+    await enqueue(conn, asked)
     await store.record_history(conn, request_id, change.state, nic, f"validation codes sent again to {', '.join(pending)}")
     return pending
 
@@ -317,21 +327,26 @@ async def on_vetted(conn: asyncpg.Connection, _: Envelope, data: ContactChangeVe
         t = change.vetted("submit", data.approved, data.reasons)
         if t is None:
             return
+        # The confirmers' accounts (for their tokens) and the parties' (for the announcement).
+        accounts = await store.accounts_by_nic(conn, [*change.confirmers, change.requester, change.from_, change.to])
+        before: tuple[Contract, ...] = ()
         if t.state == RequestState.validating:
-            problem = await _ask_confirmers(conn, change, list(change.confirmers))
-            if problem:
-                t = Transition(RequestState.rejected, "system", problem)
-        await _transition(conn, change, t)
+            asked = _validation_request(change, list(change.confirmers), accounts)
+            if isinstance(asked, str):
+                t = Transition(RequestState.rejected, "system", asked)
+            else:
+                before = (asked,)
+        await _transition(conn, change, t, accounts=accounts, before=before)
         return
 
     service = await store.get_service(conn, change.service, for_update=True)
     t = change.apply_outcome(data.approved, data.reasons, service.holder(change.type) if service else None)
     if t is None:
         return
+    completed: tuple[Contract, ...] = ()
     if t.state == RequestState.done:
         await store.set_contact(conn, change.service, change.type, change.to)
-        await enqueue(
-            conn,
+        completed = (
             ContactChangeCompleted(
                 request_id=data.request_id,
                 service=change.service,
@@ -341,11 +356,11 @@ async def on_vetted(conn: asyncpg.Connection, _: Envelope, data: ContactChangeVe
                 completed_at=utcnow(),
             ),
         )
-    await _transition(conn, change, t)
+    await _transition(conn, change, t, before=completed)
 
 
-async def on_token_issued(conn: asyncpg.Connection, envelope: Envelope, data: ContactChangeTokenIssued) -> None:
-    await store.store_token_hash(conn, data.request_id, data.nic, data.token_hash, data.expires_at, envelope.occurred_at)
+async def on_token_issued(conn: asyncpg.Connection, envelope: Envelope, data: ContactChangeTokenIssued) -> bool:
+    return await store.claim_and_store_token_hash(conn, envelope, data.request_id, data.nic, data.token_hash, data.expires_at)
 
 
 def submit_handler(request_ttl: timedelta) -> Handler:
@@ -381,24 +396,28 @@ async def _announce_refused_submission(conn: asyncpg.Connection, data: ContactCh
     reason = refusal.detail
     if open_request := refusal.extra.get("open_request_id"):
         reason += f" (open request {open_request})"
-    for ctype, new in data.changes.items():
-        # `from` is the current holder; with an unknown service there is none and it repeats `to`.
-        holder = service.holder(ctype) if service else new
-        parties = [p for p in await _parties(conn, data.requester, holder, new) if service or p.role != "from"]
-        await enqueue(
-            conn,
+    # `from` is the current holder; with an unknown service there is none and it repeats `to`.
+    holders = {ctype: service.holder(ctype) if service else new for ctype, new in data.changes.items()}
+    accounts = await store.accounts_by_nic(conn, [data.requester, *holders.values(), *data.changes.values()])
+    await enqueue(
+        conn,
+        *(
             ContactChangeStateChanged(
                 request_id=refused_request_id(data, ctype),
                 service=data.service,
                 type=ctype,
-                from_=holder,
+                from_=holders[ctype],
                 to=new,
                 state=RequestState.rejected,
                 reason=reason,
-                parties=parties,
+                parties=[
+                    p for p in _parties(accounts, data.requester, holders[ctype], new) if service or p.role != "from"
+                ],
                 idempotency_key=data.idempotency_key,
-            ),
-        )
+            )
+            for ctype, new in data.changes.items()
+        ),
+    )
 
 
 def message_handlers(request_ttl: timedelta) -> dict[str, Handler]:
@@ -408,6 +427,7 @@ def message_handlers(request_ttl: timedelta) -> dict[str, Handler]:
         "service.upserted": on_service_upserted,
         "service.deleted": on_service_deleted,
         "contact_change.vetted": on_vetted,
-        "contact_change.token_issued": on_token_issued,
+        # One statement that claims the message too: no transaction around it.
+        "contact_change.token_issued": ClaimsItself(on_token_issued),
         "contact_change.submit": submit_handler(request_ttl),
     }

@@ -7,10 +7,12 @@ parameterised.
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from datetime import datetime
 
 import asyncpg
-from contacts_shared.contracts import ContactType, RequestState
+from contacts_shared.contracts import ContactType, Envelope, RequestState
+from contacts_shared.db import claim_cte
 from contacts_shared.observability import FLOW_SECONDS
 
 from contacts_requests.domain import (
@@ -170,6 +172,34 @@ async def open_requests_for(conn: asyncpg.Connection, service: str) -> dict[Cont
     return {ContactType(r["type"]): str(r["id"]) for r in rows}
 
 
+@dataclass(frozen=True)
+class SubmissionContext:
+    """What a submission is judged on: the service, accounts, and the service's open requests."""
+
+    service: ServiceContacts | None
+    accounts: dict[str, Account]
+    open_requests: dict[ContactType, str]
+
+
+async def submission_context(conn: asyncpg.Connection, service: str, nics: list[str]) -> SubmissionContext:
+    """The service, the accounts of `nics` and of the service's current contacts (the parties
+    its announcements name), and its open requests by type: one statement where there were four."""
+    row = await conn.fetchrow(
+        "SELECT (SELECT ROW(s.service, s.admin, s.tech, s.billing) FROM services s WHERE s.service = $1) AS service,"
+        " ARRAY(SELECT ROW(a.nic, a.email, a.zone) FROM accounts a WHERE a.nic = ANY($2::text[]"
+        " || (SELECT ARRAY[s.admin, s.tech, s.billing] FROM services s WHERE s.service = $1))) AS accounts,"
+        " ARRAY(SELECT ROW(r.type, r.id) FROM contact_changes r"
+        " WHERE r.service = $1 AND r.state IN ('checking', 'validating', 'applying')) AS open_requests",
+        service,
+        nics,
+    )
+    return SubmissionContext(
+        service=ServiceContacts(*row["service"]) if row["service"] else None,
+        accounts={nic: Account(nic, email, zone) for nic, email, zone in row["accounts"]},
+        open_requests={ContactType(ctype): str(request_id) for ctype, request_id in row["open_requests"]},
+    )
+
+
 async def insert_request(
     conn: asyncpg.Connection,
     *,
@@ -182,9 +212,12 @@ async def insert_request(
     confirmers: tuple[str, ...],
     expires_at: datetime,
 ) -> None:
+    """The request, its confirmers and its first history line, in one statement."""
     await conn.execute(
-        "INSERT INTO contact_changes (id, service, type, from_nic, to_nic, requester, state, expires_at)"
-        " VALUES ($1, $2, $3, $4, $5, $6, 'checking', $7)",
+        "WITH request AS (INSERT INTO contact_changes (id, service, type, from_nic, to_nic, requester, state, expires_at)"
+        " VALUES ($1, $2, $3, $4, $5, $6, 'checking', $7)),"
+        " asked AS (INSERT INTO confirmers (request_id, nic) SELECT $1, unnest($8::text[]))"
+        " INSERT INTO history (request_id, state, actor, reason) VALUES ($1, 'checking', $6, 'submitted')",
         request_id,
         service,
         ctype.value,
@@ -192,11 +225,8 @@ async def insert_request(
         to,
         requester,
         expires_at,
+        list(confirmers),
     )
-    await conn.executemany(
-        "INSERT INTO confirmers (request_id, nic) VALUES ($1, $2)", [(request_id, nic) for nic in confirmers]
-    )
-    await record_history(conn, request_id, RequestState.checking, requester, "submitted")
 
 
 async def record_history(
@@ -236,7 +266,7 @@ async def _load(
 ) -> tuple[ContactChange, list[asyncpg.Record]] | None:
     # Locking the request row serialises every writer of one request (accepts racing, etc.).
     row = await conn.fetchrow(
-        "SELECT id, service, type, from_nic, to_nic, requester, state FROM contact_changes WHERE id = $1"
+        "SELECT id, service, type, from_nic, to_nic, requester, state, expires_at FROM contact_changes WHERE id = $1"
         + (" FOR UPDATE" if for_update else ""),
         request_id,
     )
@@ -258,6 +288,7 @@ async def _load(
         requester=row["requester"],
         state=RequestState(row["state"]),
         confirmers={c["nic"]: c["state"] for c in confirmers},
+        expires_at=row["expires_at"],
     ), confirmers
 
 
@@ -390,22 +421,30 @@ async def record_answer(
     )
 
 
-async def store_token_hash(
-    conn: asyncpg.Connection, request_id: uuid.UUID, nic: str, token_hash: str, expires_at: datetime, issued_at: datetime
-) -> None:
+async def claim_and_store_token_hash(
+    conn: asyncpg.Connection, envelope: Envelope, request_id: uuid.UUID, nic: str, token_hash: str, expires_at: datetime
+) -> bool:
+    """Claim the `token_issued` message and keep its token's hash, in one statement (a
+    `ClaimsItself` handler's); False if the message was claimed before."""
     # A token issued before the last resend, or before the one we hold, is stale even if its
     # message arrives late: only the newest issued token counts.
-    await conn.execute(
-        "UPDATE confirmers c SET token_hash = $3, token_expires_at = $4, token_issued_at = $5, failures = 0"
-        " FROM contact_changes r"
-        " WHERE c.request_id = $1 AND c.nic = $2 AND r.id = c.request_id"
-        " AND c.state = 'pending' AND r.state = 'validating' AND r.tokens_reset_at <= $5"
-        " AND (c.token_issued_at IS NULL OR c.token_issued_at < $5)",
-        request_id,
-        nic,
-        token_hash,
-        expires_at,
-        issued_at,
+    return bool(
+        await conn.fetchval(
+            f"WITH {claim_cte('$1', '$2')},"
+            " stored AS (UPDATE confirmers c SET token_hash = $5, token_expires_at = $6, token_issued_at = $7, failures = 0"
+            " FROM contact_changes r"
+            " WHERE c.request_id = $3 AND c.nic = $4 AND r.id = c.request_id"
+            " AND c.state = 'pending' AND r.state = 'validating' AND r.tokens_reset_at <= $7"
+            " AND (c.token_issued_at IS NULL OR c.token_issued_at < $7) AND EXISTS (SELECT 1 FROM claimed))"
+            " SELECT true FROM claimed",
+            envelope.message_id,
+            envelope.type,
+            request_id,
+            nic,
+            token_hash,
+            expires_at,
+            envelope.occurred_at,
+        )
     )
 
 

@@ -1,0 +1,121 @@
+"""The notifier's handlers against the real PostgreSQL, run as the bus runs them: each claims
+its message and queues its emails in one statement, with no transaction around it."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator
+from datetime import timedelta
+
+import asyncpg
+import pytest
+from contacts_notifier.handlers import HANDLERS
+from contacts_notifier.store import MIGRATIONS
+from contacts_shared.bus import Selective
+from contacts_shared.contracts import (
+    Confirmer,
+    ContactChangeStateChanged,
+    ContactChangeValidationRequested,
+    Contract,
+    Party,
+    envelope_for,
+    utcnow,
+)
+from contacts_shared.db import create_pool, migrate
+
+DATABASE_URL = os.environ.get("CONTACTS_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+@pytest.fixture
+async def pool() -> AsyncIterator[asyncpg.Pool]:
+    schema = f"t{uuid.uuid4().hex[:10]}_notifier"
+    await migrate(DATABASE_URL, schema, MIGRATIONS)
+    pool = await create_pool(DATABASE_URL, schema)
+    yield pool
+    await pool.close()
+    conn = await asyncpg.connect(DATABASE_URL)
+    await conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+    await conn.close()
+
+
+async def deliver(pool: asyncpg.Pool, message: Contract, envelope: object = None) -> bool:
+    envelope = envelope or envelope_for(message)
+    handler = HANDLERS[envelope.type]
+    if isinstance(handler, Selective):
+        assert handler.concerns(message)
+        handler = handler.handler
+    async with pool.acquire() as conn:
+        fresh = await handler(conn, envelope, message)
+        assert not conn.is_in_transaction()
+    return fresh
+
+
+def validation(request_id: uuid.UUID) -> ContactChangeValidationRequested:
+    return ContactChangeValidationRequested(
+        request_id=request_id,
+        service="svc-1",
+        type="tech",
+        from_="aa1-ovh",
+        to="bb2-ovh",
+        requester="cc3-ovh",
+        confirmers=[Confirmer(nic="cc3-ovh", email="cc3@example.com"), Confirmer(nic="bb2-ovh", email="bb2@example.com")],
+        expires_at=utcnow() + timedelta(days=7),
+    )
+
+
+async def mails(pool: asyncpg.Pool) -> list[tuple[str, str, str, str]]:
+    rows = await pool.fetch("SELECT kind, nic, email, state FROM mails ORDER BY id")
+    return [tuple(r) for r in rows]
+
+
+async def test_token_mails_are_queued_once_per_message(pool: asyncpg.Pool) -> None:
+    message = validation(uuid.uuid4())
+    envelope = envelope_for(message)
+    assert await deliver(pool, message, envelope) is True
+    assert await deliver(pool, message, envelope) is False
+    assert await mails(pool) == [
+        ("token", "cc3-ovh", "cc3@example.com", "pending"),
+        ("token", "bb2-ovh", "bb2@example.com", "pending"),
+    ]
+    dedupe_keys = {r["dedupe_key"] for r in await pool.fetch("SELECT dedupe_key FROM mails")}
+    assert dedupe_keys == {f"{envelope.message_id}:cc3-ovh", f"{envelope.message_id}:bb2-ovh"}
+
+
+async def test_a_resend_supersedes_the_unsent_token_mails_only(pool: asyncpg.Pool) -> None:
+    request_id = uuid.uuid4()
+    await deliver(pool, validation(request_id))
+    await pool.execute("UPDATE mails SET state = 'sent' WHERE nic = 'cc3-ovh'")
+    await deliver(pool, validation(request_id))
+    assert await mails(pool) == [
+        ("token", "cc3-ovh", "cc3@example.com", "sent"),
+        ("token", "bb2-ovh", "bb2@example.com", "superseded"),
+        ("token", "cc3-ovh", "cc3@example.com", "pending"),
+        ("token", "bb2-ovh", "bb2@example.com", "pending"),
+    ]
+
+
+async def test_outcome_mails_are_queued_once_per_message(pool: asyncpg.Pool) -> None:
+    done = ContactChangeStateChanged(
+        request_id=uuid.uuid4(),
+        service="svc-1",
+        type="tech",
+        from_="aa1-ovh",
+        to="bb2-ovh",
+        state="done",
+        parties=[
+            Party(nic="cc3-ovh", email="cc3@example.com", role="requester"),
+            Party(nic="aa1-ovh", email="aa1@example.com", role="from"),
+            Party(nic="bb2-ovh", email="bb2@example.com", role="to"),
+        ],
+    )
+    envelope = envelope_for(done)
+    assert await deliver(pool, done, envelope) is True
+    assert await deliver(pool, done, envelope) is False
+    queued = await pool.fetch("SELECT nic, email, subject, body FROM mails WHERE kind = 'outcome' ORDER BY id")
+    assert [(r["nic"], r["email"]) for r in queued] == [
+        ("cc3-ovh", "cc3@example.com"),
+        ("bb2-ovh", "bb2@example.com"),
+        ("aa1-ovh", "aa1@example.com"),
+    ]
+    assert all(r["subject"] and "svc-1" in r["body"] for r in queued)
