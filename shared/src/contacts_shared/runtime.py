@@ -32,6 +32,12 @@ log = structlog.get_logger("contacts.runtime")
 
 SettingsT = TypeVar("SettingsT", bound=CommonSettings)
 
+# The whole stop, every step included, fits in this: an orchestrator sends SIGKILL 10 s after
+# SIGTERM, and each step's own waits (in-flight messages, units, the last outbox batch) could
+# otherwise add up past it. A step cut short loses nothing: what it held is rolled back and
+# redelivered, or left in the outbox for the next start.
+STOP_SECONDS = 8.0
+
 # Allocations (net of frees) between two collections of the youngest generation (default 700).
 GC_YOUNG_THRESHOLD = 10_000
 
@@ -45,6 +51,7 @@ class Runtime:
     units: InFlight = field(default_factory=InFlight)
     # Gauges of shared state, refreshed when /metrics is scraped.
     refreshers: list[Refresher] = field(default_factory=list)
+    _stop_by: float | None = None  # set by begin_stop
 
     async def ready(self) -> dict[str, bool]:
         """Readiness: the database answers and the broker connection is up."""
@@ -55,6 +62,13 @@ class Runtime:
         except Exception:  # noqa: BLE001, S110 - reported as not ready
             pass
         return checks
+
+    def begin_stop(self) -> float:
+        """The moment (monotonic) by which the whole stop must be over, fixed at its first call:
+        a service that stops something of its own first (requests' HTTP server) calls it then."""
+        if self._stop_by is None:
+            self._stop_by = time.monotonic() + STOP_SECONDS
+        return self._stop_by
 
     def drain(
         self, channel: str, drain_once: Callable[[], Awaitable[int]], name: str, batch: int | None = None
@@ -110,21 +124,36 @@ async def service_runtime(
         yield runtime
     finally:
         started = time.monotonic()
-        await bus.stop_consuming()
+        stop_by = runtime.begin_stop()
+        await _stop_step("consumers", bus.stop_consuming(), stop_by)
         for task in runtime.tasks:
             task.cancel()
-        for task in runtime.tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-        unfinished = await runtime.units.wait(GRACE_SECONDS)
-        await bus.stop()
+        await _stop_step("background loops", asyncio.gather(*runtime.tasks, return_exceptions=True), stop_by)
+        unfinished = await runtime.units.wait(min(GRACE_SECONDS, left_of(stop_by)))
+        await _stop_step("broker and outbox", bus.stop(), stop_by)
         if health:
-            await health.stop()
-        try:
-            await asyncio.wait_for(pool.close(), timeout=2)
-        except TimeoutError:
+            await _stop_step("health server", health.stop(), stop_by)
+        if not await _stop_step("database pool", pool.close(), stop_by):
             pool.terminate()
         log.info("stopped", seconds=round(time.monotonic() - started, 3), unfinished_units=unfinished)
+
+
+def left_of(stop_by: float) -> float:
+    return max(0.1, stop_by - time.monotonic())
+
+
+async def _stop_step(name: str, step: Awaitable[object], stop_by: float) -> bool:
+    """Await one step of the stop within what is left of STOP_SECONDS; False if it was cut short."""
+    began = time.monotonic()
+    try:
+        await asyncio.wait_for(step, timeout=left_of(stop_by))
+    except TimeoutError:
+        log.warning("stop step cut short", step=name, seconds=round(time.monotonic() - began, 3))
+        return False
+    except Exception as exc:  # noqa: BLE001 - stopping goes on
+        log.warning("stop step failed", step=name, reason=f"{type(exc).__name__}: {exc}")
+        return False
+    return True
 
 
 def settle_garbage_collector() -> None:

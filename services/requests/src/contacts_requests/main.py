@@ -14,6 +14,7 @@ from contacts_shared.observability import (
 )
 from contacts_shared.runtime import (
     Runtime,
+    left_of,
     run_service,
     service_runtime,
     wait_for_stop_signal,
@@ -71,9 +72,12 @@ async def serve(settings: RequestsSettings) -> None:
         server = _Server(config)
         serving = asyncio.create_task(server.serve())
         await wait_for_stop_signal(serving)
-        # Stop accepting, finish the requests in flight; meanwhile the consumers stop too.
+        # Stop accepting, finish the requests in flight; meanwhile the consumers stop too. Both
+        # count in the whole stop's time (the runtime does the rest with what is left).
+        stop_by = runtime.begin_stop()
         server.should_exit = True
-        await asyncio.gather(serving, runtime.bus.stop_consuming())
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.gather(serving, runtime.bus.stop_consuming()), timeout=left_of(stop_by))
 
 
 def main() -> None:
