@@ -1,11 +1,13 @@
 """Sends the queued emails over SMTP in batches: one transaction per batch, over connections
 kept open between batches.
 
-For a token email the token is made at send time; its hash is recorded and `token_issued`
-put in the outbox in the transaction that marks the email sent, only if the send succeeded:
-otherwise none of it happened and the email is retried later with a new token. While the
-SMTP server is down, each email is retried with a growing delay (capped, so mail flows again
-soon after it is back).
+For a token email the token is made at send time and `token_issued` (its hash) is published,
+confirmed by the broker, before the email leaves: by the time the confirmer reads it, the
+requests service knows the hash, and an answer does not wait for it. Only the emails whose
+announcement was confirmed are sent. A token announced but never mailed (the send failed, or
+the process died first) is harmless: nobody has it, and the retry issues and announces a newer
+one, which replaces it. While the SMTP server or the broker is down, each email is retried
+with a growing delay (capped, so mail flows again soon after it is back).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from email.charset import QP, Charset
 from email.header import Header
@@ -21,7 +24,6 @@ from email.mime.text import MIMEText
 import aiosmtplib
 import asyncpg
 import structlog
-from contacts_shared.bus import enqueue
 from contacts_shared.contracts import ContactChangeTokenIssued, utcnow
 from contacts_shared.observability import EMAILS_FAILED, EMAILS_SENT
 from contacts_shared.settings import NotifierSettings
@@ -43,6 +45,8 @@ MAX_RETRY_DELAY = 5.0
 BATCH_SIZE = 20
 # Batches sent at once, each on its own connection (SKIP LOCKED keeps them apart).
 PARALLEL_BATCHES = 3
+# How long a batch's token announcements may wait for the broker's confirms.
+ANNOUNCE_TIMEOUT = 5.0
 
 # Text that is not plain ASCII goes as UTF-8, quoted-printable (stays readable in the source).
 _UTF8_QUOTED_PRINTABLE = Charset("utf-8")
@@ -51,10 +55,17 @@ _UTF8_QUOTED_PRINTABLE.body_encoding = QP
 
 class Mailer:
     def __init__(
-        self, pool: asyncpg.Pool, settings: NotifierSettings, batch_size: int = BATCH_SIZE, parallel: int = PARALLEL_BATCHES
+        self,
+        pool: asyncpg.Pool,
+        settings: NotifierSettings,
+        announce: Callable[..., Awaitable[None]],
+        batch_size: int = BATCH_SIZE,
+        parallel: int = PARALLEL_BATCHES,
     ) -> None:
         self.pool = pool
         self.settings = settings
+        # Publishes `token_issued` messages, confirmed (ServiceBus.publish_now).
+        self.announce = announce
         self.batch_size = batch_size
         self.parallel = parallel
         # Open SMTP connections between batches: connecting (and EHLO, QUIT) cost more than a send.
@@ -76,9 +87,9 @@ class Mailer:
     async def send_batch(self) -> int:
         """Send (or postpone) up to a batch of the oldest due emails; returns how many.
 
-        The emails go out first; then, in the same transaction, the tokens of those that went
-        out are recorded and announced, and they are marked sent: a failed send records nothing
-        (its token never existed) and only that email is postponed.
+        The tokens of the batch's token emails are announced first; then the emails go out;
+        then, in the same transaction, the tokens that went out are recorded and their emails
+        marked sent. A failed send or announcement postpones only the emails concerned.
         """
         sent: list[asyncpg.Record] = []
         issued: list[ContactChangeTokenIssued] = []
@@ -87,10 +98,17 @@ class Mailer:
             mails = await store.due_mails(conn, self.batch_size)
             if not mails:
                 return 0
+            to_send = [(mail, *self._compose(mail)) for mail in mails]
+            if tokens := [token for _, _, token in to_send if token is not None]:
+                try:
+                    await asyncio.wait_for(self.announce(*tokens), ANNOUNCE_TIMEOUT)
+                except Exception as exc:  # noqa: BLE001 - broker away: the token emails wait for it
+                    reason = f"token not announced: {type(exc).__name__}: {exc}"[:300]
+                    failed += [(mail, reason) for mail, _, token in to_send if token is not None]
+                    to_send = [(mail, email, token) for mail, email, token in to_send if token is None]
             smtp = self._idle.pop() if self._idle else None
             try:
-                for mail in mails:
-                    email, token = self._compose(mail)
+                for mail, email, token in to_send:
                     try:
                         smtp = await self._send(smtp, mail, email)
                     except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
@@ -108,7 +126,6 @@ class Mailer:
                     self._idle.append(smtp)
             if issued:
                 await store.record_tokens(conn, [(t.request_id, t.nic, t.token_hash, t.expires_at) for t in issued])
-                await enqueue(conn, *issued)
             if sent:
                 await store.mark_sent(conn, [mail["id"] for mail in sent])
             for mail, reason in failed:

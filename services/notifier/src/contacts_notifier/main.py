@@ -16,7 +16,7 @@ async def serve(settings: NotifierSettings) -> None:
     async with service_runtime(
         "notifier", settings, MIGRATIONS, HANDLERS, metrics_port=settings.metrics_port
     ) as runtime:
-        mailer = Mailer(runtime.pool, settings)
+        mailer = Mailer(runtime.pool, settings, announce=runtime.bus.publish_now)
         channel = await runtime.pool.fetchval("SELECT current_schema() || '_mail'")
         # At a stop, the email being sent is finished and recorded, never sent twice.
         runtime.drain(channel, mailer.send_due, name="mailer", batch=mailer.batch_size * mailer.parallel)

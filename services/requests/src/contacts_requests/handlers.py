@@ -225,51 +225,58 @@ def _visible(change: ContactChange | None, nic: str) -> ContactChange:
     return change
 
 
+# How long an answer waits for its token's hash. The notifier announces a token before its email
+# leaves, so the hash is normally here first; the broker may still deliver it a moment later.
+TOKEN_HASH_WAIT_SECONDS = 3.0
+
+
 async def answer(
     pool: asyncpg.Pool, *, request_id: uuid.UUID, nic: str, token: str, accept: bool, now: datetime
 ) -> None:
     """Accept or decline with a token. A wrong token is counted even though the call fails."""
-    await _wait_for_token_hash(pool, request_id, nic)
-    async with pool.acquire() as conn:
-        async with conn.transaction():
-            change, slot = await store.load_change_with_slot(conn, request_id, nic)
-            change = _visible(change, nic)
-            if nic not in change.confirmers:
-                raise Refusal(403, "Not asked to confirm", "You are informed of this request but not asked to confirm it.")
-            if change.state != RequestState.validating or change.confirmers[nic] != ConfirmerState.pending:
-                change.answer(nic, accept)  # raises the precise refusal
-            token_ok = slot is not None and check_token(slot, token, now)
-            if token_ok:
-                updated, t = change.answer(nic, accept)
-                await store.record_answer(
-                    conn, request_id, nic, updated.confirmers[nic], change.state, f"{'accepted' if accept else 'declined'} by {nic}"
-                )
-                if t is not None:
-                    apply = ContactChangeRequested(
-                        request_id=request_id,
-                        phase=Phase.apply,
-                        service=change.service,
-                        type=change.type,
-                        from_=change.from_,
-                        to=change.to,
-                    )
-                    await _transition(conn, change, t, after=(apply,) if t.state == RequestState.applying else ())
-            else:
-                await store.count_token_failure(conn, request_id, nic)
-        if not token_ok:
-            log.info("token refused", request_id=str(request_id), nic=nic)
-            raise invalid_token()
-
-
-async def _wait_for_token_hash(pool: asyncpg.Pool, request_id: uuid.UUID, nic: str, timeout: float = 3.0) -> None:
-    # The notifier mails a token, then its hash travels here through the broker: a confirmer
-    # quick enough to answer in between must not see a good token refused.
-    deadline = asyncio.get_running_loop().time() + timeout
-    while asyncio.get_running_loop().time() < deadline:
-        async with pool.acquire() as conn:
-            if not await store.awaiting_token(conn, request_id, nic):
-                return
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + TOKEN_HASH_WAIT_SECONDS
+    while (token_ok := await _answer_once(pool, request_id, nic, token, accept, now, wait=loop.time() < deadline)) is None:
         await asyncio.sleep(0.02)
+    if not token_ok:
+        log.info("token refused", request_id=str(request_id), nic=nic)
+        raise invalid_token()
+
+
+async def _answer_once(
+    pool: asyncpg.Pool, request_id: uuid.UUID, nic: str, token: str, accept: bool, now: datetime, *, wait: bool
+) -> bool | None:
+    """One try: whether the token was right (and the answer recorded), or None when `wait` and
+    the confirmer's token hash has not arrived yet (then nothing was written)."""
+    async with pool.acquire() as conn, conn.transaction():
+        change, slot = await store.load_change_with_slot(conn, request_id, nic)
+        change = _visible(change, nic)
+        if nic not in change.confirmers:
+            raise Refusal(403, "Not asked to confirm", "You are informed of this request but not asked to confirm it.")
+        if change.state != RequestState.validating or change.confirmers[nic] != ConfirmerState.pending:
+            change.answer(nic, accept)  # raises the precise refusal
+        if wait and (slot is None or slot.token_hash is None):
+            # A confirmer quick enough to answer before the hash of the token just mailed to
+            # them got here must not see a good token refused.
+            return None
+        if not (slot is not None and check_token(slot, token, now)):
+            await store.count_token_failure(conn, request_id, nic)
+            return False
+        updated, t = change.answer(nic, accept)
+        await store.record_answer(
+            conn, request_id, nic, updated.confirmers[nic], change.state, f"{'accepted' if accept else 'declined'} by {nic}"
+        )
+        if t is not None:
+            apply = ContactChangeRequested(
+                request_id=request_id,
+                phase=Phase.apply,
+                service=change.service,
+                type=change.type,
+                from_=change.from_,
+                to=change.to,
+            )
+            await _transition(conn, change, t, after=(apply,) if t.state == RequestState.applying else ())
+        return True
 
 
 async def resend(conn: asyncpg.Connection, *, request_id: uuid.UUID, nic: str) -> list[str]:
@@ -398,7 +405,7 @@ async def _announce_refused_submission(conn: asyncpg.Connection, data: ContactCh
         reason += f" (open request {open_request})"
     # `from` is the current holder; with an unknown service there is none and it repeats `to`.
     holders = {ctype: service.holder(ctype) if service else new for ctype, new in data.changes.items()}
-    accounts = await store.accounts_by_nic(conn, [data.requester, *holders.values(), *data.changes.values()])
+    accounts = await store.accounts_by_nic(conn, [data.requester, *holders.values(), *(new for _, new in data.changes.items())])
     await enqueue(
         conn,
         *(

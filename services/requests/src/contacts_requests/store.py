@@ -385,19 +385,6 @@ async def created_at_of(conn: asyncpg.Connection, request_id: uuid.UUID) -> date
 # --- confirmers and tokens ----------------------------------------------------------------------
 
 
-async def awaiting_token(conn: asyncpg.Connection, request_id: uuid.UUID, nic: str) -> bool:
-    """True while a pending confirmer's token is issued but its hash has not reached us yet."""
-    return bool(
-        await conn.fetchval(
-            "SELECT true FROM confirmers c JOIN contact_changes r ON r.id = c.request_id"
-            " WHERE c.request_id = $1 AND c.nic = $2 AND c.state = 'pending' AND c.token_hash IS NULL"
-            " AND r.state = 'validating'",
-            request_id,
-            nic,
-        )
-    )
-
-
 async def count_token_failure(conn: asyncpg.Connection, request_id: uuid.UUID, nic: str) -> None:
     await conn.execute(
         "UPDATE confirmers SET failures = failures + 1 WHERE request_id = $1 AND nic = $2", request_id, nic
