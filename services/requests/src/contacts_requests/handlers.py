@@ -249,8 +249,11 @@ async def _answer_once(
     """One try: whether the token was right (and the answer recorded), or None when `wait` and
     the confirmer's token hash has not arrived yet (then nothing was written)."""
     async with pool.acquire() as conn, conn.transaction():
-        change, slot = await store.load_change_with_slot(conn, request_id, nic)
-        change = _visible(change, nic)
+        loaded = await store.load(conn, request_id, for_update=True)
+        if loaded is None:
+            raise not_found()
+        change = _visible(loaded.change, nic)
+        slot = loaded.slots.get(nic)
         if nic not in change.confirmers:
             raise Refusal(403, "Not asked to confirm", "You are informed of this request but not asked to confirm it.")
         if change.state != RequestState.validating or change.confirmers[nic] != ConfirmerState.pending:
@@ -275,7 +278,9 @@ async def _answer_once(
                 from_=change.from_,
                 to=change.to,
             )
-            await _transition(conn, change, t, after=(apply,) if t.state == RequestState.applying else ())
+            await _transition(
+                conn, change, t, accounts=loaded.accounts, after=(apply,) if t.state == RequestState.applying else ()
+            )
         return True
 
 
@@ -326,16 +331,16 @@ async def on_service_deleted(conn: asyncpg.Connection, _: Envelope, data: Servic
 
 
 async def on_vetted(conn: asyncpg.Connection, _: Envelope, data: ContactChangeVetted) -> None:
-    change = await store.load_change(conn, data.request_id, for_update=True)
-    if change is None:
+    # Vetting reads no confirmer's state (only who they are): they come in the same statement.
+    loaded = await store.load(conn, data.request_id, for_update=True, confirmer_states=False)
+    if loaded is None:
         log.warning("vetting for an unknown request ignored", request_id=str(data.request_id))
         return
+    change, accounts = loaded.change, loaded.accounts  # the confirmers' accounts are among the parties'
     if data.phase == Phase.submit:
         t = change.vetted("submit", data.approved, data.reasons)
         if t is None:
             return
-        # The confirmers' accounts (for their tokens) and the parties' (for the announcement).
-        accounts = await store.accounts_by_nic(conn, [*change.confirmers, change.requester, change.from_, change.to])
         before: tuple[Contract, ...] = ()
         if t.state == RequestState.validating:
             asked = _validation_request(change, list(change.confirmers), accounts)
@@ -363,7 +368,7 @@ async def on_vetted(conn: asyncpg.Connection, _: Envelope, data: ContactChangeVe
                 completed_at=utcnow(),
             ),
         )
-    await _transition(conn, change, t, before=completed)
+    await _transition(conn, change, t, accounts=accounts, before=completed)
 
 
 async def on_token_issued(conn: asyncpg.Connection, envelope: Envelope, data: ContactChangeTokenIssued) -> bool:

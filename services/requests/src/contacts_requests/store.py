@@ -241,45 +241,60 @@ async def record_history(
     )
 
 
+@dataclass(frozen=True)
+class LoadedChange:
+    """A request as loaded for a use case, with what its use cases need beside the state machine."""
+
+    change: ContactChange
+    # The accounts of its requester, previous and new contact (its confirmers are among them).
+    accounts: dict[str, Account]
+    # Each confirmer's token, as far as this service knows it (its hash).
+    slots: dict[str, TokenSlot]
+
+
 async def load_change(conn: asyncpg.Connection, request_id: uuid.UUID, *, for_update: bool = False) -> ContactChange | None:
-    loaded = await _load(conn, request_id, for_update=for_update)
-    return loaded[0] if loaded else None
+    loaded = await load(conn, request_id, for_update=for_update)
+    return loaded.change if loaded else None
 
 
-async def load_change_with_slot(
-    conn: asyncpg.Connection, request_id: uuid.UUID, nic: str
-) -> tuple[ContactChange | None, TokenSlot | None]:
-    """The request, locked for an answer by `nic`, and `nic`'s token slot (read with the other
-    confirmers: a round trip less per answer); (None, None) when there is no such request."""
-    loaded = await _load(conn, request_id, for_update=True)
-    if loaded is None:
-        return None, None
-    change, confirmers = loaded
-    slot = next(
-        (TokenSlot(c["token_hash"], c["token_expires_at"], c["failures"]) for c in confirmers if c["nic"] == nic), None
-    )
-    return change, slot
+_REQUEST = (
+    "SELECT r.id, r.service, r.type, r.from_nic, r.to_nic, r.requester, r.state, r.expires_at,"
+    " ARRAY(SELECT ROW(a.nic, a.email, a.zone) FROM accounts a WHERE a.nic IN (r.requester, r.from_nic, r.to_nic)) AS accounts"
+)
+_CONFIRMER = "c.nic, c.state, c.token_hash, c.token_expires_at, c.failures"
 
 
-async def _load(
-    conn: asyncpg.Connection, request_id: uuid.UUID, *, for_update: bool
-) -> tuple[ContactChange, list[asyncpg.Record]] | None:
-    # Locking the request row serialises every writer of one request (accepts racing, etc.).
-    row = await conn.fetchrow(
-        "SELECT id, service, type, from_nic, to_nic, requester, state, expires_at FROM contact_changes WHERE id = $1"
-        + (" FOR UPDATE" if for_update else ""),
-        request_id,
-    )
-    if row is None:
-        return None
-    # In a statement of their own, after the lock: its snapshot then sees what the previous
-    # holder of the lock committed (read with the lock in one statement, they would be as they
-    # were before the wait, and two answers at once would each see the other pending).
-    confirmers = await conn.fetch(
-        "SELECT nic, state, token_hash, token_expires_at, failures FROM confirmers WHERE request_id = $1 ORDER BY nic",
-        request_id,
-    )
-    return ContactChange(
+async def load(
+    conn: asyncpg.Connection, request_id: uuid.UUID, *, for_update: bool = False, confirmer_states: bool = True
+) -> LoadedChange | None:
+    """The request (locked `for_update`: that serialises every writer of one request, answers
+    racing and the like), its parties' accounts and its confirmers.
+
+    The confirmers are read in a statement of their own, after the lock: its snapshot then sees
+    what the previous holder of the lock committed (read with the lock in one statement, they
+    would be as they were before the wait, and two answers at once would each see the other
+    pending). A use case that reads none of their states (`confirmer_states=False`: vetting,
+    which needs only who they are, and that never changes) reads them in the same statement,
+    a round trip less."""
+    lock = " FOR UPDATE OF r" if for_update else ""
+    if confirmer_states:
+        row = await conn.fetchrow(_REQUEST + " FROM contact_changes r WHERE r.id = $1" + lock, request_id)
+        if row is None:
+            return None
+        confirmers = [
+            tuple(c)
+            for c in await conn.fetch(f"SELECT {_CONFIRMER} FROM confirmers c WHERE c.request_id = $1 ORDER BY c.nic", request_id)
+        ]
+    else:
+        row = await conn.fetchrow(
+            f"{_REQUEST}, ARRAY(SELECT ROW({_CONFIRMER}) FROM confirmers c WHERE c.request_id = r.id ORDER BY c.nic)"
+            " AS confirmers FROM contact_changes r WHERE r.id = $1" + lock,
+            request_id,
+        )
+        if row is None:
+            return None
+        confirmers = list(row["confirmers"])
+    change = ContactChange(
         id=str(row["id"]),
         service=row["service"],
         type=ContactType(row["type"]),
@@ -287,9 +302,14 @@ async def _load(
         to=row["to_nic"],
         requester=row["requester"],
         state=RequestState(row["state"]),
-        confirmers={c["nic"]: c["state"] for c in confirmers},
+        confirmers={nic: state for nic, state, *_ in confirmers},
         expires_at=row["expires_at"],
-    ), confirmers
+    )
+    return LoadedChange(
+        change=change,
+        accounts={nic: Account(nic, email, zone) for nic, email, zone in row["accounts"]},
+        slots={nic: TokenSlot(token_hash, expires_at, failures) for nic, _, token_hash, expires_at, failures in confirmers},
+    )
 
 
 async def set_state(
