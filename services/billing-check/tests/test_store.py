@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import AsyncIterator
 
@@ -19,21 +18,13 @@ from contacts_shared.contracts import (
     PaymentMethodUpserted,
     envelope_for,
 )
-from contacts_shared.db import create_pool, migrate
-
-DATABASE_URL = os.environ.get("CONTACTS_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+from contacts_shared.testing import schema_pool
 
 
 @pytest.fixture
 async def pool() -> AsyncIterator[asyncpg.Pool]:
-    schema = f"t{uuid.uuid4().hex[:10]}_billing_check"
-    await migrate(DATABASE_URL, schema, MIGRATIONS)
-    pool = await create_pool(DATABASE_URL, schema)
-    yield pool
-    await pool.close()
-    conn = await asyncpg.connect(DATABASE_URL)
-    await conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
-    await conn.close()
+    async with schema_pool("billing_check", MIGRATIONS) as pool:
+        yield pool
 
 
 async def deliver(pool: asyncpg.Pool, *messages: Contract) -> None:

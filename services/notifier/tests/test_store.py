@@ -3,7 +3,6 @@ its message and queues its emails in one statement, with no transaction around i
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -22,21 +21,13 @@ from contacts_shared.contracts import (
     envelope_for,
     utcnow,
 )
-from contacts_shared.db import create_pool, migrate
-
-DATABASE_URL = os.environ.get("CONTACTS_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+from contacts_shared.testing import schema_pool
 
 
 @pytest.fixture
 async def pool() -> AsyncIterator[asyncpg.Pool]:
-    schema = f"t{uuid.uuid4().hex[:10]}_notifier"
-    await migrate(DATABASE_URL, schema, MIGRATIONS)
-    pool = await create_pool(DATABASE_URL, schema)
-    yield pool
-    await pool.close()
-    conn = await asyncpg.connect(DATABASE_URL)
-    await conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
-    await conn.close()
+    async with schema_pool("notifier", MIGRATIONS) as pool:
+        yield pool
 
 
 async def deliver(pool: asyncpg.Pool, message: Contract, envelope: object = None) -> bool:

@@ -5,7 +5,6 @@ inbox would not catch) never revives a spent token or replaces a newer one. Real
 from __future__ import annotations
 
 import hashlib
-import os
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -20,9 +19,8 @@ from contacts_shared.contracts import (
     RequestState,
     envelope_for,
 )
-from contacts_shared.db import create_pool, migrate
+from contacts_shared.testing import schema_pool
 
-DATABASE_URL = os.environ.get("CONTACTS_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 OWNER, WEBMASTER = "aa11111-ovh", "bb22222-ovh"
 
 
@@ -33,17 +31,8 @@ def h(name: str) -> str:
 
 @pytest.fixture
 async def conn() -> AsyncIterator[asyncpg.Connection]:
-    schema = f"t{uuid.uuid4().hex[:10]}_requests"
-    await migrate(DATABASE_URL, schema, store.MIGRATIONS)
-    pool = await create_pool(DATABASE_URL, schema)
-    try:
-        async with pool.acquire() as conn:
-            yield conn
-    finally:
-        await pool.close()
-        admin = await asyncpg.connect(DATABASE_URL)
-        await admin.execute(f'DROP SCHEMA "{schema}" CASCADE')
-        await admin.close()
+    async with schema_pool("requests", store.MIGRATIONS) as pool, pool.acquire() as conn:
+        yield conn
 
 
 async def _validating_request(conn: asyncpg.Connection) -> uuid.UUID:

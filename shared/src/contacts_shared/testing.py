@@ -1,0 +1,32 @@
+"""Support for the services' own tests against the real PostgreSQL (not used at run time)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import uuid
+from collections.abc import AsyncIterator, Sequence
+
+import asyncpg
+
+from contacts_shared.db import create_pool, migrate
+
+TEST_DATABASE_URL = os.environ.get("CONTACTS_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+@contextlib.asynccontextmanager
+async def schema_pool(service: str, migrations: Sequence[str]) -> AsyncIterator[asyncpg.Pool]:
+    """A pool on a schema of its own (a random name), migrated, and dropped afterwards: each
+    test isolates itself, in any order and run after run."""
+    schema = f"t{uuid.uuid4().hex[:10]}_{service}"
+    await migrate(TEST_DATABASE_URL, schema, migrations)
+    pool = await create_pool(TEST_DATABASE_URL, schema)
+    try:
+        yield pool
+    finally:
+        await pool.close()
+        admin = await asyncpg.connect(TEST_DATABASE_URL)
+        try:
+            await admin.execute(f'DROP SCHEMA "{schema}" CASCADE')
+        finally:
+            await admin.close()
