@@ -344,7 +344,10 @@ def targets(result: dict[str, Any]) -> dict[str, Any]:
     checks = {
         f"flows/s >= {TARGET_FLOWS_PER_SECOND}": result["best_flows_per_second"] >= TARGET_FLOWS_PER_SECOND,
         f"ratio to ceiling >= {TARGET_RATIO}": result["ratio_to_ceiling"] >= TARGET_RATIO,
-        f"flows/s drop with history <= {MAX_SCALE_DROP:.0%} (relative to the ceilings measured at each size)": result["scale"]["drop_relative_to_ceiling"] <= MAX_SCALE_DROP,
+        # As the issue puts it: flows/s. Relative to the ceilings measured before each size (also
+        # printed) was meant to take the machine's drift out, but those ceilings themselves vary
+        # by up to 20 % between two measurements minutes apart on this host.
+        f"flows/s drop with history <= {MAX_SCALE_DROP:.0%}": result["scale"]["drop"] <= MAX_SCALE_DROP,
         "zero errors": all(r["errors"] == 0 for r in result["runs"]),
     }
     if steady:

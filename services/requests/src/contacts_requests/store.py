@@ -114,9 +114,19 @@ async def delete_account(conn: asyncpg.Connection, nic: str) -> None:
     await conn.execute("DELETE FROM accounts WHERE nic = $1", nic)
 
 
+def _accounts_of(nics: str) -> str:
+    """SQL: the array of the accounts of the NICs in the array `nics` (a NULL for an unknown one),
+    one primary-key lookup each whatever the table's size (as `nic = ANY(...)`, a generic plan
+    read the whole table while it was small)."""
+    return f"ARRAY(SELECT (SELECT ROW(a.nic, a.email, a.zone) FROM accounts a WHERE a.nic = n.nic) FROM unnest({nics}) AS n(nic))"
+
+
+def _accounts(rows: list[tuple[str, str, str] | None]) -> dict[str, Account]:
+    return {nic: Account(nic, email, zone) for nic, email, zone in filter(None, rows)}
+
+
 async def accounts_by_nic(conn: asyncpg.Connection, nics: list[str]) -> dict[str, Account]:
-    rows = await conn.fetch("SELECT nic, email, zone FROM accounts WHERE nic = ANY($1::text[])", nics)
-    return {r["nic"]: Account(r["nic"], r["email"], r["zone"]) for r in rows}
+    return _accounts(await conn.fetchval(f"SELECT {_accounts_of('$1::text[]')}", nics))
 
 
 async def insert_service_if_new(
@@ -186,8 +196,8 @@ async def submission_context(conn: asyncpg.Connection, service: str, nics: list[
     its announcements name), and its open requests by type: one statement where there were four."""
     row = await conn.fetchrow(
         "SELECT (SELECT ROW(s.service, s.admin, s.tech, s.billing) FROM services s WHERE s.service = $1) AS service,"
-        " ARRAY(SELECT ROW(a.nic, a.email, a.zone) FROM accounts a WHERE a.nic = ANY($2::text[]"
-        " || (SELECT ARRAY[s.admin, s.tech, s.billing] FROM services s WHERE s.service = $1))) AS accounts,"
+        f" {_accounts_of('$2::text[] || (SELECT ARRAY[s.admin, s.tech, s.billing] FROM services s WHERE s.service = $1)')}"
+        " AS accounts,"
         " ARRAY(SELECT ROW(r.type, r.id) FROM contact_changes r"
         " WHERE r.service = $1 AND r.state IN ('checking', 'validating', 'applying')) AS open_requests",
         service,
@@ -195,7 +205,7 @@ async def submission_context(conn: asyncpg.Connection, service: str, nics: list[
     )
     return SubmissionContext(
         service=ServiceContacts(*row["service"]) if row["service"] else None,
-        accounts={nic: Account(nic, email, zone) for nic, email, zone in row["accounts"]},
+        accounts=_accounts(row["accounts"]),
         open_requests={ContactType(ctype): str(request_id) for ctype, request_id in row["open_requests"]},
     )
 
@@ -259,7 +269,7 @@ async def load_change(conn: asyncpg.Connection, request_id: uuid.UUID, *, for_up
 
 _REQUEST = (
     "SELECT r.id, r.service, r.type, r.from_nic, r.to_nic, r.requester, r.state, r.expires_at,"
-    " ARRAY(SELECT ROW(a.nic, a.email, a.zone) FROM accounts a WHERE a.nic IN (r.requester, r.from_nic, r.to_nic)) AS accounts"
+    f" {_accounts_of('ARRAY[r.requester, r.from_nic, r.to_nic]')} AS accounts"
 )
 _CONFIRMER = "c.nic, c.state, c.token_hash, c.token_expires_at, c.failures"
 
@@ -307,7 +317,7 @@ async def load(
     )
     return LoadedChange(
         change=change,
-        accounts={nic: Account(nic, email, zone) for nic, email, zone in row["accounts"]},
+        accounts=_accounts(row["accounts"]),
         slots={nic: TokenSlot(token_hash, expires_at, failures) for nic, _, token_hash, expires_at, failures in confirmers},
     )
 
