@@ -408,10 +408,6 @@ async def requests_of(
     return [r["id"] for r in rows]
 
 
-async def created_at_of(conn: asyncpg.Connection, request_id: uuid.UUID) -> datetime:
-    return await conn.fetchval("SELECT created_at FROM contact_changes WHERE id = $1", request_id)
-
-
 # --- confirmers and tokens ----------------------------------------------------------------------
 
 
