@@ -4,30 +4,20 @@ its message and queues its emails in one statement, with no transaction around i
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
-from datetime import timedelta
+from collections.abc import Callable
 
 import asyncpg
-import pytest
 from contacts_notifier.handlers import HANDLERS
-from contacts_notifier.store import MIGRATIONS
 from contacts_shared.bus import Selective
 from contacts_shared.contracts import (
-    Confirmer,
     ContactChangeStateChanged,
     ContactChangeValidationRequested,
     Contract,
     Party,
     envelope_for,
-    utcnow,
 )
-from contacts_shared.testing import schema_pool
 
-
-@pytest.fixture
-async def pool() -> AsyncIterator[asyncpg.Pool]:
-    async with schema_pool("notifier", MIGRATIONS) as pool:
-        yield pool
+Validation = Callable[[uuid.UUID], ContactChangeValidationRequested]
 
 
 async def deliver(pool: asyncpg.Pool, message: Contract, envelope: object = None) -> bool:
@@ -42,25 +32,12 @@ async def deliver(pool: asyncpg.Pool, message: Contract, envelope: object = None
     return fresh
 
 
-def validation(request_id: uuid.UUID) -> ContactChangeValidationRequested:
-    return ContactChangeValidationRequested(
-        request_id=request_id,
-        service="svc-1",
-        type="tech",
-        from_="aa1-ovh",
-        to="bb2-ovh",
-        requester="cc3-ovh",
-        confirmers=[Confirmer(nic="cc3-ovh", email="cc3@example.com"), Confirmer(nic="bb2-ovh", email="bb2@example.com")],
-        expires_at=utcnow() + timedelta(days=7),
-    )
-
-
 async def mails(pool: asyncpg.Pool) -> list[tuple[str, str, str, str]]:
     rows = await pool.fetch("SELECT kind, nic, email, state FROM mails ORDER BY id")
     return [tuple(r) for r in rows]
 
 
-async def test_token_mails_are_queued_once_per_message(pool: asyncpg.Pool) -> None:
+async def test_token_mails_are_queued_once_per_message(pool: asyncpg.Pool, validation: Validation) -> None:
     message = validation(uuid.uuid4())
     envelope = envelope_for(message)
     assert await deliver(pool, message, envelope) is True
@@ -73,7 +50,7 @@ async def test_token_mails_are_queued_once_per_message(pool: asyncpg.Pool) -> No
     assert dedupe_keys == {f"{envelope.message_id}:cc3-ovh", f"{envelope.message_id}:bb2-ovh"}
 
 
-async def test_a_resend_supersedes_the_unsent_token_mails_only(pool: asyncpg.Pool) -> None:
+async def test_a_resend_supersedes_the_unsent_token_mails_only(pool: asyncpg.Pool, validation: Validation) -> None:
     request_id = uuid.uuid4()
     await deliver(pool, validation(request_id))
     await pool.execute("UPDATE mails SET state = 'sent' WHERE nic = 'cc3-ovh'")

@@ -36,7 +36,7 @@ from contacts_shared.contracts import (
     envelope_for,
     parse_message,
 )
-from contacts_shared.db import claim_cte, claim_message, drain_on_notify
+from contacts_shared.db import IF_CLAIMED, claim_cte, claim_message, drain_on_notify
 from contacts_shared.graceful import InFlight
 from contacts_shared.observability import (
     DEAD_LETTERS,
@@ -185,7 +185,7 @@ async def claim_and_enqueue(conn: asyncpg.Connection, envelope: Envelope, *messa
     ids, keys, bodies = _outbox_rows(messages)
     return bool(
         await conn.fetchval(
-            f"WITH {claim_cte('$4', '$5')}, {_QUEUE.format(only_if=' WHERE EXISTS (SELECT 1 FROM claimed)')}"
+            f"WITH {claim_cte('$4', '$5')}, {_QUEUE.format(only_if=f' WHERE {IF_CLAIMED}')}"
             f" SELECT true FROM claimed, {_WAKE_RELAY}",
             ids,
             keys,

@@ -92,11 +92,15 @@ async def migrate(database_url: str, schema: str, migrations: Sequence[str]) -> 
         await conn.close()
 
 
+# The condition on which the other items of a `claim_cte` statement apply their effect.
+IF_CLAIMED = "EXISTS (SELECT 1 FROM claimed)"
+
+
 def claim_cte(message_id: str, routing_key: str) -> str:
     """The WITH item `claimed` that records a message as processed ($-parameters `message_id`
     and `routing_key`): one row if it is fresh, none if it was claimed before. The statement's
-    other items apply their effect only `WHERE EXISTS (SELECT 1 FROM claimed)`, so a handler
-    that claims and applies in one statement needs no transaction around it (see bus.ClaimsItself)."""
+    other items apply their effect only where `IF_CLAIMED` holds, so a handler that claims and
+    applies in one statement needs no transaction around it (see bus.ClaimsItself)."""
     return (
         f"claimed AS (INSERT INTO inbox (message_id, routing_key) VALUES ({message_id}, {routing_key})"
         " ON CONFLICT DO NOTHING RETURNING 1)"

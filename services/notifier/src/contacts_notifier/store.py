@@ -12,7 +12,7 @@ from datetime import datetime
 
 import asyncpg
 from contacts_shared.contracts import Envelope
-from contacts_shared.db import claim_cte
+from contacts_shared.db import IF_CLAIMED, claim_cte
 
 from contacts_notifier.domain import Email
 
@@ -54,7 +54,6 @@ MIGRATIONS = [
 # Ends each statement that queues mails: wakes the mailer at commit (NOTIFY), in the same round
 # trip, and answers true when the message was fresh (no row when it was claimed before).
 _FRESH_AND_WAKE_MAILER = " SELECT true FROM claimed, pg_notify(current_schema() || '_mail', '')"
-_IF_FRESH = "EXISTS (SELECT 1 FROM claimed)"
 
 
 async def claim_and_queue_token_mails(
@@ -68,10 +67,10 @@ async def claim_and_queue_token_mails(
         await conn.fetchval(
             f"WITH {claim_cte('$1', '$2')},"
             " superseded AS (UPDATE mails SET state = 'superseded'"
-            f" WHERE kind = 'token' AND request_id = $3 AND nic = ANY($4::text[]) AND state = 'pending' AND {_IF_FRESH}),"
+            f" WHERE kind = 'token' AND request_id = $3 AND nic = ANY($4::text[]) AND state = 'pending' AND {IF_CLAIMED}),"
             " queued AS (INSERT INTO mails (dedupe_key, kind, request_id, nic, email, token_context)"
             " SELECT $1::text || ':' || n, 'token', $3, n, e, $6::jsonb FROM unnest($4::text[], $5::text[]) AS u(n, e)"
-            f" WHERE {_IF_FRESH} ON CONFLICT (dedupe_key) DO NOTHING)" + _FRESH_AND_WAKE_MAILER,
+            f" WHERE {IF_CLAIMED} ON CONFLICT (dedupe_key) DO NOTHING)" + _FRESH_AND_WAKE_MAILER,
             envelope.message_id,
             envelope.type,
             request_id,
@@ -93,7 +92,7 @@ async def claim_and_queue_outcome_mails(
             " queued AS (INSERT INTO mails (dedupe_key, kind, request_id, nic, email, subject, body)"
             " SELECT $1::text || ':' || n, 'outcome', $3, n, e, s, b"
             " FROM unnest($4::text[], $5::text[], $6::text[], $7::text[]) AS u(n, e, s, b)"
-            f" WHERE {_IF_FRESH} ON CONFLICT (dedupe_key) DO NOTHING)" + _FRESH_AND_WAKE_MAILER,
+            f" WHERE {IF_CLAIMED} ON CONFLICT (dedupe_key) DO NOTHING)" + _FRESH_AND_WAKE_MAILER,
             envelope.message_id,
             envelope.type,
             request_id,

@@ -63,6 +63,17 @@ async def _transition(conn: asyncpg.Connection, change: ContactChange, t: Transi
     await _announce(conn, change, t, **announced)
 
 
+def _about(change: ContactChange) -> dict[str, Any]:
+    """The fields every message about a request starts with."""
+    return {
+        "request_id": uuid.UUID(change.id),
+        "service": change.service,
+        "type": change.type,
+        "from_": change.from_,
+        "to": change.to,
+    }
+
+
 def _parties(accounts: Mapping[str, Account], requester: str, from_: str, to: str) -> list[Party]:
     return [
         Party(nic=nic, email=accounts[nic].email, role=role)
@@ -87,11 +98,7 @@ async def _announce(
     if accounts is None:
         accounts = await store.accounts_by_nic(conn, [change.requester, change.from_, change.to])
     state_changed = ContactChangeStateChanged(
-        request_id=uuid.UUID(change.id),
-        service=change.service,
-        type=change.type,
-        from_=change.from_,
-        to=change.to,
+        **_about(change),
         state=t.state,
         reason=t.reason,
         parties=_parties(accounts, change.requester, change.from_, change.to),
@@ -110,11 +117,7 @@ def _validation_request(
         return f"the account {', '.join(missing)} no longer exists"
     assert change.expires_at is not None, "loaded from the store"
     return ContactChangeValidationRequested(
-        request_id=uuid.UUID(change.id),
-        service=change.service,
-        type=change.type,
-        from_=change.from_,
-        to=change.to,
+        **_about(change),
         requester=change.requester,
         confirmers=[Confirmer(nic=nic, email=accounts[nic].email) for nic in nics],
         expires_at=change.expires_at,
@@ -178,9 +181,7 @@ async def submit(
                     confirmers=dict.fromkeys(plan.confirmers, ConfirmerState.pending),
                     expires_at=expires_at,
                 )
-                vet = ContactChangeRequested(
-                    request_id=request_id, phase=Phase.submit, service=service_id, type=plan.type, from_=plan.from_, to=plan.to
-                )
+                vet = ContactChangeRequested(**_about(change), phase=Phase.submit)
                 await _announce(
                     conn,
                     change,
@@ -270,17 +271,8 @@ async def _answer_once(
             conn, request_id, nic, updated.confirmers[nic], change.state, f"{'accepted' if accept else 'declined'} by {nic}"
         )
         if t is not None:
-            apply = ContactChangeRequested(
-                request_id=request_id,
-                phase=Phase.apply,
-                service=change.service,
-                type=change.type,
-                from_=change.from_,
-                to=change.to,
-            )
-            await _transition(
-                conn, change, t, accounts=loaded.accounts, after=(apply,) if t.state == RequestState.applying else ()
-            )
+            apply = (ContactChangeRequested(**_about(change), phase=Phase.apply),) if t.state == RequestState.applying else ()
+            await _transition(conn, change, t, accounts=loaded.accounts, after=apply)
         return True
 
 
@@ -358,16 +350,7 @@ async def on_vetted(conn: asyncpg.Connection, _: Envelope, data: ContactChangeVe
     completed: tuple[Contract, ...] = ()
     if t.state == RequestState.done:
         await store.set_contact(conn, change.service, change.type, change.to)
-        completed = (
-            ContactChangeCompleted(
-                request_id=data.request_id,
-                service=change.service,
-                type=change.type,
-                from_=change.from_,
-                to=change.to,
-                completed_at=utcnow(),
-            ),
-        )
+        completed = (ContactChangeCompleted(**_about(change), completed_at=utcnow()),)
     await _transition(conn, change, t, accounts=accounts, before=completed)
 
 

@@ -12,7 +12,7 @@ from datetime import datetime
 
 import asyncpg
 from contacts_shared.contracts import ContactType, Envelope, RequestState
-from contacts_shared.db import claim_cte
+from contacts_shared.db import IF_CLAIMED, claim_cte
 from contacts_shared.observability import FLOW_SECONDS
 
 from contacts_requests.domain import (
@@ -448,7 +448,7 @@ async def claim_and_store_token_hash(
             " FROM contact_changes r"
             " WHERE c.request_id = $3 AND c.nic = $4 AND r.id = c.request_id"
             " AND c.state = 'pending' AND r.state = 'validating' AND r.tokens_reset_at <= $7"
-            " AND (c.token_issued_at IS NULL OR c.token_issued_at < $7) AND EXISTS (SELECT 1 FROM claimed))"
+            f" AND (c.token_issued_at IS NULL OR c.token_issued_at < $7) AND {IF_CLAIMED})"
             " SELECT true FROM claimed",
             envelope.message_id,
             envelope.type,

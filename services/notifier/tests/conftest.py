@@ -1,0 +1,41 @@
+"""Fixtures of the notifier's PostgreSQL tests: a schema of their own, and the order for two
+token emails (requester and new contact) that a contact change starts with."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Callable
+from datetime import timedelta
+
+import asyncpg
+import pytest
+from contacts_notifier.store import MIGRATIONS
+from contacts_shared.contracts import (
+    Confirmer,
+    ContactChangeValidationRequested,
+    utcnow,
+)
+from contacts_shared.testing import schema_pool
+
+
+@pytest.fixture
+async def pool() -> AsyncIterator[asyncpg.Pool]:
+    async with schema_pool("notifier", MIGRATIONS) as pool:
+        yield pool
+
+
+@pytest.fixture
+def validation() -> Callable[[uuid.UUID], ContactChangeValidationRequested]:
+    def for_request(request_id: uuid.UUID) -> ContactChangeValidationRequested:
+        return ContactChangeValidationRequested(
+            request_id=request_id,
+            service="svc-1",
+            type="tech",
+            from_="aa1-ovh",
+            to="bb2-ovh",
+            requester="cc3-ovh",
+            confirmers=[Confirmer(nic="cc3-ovh", email="cc3@example.com"), Confirmer(nic="bb2-ovh", email="bb2@example.com")],
+            expires_at=utcnow() + timedelta(days=7),
+        )
+
+    return for_request
