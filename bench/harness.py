@@ -306,7 +306,7 @@ async def seed(bench: Bench) -> None:
 async def stop_bench(bench: Bench) -> None:
     await stop(bench.system)
     bench.system.sink.stop()
-    await drop_namespace(bench.system)
+    await drop_namespace(bench.system.database_url, bench.system.amqp_url, bench.system.namespace)
     conn = await asyncpg.connect(bench.admin_url)
     try:
         await conn.execute(f'DROP DATABASE IF EXISTS "{bench.database}" WITH (FORCE)')

@@ -1,6 +1,6 @@
 """Fixtures for cross-service tests: the three services as real processes, started through
-their console scripts against the local PostgreSQL and RabbitMQ (or testcontainers where a
-Docker engine answers), and a real SMTP sink.
+their console scripts against the PostgreSQL and RabbitMQ the root conftest chose (the local
+servers, or testcontainers with CONTACTS_TEST_INFRA=containers), and a real SMTP sink.
 
 Each test gets its own CONTACTS_NAMESPACE, hence its own exchange, queues and schemas, so
 tests run in any order and twice in a row; everything is dropped afterwards.
@@ -9,42 +9,17 @@ tests run in any order and twice in a row; everything is dropped afterwards.
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 from capture import MessageCapture
 from support import System, running_system
 
 
-def _docker_answers() -> bool:
-    if not shutil.which("docker"):
-        return False
-    return subprocess.run(["docker", "info"], capture_output=True, timeout=10).returncode == 0
-
-
 @pytest.fixture(scope="session")
-def infrastructure() -> Iterator[tuple[str, str]]:
-    """(database URL, AMQP URL): the CONTACTS_TEST_* variables, else containers, else local."""
-    db_url = os.environ.get("CONTACTS_TEST_DATABASE_URL")
-    amqp_url = os.environ.get("CONTACTS_TEST_AMQP_URL")
-    if db_url and amqp_url:
-        yield db_url, amqp_url
-        return
-    if _docker_answers():
-        from testcontainers.postgres import PostgresContainer
-        from testcontainers.rabbitmq import RabbitMqContainer
-
-        with PostgresContainer("postgres:16-alpine") as pg, RabbitMqContainer("rabbitmq:3.13-alpine") as mq:
-            pg_url = pg.get_connection_url().replace("postgresql+psycopg2://", "postgresql://")
-            mq_url = f"amqp://guest:guest@{mq.get_container_host_ip()}:{mq.get_exposed_port(5672)}/"
-            yield db_url or pg_url, amqp_url or mq_url
-        return
-    yield (
-        db_url or "postgresql://postgres@127.0.0.1:5432/postgres",
-        amqp_url or "amqp://guest:guest@127.0.0.1:5672/",
-    )
+def infrastructure() -> tuple[str, str]:
+    """(database URL, AMQP URL), as the root conftest chose them (CONTACTS_TEST_INFRA)."""
+    return os.environ["CONTACTS_TEST_DATABASE_URL"], os.environ["CONTACTS_TEST_AMQP_URL"]
 
 
 @pytest.fixture

@@ -343,25 +343,26 @@ async def running_system(
     finally:
         await stop(system)
         system.sink.stop()
-        await drop_namespace(system)
+        await drop_namespace(system.database_url, system.amqp_url, system.namespace)
 
 
-async def drop_namespace(system: System) -> None:
-    conn = await asyncpg.connect(system.database_url)
+async def drop_namespace(database_url: str, amqp_url: str, namespace: str) -> None:
+    """Forget everything the services made in `namespace`: schemas, queues, the exchange."""
+    conn = await asyncpg.connect(database_url)
     try:
         for schema in SCHEMAS:
-            await conn.execute(f'DROP SCHEMA IF EXISTS "{system.namespace}{schema}" CASCADE')
+            await conn.execute(f'DROP SCHEMA IF EXISTS "{namespace}{schema}" CASCADE')
     finally:
         await conn.close()
-    connection = await aio_pika.connect(system.amqp_url)
+    connection = await aio_pika.connect(amqp_url)
     try:
         channel = await connection.channel()
         for schema in SCHEMAS:
-            for queue in (f"{system.namespace}{schema}", f"{system.namespace}{schema}.dlq"):
+            for queue in (f"{namespace}{schema}", f"{namespace}{schema}.dlq"):
                 with contextlib.suppress(Exception):
                     await channel.queue_delete(queue)
         with contextlib.suppress(Exception):
-            await channel.exchange_delete(f"{system.namespace}contacts")
+            await channel.exchange_delete(f"{namespace}contacts")
     finally:
         await connection.close()
 

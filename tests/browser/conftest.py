@@ -32,7 +32,7 @@ def system_settings() -> dict[str, str]:
 @pytest.fixture(scope="session")
 async def browser() -> AsyncIterator[Browser]:
     if not Path(CHROMIUM).exists():
-        pytest.fail(f"Chromium not found at {CHROMIUM} (Debian package `chromium`; .ci/run installs it)")
+        pytest.fail(f"Chromium not found at {CHROMIUM} (apt-get install chromium; scripts/test does it as root)")
     async with async_playwright() as playwright:
         launched = await playwright.chromium.launch(
             executable_path=CHROMIUM,

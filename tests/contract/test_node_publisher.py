@@ -28,11 +28,11 @@ EMAILS = {REQUESTER: "owner@shop-example.test", NEW_TECH: "webmaster@shop-exampl
 
 @pytest.fixture(scope="session")
 def node_example() -> Path:
-    """The example with its locked dependencies installed (`npm ci`, skipped while the lockfile
-    is unchanged since the last install, so the suite stays fast)."""
+    """The example with its locked dependencies installed (`npm ci`, not run again while the
+    lockfile is unchanged since the last install, so the suite stays fast)."""
     node, npm = shutil.which("node"), shutil.which("npm")
     if not node or not npm:
-        pytest.skip("node and npm are needed to run the Node.js example (apt-get install nodejs npm)")
+        pytest.fail("node and npm are not installed: apt-get install nodejs npm (scripts/test does it as root)")
     lock_digest = hashlib.sha256((EXAMPLE / "package-lock.json").read_bytes()).hexdigest()
     stamp = EXAMPLE / "node_modules" / ".installed-from-lock"
     if not stamp.exists() or stamp.read_text() != lock_digest:

@@ -54,7 +54,7 @@ def compose() -> dict[str, Any]:
     """The file as docker-compose resolves it (anchors merged, ${VAR:-default} substituted)."""
     program = shutil.which("docker-compose")
     if program is None:
-        pytest.skip("docker-compose is not installed (CI installs Debian's: apt-get install docker-compose)")
+        pytest.fail("docker-compose is not installed: apt-get install docker-compose (scripts/test does it as root)")
     result = subprocess.run(
         [program, "--file", str(COMPOSE), "config"], capture_output=True, text=True, timeout=60, cwd=ROOT, check=False
     )

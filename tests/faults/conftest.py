@@ -182,7 +182,7 @@ def own_infrastructure() -> Iterator[OwnInfrastructure]:
         key=lambda p: int(Path(p).parts[4]),
     )
     if not bins or not shutil.which("rabbitmq-server"):
-        pytest.fail("fault tests need PostgreSQL and RabbitMQ server binaries installed (.ci/run installs them)")
+        pytest.fail("fault tests need PostgreSQL and RabbitMQ server binaries: apt-get install postgresql rabbitmq-server")
     root = Path(tempfile.mkdtemp(prefix="contacts-faults-"))
     os.chmod(root, 0o755)
     pg_dir, mq_dir = root / "pg", root / "mq"
