@@ -3,10 +3,13 @@ dead-letter queue with the reason, and the consumer goes on."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
+from typing import Any
 
 import aio_pika
+import pika
 import pytest
 from contacts_shared.contracts import (
     AccountUpserted,
@@ -32,6 +35,20 @@ async def _raw_publish(system: System, routing_key: str, body: bytes, message_id
             aio_pika.Message(body, message_id=message_id, delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
             routing_key=routing_key,
         )
+
+
+def _publish_without_message_id(system: System, routing_key: str, body: bytes, **properties: Any) -> None:
+    """As a client that cannot set the AMQP `message_id` property does (amqp-tools). pika, since
+    aio-pika's aiormq makes one up for every message that has none; blocking, run it in a thread."""
+    connection = pika.BlockingConnection(pika.URLParameters(system.amqp_url))
+    try:
+        channel = connection.channel()
+        channel.confirm_delivery()
+        channel.basic_publish(
+            f"{system.namespace}contacts", routing_key, body, pika.BasicProperties(delivery_mode=2, **properties)
+        )
+    finally:
+        connection.close()
 
 
 async def _dead_letters(system: System, service: str) -> list[aio_pika.abc.AbstractIncomingMessage]:
@@ -76,6 +93,35 @@ async def test_wrong_payload_names_the_field(world: System) -> None:
     await _raw_publish(world, "account.upserted", json.dumps(body).encode())
     letters = await eventually(lambda: _dead_letters(world, "requests"), what="a dead letter")
     assert "zone" in letters[0].headers["x-reason"]
+
+
+async def test_without_the_amqp_message_id_the_envelope_names_the_message_everywhere(world: System) -> None:
+    """A client that cannot set the AMQP `message_id` property (amqp-tools): logs and dead letters
+    carry the envelope's id, and a dead letter keeps the publisher's own headers and properties."""
+    good = envelope_for(AccountUpserted(nic="hh88888-ovh", email="h@example.test", zone=Zone.EU))
+    await asyncio.to_thread(_publish_without_message_id, world, "account.upserted", good.model_dump_json().encode())
+    bad = envelope_for(AccountUpserted(nic="hh88889-ovh", email="h@example.test", zone=Zone.EU)).model_dump(mode="json")
+    bad["data"]["zone"] = "MARS"
+    headers = {"x-tenant": "acme", "traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}
+    await asyncio.to_thread(
+        _publish_without_message_id,
+        world,
+        "account.upserted",
+        json.dumps(bad).encode(),
+        headers=headers,
+        content_type="application/json",
+        correlation_id="billing-batch-7",
+        app_id="billing-system",
+    )
+    (letter,) = await eventually(lambda: _dead_letters(world, "requests"), what="a dead letter")
+    assert letter.message_id == bad["message_id"]
+    assert letter.headers["x-original-message-id"] == bad["message_id"]
+    assert "zone" in letter.headers["x-reason"] and letter.headers["x-routing-key"] == "account.upserted"
+    assert {k: letter.headers[k] for k in headers} == headers
+    assert (letter.content_type, letter.correlation_id) == ("application/json", "billing-batch-7")
+    await eventually(lambda: world.sql("requests", "SELECT 1 FROM accounts WHERE nic = 'hh88888-ovh'"), what="the good one")
+    logs = world.logs()
+    assert f"amqp_message_id={good.message_id}" in logs or f'"amqp_message_id": "{good.message_id}"' in logs
 
 
 async def test_same_message_twice_has_one_effect(world: System) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -276,7 +277,10 @@ class ServiceBus:
         # bench/README.md).
         message: RabbitMessage = self.broker.context.get_local("message")
         routing_key = message.raw_message.routing_key or ""
-        bound = log.bind(routing_key=routing_key, amqp_message_id=message.message_id)
+        # The publisher's own id: the AMQP property, else the envelope's (clients such as
+        # amqp-tools cannot set the property; FastStream would make one up).
+        message_id = message.raw_message.message_id or envelope_message_id(body)
+        bound = log.bind(routing_key=routing_key, amqp_message_id=message_id)
         try:
             handler = self._handlers.get(routing_key)
             if handler is None:
@@ -285,7 +289,7 @@ class ServiceBus:
                 raise MalformedMessage(f"body of {len(body)} bytes is larger than {MAX_BODY_BYTES} bytes")
             envelope, data = parse_message(body, routing_key)
         except MalformedMessage as exc:
-            await self._dead_letter(message, routing_key, str(exc))
+            await self._dead_letter(message, routing_key, message_id, str(exc))
             bound.warning("message dead-lettered", reason=str(exc))
             MESSAGES_HANDLED.labels(routing_key, "dead_lettered").inc()
             await message.ack()
@@ -318,7 +322,9 @@ class ServiceBus:
             attempts = int((message.headers or {}).get("x-delivery-count", 0)) + 1
             reason = f"{type(exc).__name__}: {exc}"[:500]
             if attempts >= MAX_ATTEMPTS:
-                await self._dead_letter(message, routing_key, f"failed {attempts} times, last: {reason}")
+                await self._dead_letter(
+                    message, routing_key, str(envelope.message_id), f"failed {attempts} times, last: {reason}"
+                )
                 bound.error("message dead-lettered after retries", attempts=attempts, reason=reason)
                 MESSAGES_HANDLED.labels(routing_key, "dead_lettered").inc()
                 await message.ack()
@@ -333,13 +339,27 @@ class ServiceBus:
         MESSAGES_HANDLED.labels(routing_key, "handled" if fresh else "duplicate").inc()
         bound.info("message handled" if fresh else "duplicate message skipped")
 
-    async def _dead_letter(self, message: RabbitMessage, routing_key: str, reason: str) -> None:
+    async def _dead_letter(self, message: RabbitMessage, routing_key: str, message_id: str | None, reason: str) -> None:
+        """Park the message, unchanged, in the dead-letter queue: the body, the publisher's own
+        headers and properties, and ours saying why (`x-reason`) and where it came from."""
+        raw = message.raw_message
         await self.broker.publish(
             message.body,
             queue=self.dead_letters,
             persist=True,
-            headers={"x-reason": reason, "x-routing-key": routing_key, "x-original-message-id": message.message_id or ""},
-            message_id=message.message_id or None,
+            headers={
+                **(raw.headers or {}),
+                "x-reason": reason,
+                "x-routing-key": routing_key,
+                "x-original-message-id": message_id or "",
+            },
+            message_id=message_id,
+            content_type=raw.content_type,
+            content_encoding=raw.content_encoding,
+            correlation_id=raw.correlation_id,
+            reply_to=raw.reply_to,
+            message_type=raw.type,
+            timestamp=raw.timestamp,
         )
 
     # --- the outbox relay -------------------------------------------------------------------
@@ -367,6 +387,15 @@ class ServiceBus:
             )
         OUTBOX_PUBLISHED.inc(len(rows))
         return len(rows)
+
+
+def envelope_message_id(body: bytes) -> str | None:
+    """The envelope's `message_id` if the body has a readable one, else None (never raises)."""
+    try:
+        value = json.loads(body).get("message_id")
+        return str(uuid.UUID(value)) if isinstance(value, str) else None
+    except (ValueError, AttributeError, UnicodeDecodeError):
+        return None
 
 
 async def _raw_body(message: Any) -> bytes:
