@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 from contacts_requests.handlers import refused_request_id
 from contacts_shared.contracts import ContactChanges, ContactChangeSubmit, ContactType
-from seed import CANADIAN, HOSTING, OLD_TECH, OWNER, WEBMASTER, feed_world
+from seed import CANADIAN, HOSTING, OLD_TECH, OWNER, WEBMASTER, email_of, feed_world
 from support import System, eventually
 
 pytestmark = pytest.mark.e2e
@@ -71,3 +71,42 @@ async def test_refused_submission_is_published_as_rejected_with_the_reason(
     # The requester learns it as for any refused request.
     (mail,) = await system.wait_mails(f"{OWNER}@example.test", "refused")
     assert reason.lower() in mail.body.lower()
+
+
+async def test_completed_follows_done_and_a_replayed_submit_announces_the_current_state(system: System) -> None:
+    """What a publisher following its change sees: `contact_change.completed` after the `done`
+    state change (as docs/integration.md says), and, when it publishes its submit again with the
+    same key (unsure the first went through), the current state of its request, with the key."""
+    await feed_world(system)
+    assert system.capture
+    submit = ContactChangeSubmit(
+        requester=OWNER, service=HOSTING, changes=ContactChanges(tech=WEBMASTER), idempotency_key="ticket-5150"
+    )
+    await system.publish(submit)
+    checking = await system.capture.wait_for("contact_change.state_changed", idempotency_key="ticket-5150")
+    request_id = checking["data"]["request_id"]
+    for nic in (WEBMASTER, OWNER):
+        mail = await system.token_mail(email_of(nic), request_id)
+        assert (await system.act(nic, request_id, "accept", mail.token)).status_code == 200
+    await system.capture.wait_for("contact_change.completed", request_id=request_id)
+
+    about_it = [
+        (m.routing_key, m.json()["data"].get("state"))
+        for m in system.capture.messages
+        if m.routing_key in ("contact_change.state_changed", "contact_change.completed")
+        and m.json()["data"]["request_id"] == request_id
+    ]
+    assert about_it == [
+        ("contact_change.state_changed", "checking"),
+        ("contact_change.state_changed", "validating"),
+        ("contact_change.state_changed", "applying"),
+        ("contact_change.state_changed", "done"),
+        ("contact_change.completed", None),
+    ]
+
+    await system.publish(submit)  # a new message_id, the same key
+    replayed = await system.capture.wait_for(
+        "contact_change.state_changed", request_id=request_id, state="done", idempotency_key="ticket-5150"
+    )
+    assert {p["role"] for p in replayed["data"]["parties"]} == {"requester", "from", "to"}
+    assert len(await system.sql("requests", "SELECT 1 FROM contact_changes")) == 1

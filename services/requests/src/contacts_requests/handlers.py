@@ -97,15 +97,25 @@ async def _announce(
     `after` it) are queued in the same statement."""
     if accounts is None:
         accounts = await store.accounts_by_nic(conn, [change.requester, change.from_, change.to])
-    state_changed = ContactChangeStateChanged(
+    state_changed = _state_changed(change, t.state, t.reason, accounts, idempotency_key)
+    await enqueue(conn, *before, state_changed, *after)
+    log.info("request state changed", request_id=change.id, state=t.state.value, actor=t.actor)
+
+
+def _state_changed(
+    change: ContactChange,
+    state: RequestState,
+    reason: str | None,
+    accounts: Mapping[str, Account],
+    idempotency_key: str | None = None,
+) -> ContactChangeStateChanged:
+    return ContactChangeStateChanged(
         **_about(change),
-        state=t.state,
-        reason=t.reason,
+        state=state,
+        reason=reason,
         parties=_parties(accounts, change.requester, change.from_, change.to),
         idempotency_key=idempotency_key,
     )
-    await enqueue(conn, *before, state_changed, *after)
-    log.info("request state changed", request_id=change.id, state=t.state.value, actor=t.actor)
 
 
 def _validation_request(
@@ -351,7 +361,7 @@ async def on_vetted(conn: asyncpg.Connection, _: Envelope, data: ContactChangeVe
     if t.state == RequestState.done:
         await store.set_contact(conn, change.service, change.type, change.to)
         completed = (ContactChangeCompleted(**_about(change), completed_at=utcnow()),)
-    await _transition(conn, change, t, accounts=accounts, before=completed)
+    await _transition(conn, change, t, accounts=accounts, after=completed)
 
 
 async def on_token_issued(conn: asyncpg.Connection, envelope: Envelope, data: ContactChangeTokenIssued) -> bool:
@@ -360,6 +370,9 @@ async def on_token_issued(conn: asyncpg.Connection, envelope: Envelope, data: Co
 
 def submit_handler(request_ttl: timedelta) -> Handler:
     async def on_submit(conn: asyncpg.Connection, _: Envelope, data: ContactChangeSubmit) -> None:
+        if (earlier := await store.submission_by_key(conn, data.requester, data.idempotency_key)) is not None:
+            await _reannounce_submission(conn, earlier, data.idempotency_key)
+            return
         try:
             async with conn.transaction():
                 await submit(
@@ -376,6 +389,22 @@ def submit_handler(request_ttl: timedelta) -> Handler:
             await _announce_refused_submission(conn, data, refusal)
 
     return on_submit
+
+
+async def _reannounce_submission(conn: asyncpg.Connection, request_ids: list[uuid.UUID], idempotency_key: str) -> None:
+    """A `contact_change.submit` whose key created requests before creates nothing new; its
+    publisher, who may have missed the first announcements (it publishes again precisely when it
+    is unsure), hears the current state of each of those requests, with the key."""
+    reasons = await store.reasons_of(conn, request_ids)
+    announcements = []
+    for request_id in request_ids:
+        loaded = await store.load(conn, request_id, confirmer_states=False)
+        if loaded is not None:
+            change = loaded.change
+            announcements.append(_state_changed(change, change.state, reasons.get(request_id), loaded.accounts, idempotency_key))
+    if announcements:
+        await enqueue(conn, *announcements)
+    log.info("submission replayed: current states announced", idempotency_key=idempotency_key, requests=len(announcements))
 
 
 def refused_request_id(data: ContactChangeSubmit, ctype: ContactType) -> uuid.UUID:

@@ -490,6 +490,12 @@ async def submission_by_key(conn: asyncpg.Connection, requester: str, key: str) 
     )
 
 
+async def reasons_of(conn: asyncpg.Connection, request_ids: list[uuid.UUID]) -> dict[uuid.UUID, str | None]:
+    """The reason each request was given for its current state."""
+    rows = await conn.fetch("SELECT id, reason FROM contact_changes WHERE id = ANY($1::uuid[])", request_ids)
+    return {r["id"]: r["reason"] for r in rows}
+
+
 async def record_submission(conn: asyncpg.Connection, requester: str, key: str, request_ids: list[uuid.UUID]) -> bool:
     """False when the key was taken meanwhile (a concurrent duplicate)."""
     row = await conn.fetchval(
