@@ -220,12 +220,31 @@ class PaymentMethodRemoved(Contract):
     payment_method_id: str = Field(min_length=1, max_length=128)
 
 
+def _only_named_types(schema: dict[str, Any]) -> None:
+    """The schema says what the service accepts: each contact type given is a NIC handle (never
+    null), no other key, at least one of them (pydantic would write `NIC or null`)."""
+    for name, prop in schema["properties"].items():
+        (nic,) = [choice for choice in prop.pop("anyOf") if choice.get("type") != "null"]
+        prop.pop("default", None)
+        prop.update(nic, description=f"the new {name} contact; leave the key out when it does not change")
+    schema.update(minProperties=1, additionalProperties=False, description="at least one of admin, tech, billing")
+
+
 class ContactChanges(Contract):
-    model_config = ConfigDict(json_schema_extra={"minProperties": 1, "description": "at least one of admin, tech, billing"})
+    # Unlike the rest of the contracts, no unknown key is ignored here: `{"owner": ...}` is a
+    # mistake about what can change, not a field from a newer producer.
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_only_named_types)
 
     admin: Nic | None = None
     tech: Nic | None = None
     billing: Nic | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_nulls(cls, value: Any) -> Any:
+        if isinstance(value, dict) and (nulls := [key for key, given in value.items() if given is None]):
+            raise ValueError(f"{', '.join(nulls)}: null is not a NIC handle (leave out a type that does not change)")
+        return value
 
     @model_validator(mode="after")
     def _names_one(self) -> ContactChanges:
