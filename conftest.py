@@ -24,7 +24,7 @@ INFRA_MODES = ("local", "containers")
 POSTGRES_IMAGE = "postgres:15"  # the major version of the servers the tests run against locally
 RABBITMQ_IMAGE = "rabbitmq:3.13"
 LOCAL_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
-LOCAL_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
+LOCAL_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/%2f"
 
 _containers = ExitStack()
 
@@ -52,7 +52,8 @@ def docker_engine_problem() -> str | None:
 
 
 def start_containers() -> tuple[str, str]:
-    """PostgreSQL and RabbitMQ in containers: (database URL of a superuser, AMQP URL)."""
+    """PostgreSQL and RabbitMQ in containers: (database URL of a superuser, AMQP URL). Tests that
+    run `rabbitmqctl` find the broker's container in CONTACTS_TEST_RABBITMQ_CONTAINER."""
     from testcontainers.community.postgres import PostgresContainer
     from testcontainers.community.rabbitmq import RabbitMqContainer
 
@@ -61,7 +62,8 @@ def start_containers() -> tuple[str, str]:
         PostgresContainer(POSTGRES_IMAGE, username="postgres", password=password, dbname="postgres", driver=None)
     )
     mq = _containers.enter_context(RabbitMqContainer(RABBITMQ_IMAGE))
-    amqp_url = f"amqp://{mq.username}:{mq.password}@{mq.get_container_host_ip()}:{mq.get_exposed_port(mq.port)}/"
+    amqp_url = f"amqp://{mq.username}:{mq.password}@{mq.get_container_host_ip()}:{mq.get_exposed_port(mq.port)}/%2f"
+    os.environ["CONTACTS_TEST_RABBITMQ_CONTAINER"] = mq.get_wrapped_container().id
     return pg.get_connection_url(), amqp_url
 
 

@@ -83,7 +83,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--database-url", default=os.environ.get("CONTACTS_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"), help="PostgreSQL URL of a role that may create databases")
-    parser.add_argument("--amqp-url", default=os.environ.get("CONTACTS_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/"))
+    parser.add_argument("--amqp-url", default=os.environ.get("CONTACTS_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f"))
     parser.add_argument("--concurrency", type=int, default=48, help="closed loop: users doing flows back to back (0: no closed loop); 48 gave the most flows/s here (24: 41.5, 48: 44.0, 96: 43.0)")
     parser.add_argument("--flows", type=int, default=600, help="closed loop: flows per measured run")
     parser.add_argument("--rates", "--rate", default="5,10,20,30", help="open loop: flows started per second, comma separated (the chart's x axis); '' for none")

@@ -13,7 +13,7 @@
 // declined...) or on an error; 2 after TIMEOUT_SECONDS without an outcome.
 //
 // Settings (environment):
-//   AMQP_URL            default amqp://guest:guest@127.0.0.1:5672/
+//   AMQP_URL            default amqp://guest:guest@127.0.0.1:5672/%2f
 //   CONTACTS_NAMESPACE  the contacts deployment's prefix (default none): exchange {ns}contacts
 //   SERVICE, REQUESTER, OLD_TECH, NEW_TECH   who is who (defaults: the docs' example)
 //   IDEMPOTENCY_KEY     default: a new one per run
@@ -23,7 +23,7 @@ import { randomUUID } from "node:crypto";
 import amqp from "amqplib";
 
 const env = process.env;
-const amqpUrl = env.AMQP_URL || "amqp://guest:guest@127.0.0.1:5672/";
+const amqpUrl = env.AMQP_URL || "amqp://guest:guest@127.0.0.1:5672/%2f";
 const exchange = `${env.CONTACTS_NAMESPACE || ""}contacts`;
 const service = env.SERVICE || "shop-example.com";
 const requester = env.REQUESTER || "aa11111-ovh"; // the service's administrative contact

@@ -23,7 +23,7 @@ from contacts_shared.contracts import ROUTING_KEYS, AccountUpserted, ServiceUpse
 from contacts_shared.demo import demo_messages
 
 CONTACTS = Path(sys.executable).parent / "contacts"
-AMQP_URL = os.environ.get("CONTACTS_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
+AMQP_URL = os.environ.get("CONTACTS_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f")
 SECRET = "a-test-secret-of-at-least-32-bytes!"
 
 

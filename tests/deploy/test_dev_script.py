@@ -20,7 +20,15 @@ from typing import Any
 
 import httpx
 import pytest
-from support import ARTIFACTS, BIN, ROOT, TOKEN_LINK, drop_namespace, eventually, free_port
+from support import (
+    ARTIFACTS,
+    BIN,
+    ROOT,
+    TOKEN_LINK,
+    drop_namespace,
+    eventually,
+    free_port,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -79,7 +87,7 @@ async def dev(infrastructure: tuple[str, str]) -> AsyncIterator[DevSession]:
     )
     session = DevSession(process)
     ARTIFACTS.mkdir(exist_ok=True)
-    with open(ARTIFACTS / "scripts-dev.log", "w") as log:
+    with open(ARTIFACTS / "scripts-dev.log", "w") as log:  # noqa: ASYNC230 - once, before the process runs
         assert process.stdout is not None
         pump = asyncio.create_task(_pump(process.stdout, session, log))
         try:

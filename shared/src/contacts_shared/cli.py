@@ -529,7 +529,7 @@ def _subcommand(
 
 ENVIRONMENT_HELP = """\
 settings (environment):
-  CONTACTS_AMQP_URL    RabbitMQ (default amqp://guest:guest@127.0.0.1:5672/)
+  CONTACTS_AMQP_URL    RabbitMQ (default amqp://guest:guest@127.0.0.1:5672/%2f)
   CONTACTS_NAMESPACE   prefix of the exchange, queue and schema names (default none)
   CONTACTS_JWT_SECRET  the requests service's JWT secret (for `contacts token`)
 """

@@ -44,7 +44,7 @@ class CommonSettings(BaseSettings):
     # Connections each process may hold (PostgreSQL's max_connections bounds replicas x this);
     # at least 3: the outbox relay and the mailer each keep one to LISTEN.
     database_pool_size: int = Field(10, ge=3, le=100)
-    amqp_url: str = Field("amqp://guest:guest@127.0.0.1:5672/", pattern=r"^amqps?://")
+    amqp_url: str = Field("amqp://guest:guest@127.0.0.1:5672/%2f", pattern=r"^amqps?://")
     # Prefix of exchange, queue and schema names so test runs and tenants never collide.
     namespace: str = Field("", pattern=r"^[a-z0-9_]{0,40}$")
     # `json` (one object a line, for log collectors: the images set it) or `console` (readable).
