@@ -32,7 +32,7 @@ def docker_engine_problem() -> str | None:
 def readme_command(title: str) -> str:
     """The indented command that follows the README's bold `title`."""
     readme = (ROOT / "README.md").read_text()
-    match = re.search(rf"\*\*{re.escape(title)}\*\*.*?\n\n    (\S[^\n]*)\n", readme, re.S)
+    match = re.search(rf"\*\*{re.escape(title)}\*\*.*?\n\n    (\S[^\n]*)\n", readme, re.DOTALL)
     assert match, f"the README has no command under **{title}**"
     return match[1]
 
@@ -71,8 +71,8 @@ def test_the_test_command_names_the_install_of_what_is_missing(tmp_path: Path) -
         check=False,
     )
     assert result.returncode == 0, result.stderr
-    assert "missing: chromium docker-compose nodejs npm" in result.stderr
-    assert "apt-get update && apt-get install -y --no-install-recommends chromium docker-compose nodejs npm" in result.stderr
+    assert "missing: chromium docker-compose nodejs npm amqp-tools jq" in result.stderr
+    assert "apt-get update && apt-get install -y --no-install-recommends chromium docker-compose nodejs npm amqp-tools jq" in result.stderr
 
 
 def _pytest(sample: str, **env: str) -> subprocess.CompletedProcess[str]:
