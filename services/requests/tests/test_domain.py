@@ -144,10 +144,21 @@ def test_cancel_by_requester_only_while_open() -> None:
 
 
 def test_resend_goes_to_those_who_have_not_answered() -> None:
-    assert change(confirmers={ADMIN: "accepted", NEW: "pending"}).check_resend(TECH) == [NEW]
+    assert change(confirmers={ADMIN: "accepted", NEW: "pending"}).check_resend(NEW) == [NEW]
+    assert change(confirmers={ADMIN: "accepted", NEW: "pending"}).check_resend(ADMIN) == [NEW]
     with pytest.raises(Refusal) as refused:
         change().check_resend(STRANGER)
     assert refused.value.status == 404
+    # The previous contact is a party (sees the request) but neither requester nor confirmer.
+    with pytest.raises(Refusal) as refused:
+        change().check_resend(TECH)
+    assert refused.value.status == 403
+
+
+def test_a_used_code_gets_the_generic_refusal() -> None:
+    with pytest.raises(Refusal) as refused:
+        change(confirmers={ADMIN: "accepted", NEW: "pending"}).answer(ADMIN, accept=True)
+    assert (refused.value.status, refused.value.title) == (422, "Invalid validation code")
 
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)

@@ -54,9 +54,9 @@ def test_progress_and_actions_read_like_the_guide() -> None:
     assert item["progress"] == f"accepted by dd4-ovh, waiting for {ADMIN}"
     assert item["waiting_for"] == [ADMIN]
     assert item["may_answer"] and item["may_resend"] and item["may_cancel"]
-    # The previous contact sees it and may resend, but neither answers nor cancels.
+    # The previous contact sees it, but neither answers, resends nor cancels (spec 4).
     item = describe(view("validating", {ADMIN: "pending", "dd4-ovh": "accepted"}), TECH)
-    assert (item["may_answer"], item["may_resend"], item["may_cancel"]) == (False, True, False)
+    assert (item["may_answer"], item["may_resend"], item["may_cancel"]) == (False, False, False)
     item = describe(view("declined", {ADMIN: "accepted", "dd4-ovh": "declined"}), ADMIN)
     assert item["progress"] == f"accepted by {ADMIN}, declined by dd4-ovh"
     assert not (item["may_answer"] or item["may_resend"] or item["may_cancel"])

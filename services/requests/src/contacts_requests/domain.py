@@ -211,7 +211,8 @@ class ContactChange:
         """A confirmer accepts or declines (token already checked)."""
         self._require(RequestState.validating)
         if self.confirmers.get(nic) != ConfirmerState.pending:
-            raise Refusal(409, "Already answered", "You have already answered this request.")
+            # The code was used: refused like any invalid one (spec 4: one generic message).
+            raise invalid_token()
         new_state = ConfirmerState.accepted if accept else ConfirmerState.declined
         confirmers = {**self.confirmers, nic: new_state}
         changed = replace(self, confirmers=confirmers)
@@ -228,9 +229,12 @@ class ContactChange:
         return Transition(RequestState.cancelled, nic, f"cancelled by {nic}")
 
     def check_resend(self, nic: str) -> list[str]:
-        """Who gets a new token on resend: the confirmers who have not answered."""
+        """Who gets a new token on resend: the confirmers who have not answered. Only the
+        requester and the confirmers may ask (spec 4); the previous contact only looks on."""
         if not may_view(nic, self.requester, self.from_, self.to):
             raise not_found()
+        if nic != self.requester and nic not in self.confirmers:
+            raise Refusal(403, "Not allowed", "Only the requester and the confirmers can ask for new validation codes.")
         self._require(RequestState.validating)
         return [n for n, s in self.confirmers.items() if s == ConfirmerState.pending]
 
