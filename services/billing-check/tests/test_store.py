@@ -1,9 +1,11 @@
-"""The billing check's handlers against the real PostgreSQL, messages in any order."""
+"""The billing check's handlers against the real PostgreSQL, messages in any order: the
+replicas follow the messages' `occurred_at`, not their arrival."""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import pytest
@@ -18,7 +20,14 @@ from contacts_shared.contracts import (
     PaymentMethodUpserted,
     envelope_for,
 )
-from contacts_shared.testing import schema_pool
+from contacts_shared.db import create_pool, migrate
+from contacts_shared.testing import TEST_DATABASE_URL, schema_pool
+
+T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+
+
+def t(seconds: float) -> datetime:
+    return T0 + timedelta(seconds=seconds)
 
 
 @pytest.fixture
@@ -32,6 +41,13 @@ async def deliver(pool: asyncpg.Pool, *messages: Contract) -> None:
         envelope = envelope_for(message)
         async with pool.acquire() as conn, conn.transaction():
             await HANDLERS[envelope.type](conn, envelope, message)
+
+
+async def deliver_at(pool: asyncpg.Pool, message: Contract, at: datetime, message_id: uuid.UUID | None = None) -> None:
+    """One message whose envelope says it occurred `at`."""
+    envelope = envelope_for(message, message_id).model_copy(update={"occurred_at": at})
+    async with pool.acquire() as conn, conn.transaction():
+        await HANDLERS[envelope.type](conn, envelope, message)
 
 
 async def vet(pool: asyncpg.Pool, ctype: str = "billing") -> dict:
@@ -49,21 +65,102 @@ def issued(invoice_id: str, nic: str = "bb2-ovh") -> InvoiceIssued:
     return InvoiceIssued(invoice_id=invoice_id, nic=nic, amount="1.00", currency="EUR", due_at="2026-01-01T00:00:00Z")
 
 
+def card(nic: str = "bb2-ovh") -> PaymentMethodUpserted:
+    return PaymentMethodUpserted(payment_method_id="pm", nic=nic, kind="card")
+
+
 async def test_paid_before_issued_stays_paid(pool: asyncpg.Pool) -> None:
     await deliver(pool, PaymentMethodUpserted(payment_method_id="pm", nic="bb2-ovh", kind="card"))
-    await deliver(pool, InvoicePaid(invoice_id="INV-1"), issued("INV-1"))
+    await deliver_at(pool, InvoicePaid(invoice_id="INV-1"), t(2))
+    await deliver_at(pool, issued("INV-1"), t(1))  # older: does not make it unpaid again
     assert (await vet(pool))["approved"] is True
     await deliver(pool, issued("INV-2"))
     verdict = await vet(pool)
     assert verdict["approved"] is False and "unpaid invoice (INV-2)" in verdict["reasons"][0]
 
 
+async def test_an_invoice_issued_after_its_payment_is_unpaid_again(pool: asyncpg.Pool) -> None:
+    # Issued anew after the payment (a payment reversed, say): owed again.
+    await deliver_at(pool, issued("INV-1"), t(1))
+    await deliver_at(pool, InvoicePaid(invoice_id="INV-1"), t(2))
+    await deliver_at(pool, issued("INV-1"), t(3))
+    verdict = await vet(pool, "tech")
+    assert verdict["approved"] is False and "unpaid invoice (INV-1)" in verdict["reasons"][0]
+    # ... and an older payment arriving late changes nothing.
+    await deliver_at(pool, InvoicePaid(invoice_id="INV-1"), t(2.5))
+    assert (await vet(pool, "tech"))["approved"] is False
+
+
+async def test_an_older_issue_does_not_move_the_invoice_back_to_its_former_account(pool: asyncpg.Pool) -> None:
+    await deliver_at(pool, issued("INV-1", nic="aa1-ovh"), t(2))
+    await deliver_at(pool, issued("INV-1", nic="bb2-ovh"), t(1))
+    assert await pool.fetchval("SELECT nic FROM invoices WHERE invoice_id = 'INV-1'") == "aa1-ovh"
+    verdict = await vet(pool, "tech")
+    assert verdict["reasons"] == ["the previous contact aa1-ovh has an unpaid invoice (INV-1)"]
+
+
 async def test_removed_before_upserted_stays_removed(pool: asyncpg.Pool) -> None:
-    await deliver(pool, PaymentMethodRemoved(payment_method_id="pm"))
-    await deliver(pool, PaymentMethodUpserted(payment_method_id="pm", nic="bb2-ovh", kind="card"))
+    await deliver_at(pool, PaymentMethodRemoved(payment_method_id="pm"), t(2))
+    await deliver_at(pool, card(), t(1))
     verdict = await vet(pool)
     assert verdict["approved"] is False and "no valid payment method" in verdict["reasons"][0]
     assert (await vet(pool, "tech"))["approved"] is True
+
+
+async def test_a_payment_method_upserted_after_its_removal_counts_again(pool: asyncpg.Pool) -> None:
+    await deliver_at(pool, card(), t(1))
+    await deliver_at(pool, PaymentMethodRemoved(payment_method_id="pm"), t(2))
+    assert (await vet(pool))["approved"] is False
+    await deliver_at(pool, card(), t(3))
+    assert (await vet(pool))["approved"] is True
+    await deliver_at(pool, PaymentMethodRemoved(payment_method_id="pm"), t(2.5))  # older: ignored
+    assert (await vet(pool))["approved"] is True
+
+
+async def test_an_older_upsert_does_not_move_the_payment_method_back(pool: asyncpg.Pool) -> None:
+    await deliver_at(pool, card("aa1-ovh"), t(2))
+    await deliver_at(pool, card("bb2-ovh"), t(1))
+    assert (await vet(pool))["approved"] is False  # the card is aa1-ovh's, not the new contact's
+
+
+@pytest.mark.parametrize("reverse", [False, True], ids=["in order", "reversed"])
+async def test_ties_at_the_same_instant_the_payment_and_the_removal_win(pool: asyncpg.Pool, reverse: bool) -> None:
+    # Whatever the message ids: the greatest possible on the issue and the upsert.
+    high, low = uuid.UUID(int=2**128 - 1), uuid.UUID(int=1)
+    deliveries = [
+        (issued("INV-1"), high),
+        (InvoicePaid(invoice_id="INV-1"), low),
+        (card(), high),
+        (PaymentMethodRemoved(payment_method_id="pm"), low),
+    ]
+    for message, message_id in reversed(deliveries) if reverse else deliveries:
+        await deliver_at(pool, message, t(1), message_id)
+    assert (await vet(pool))["reasons"] == ["the new billing contact bb2-ovh has no valid payment method"]
+
+
+@pytest.mark.parametrize("reverse", [False, True], ids=["in order", "reversed"])
+async def test_ties_between_two_issues_the_greater_message_id_wins(pool: asyncpg.Pool, reverse: bool) -> None:
+    low, high = sorted([uuid.uuid4(), uuid.uuid4()])
+    deliveries = [(issued("INV-1", nic="aa1-ovh"), low), (issued("INV-1", nic="bb2-ovh"), high)]
+    for message, message_id in reversed(deliveries) if reverse else deliveries:
+        await deliver_at(pool, message, t(1), message_id)
+    assert await pool.fetchval("SELECT nic FROM invoices WHERE invoice_id = 'INV-1'") == "bb2-ovh"
+
+
+async def test_an_existing_database_upgrades_and_its_rows_yield_to_any_message() -> None:
+    async with schema_pool("billing_check", MIGRATIONS[:1]) as old:
+        await old.execute("INSERT INTO invoices (invoice_id, nic, amount, currency, due_at) VALUES ('INV-1', 'bb2-ovh', '1', 'EUR', now())")
+        await old.execute("INSERT INTO payment_methods (payment_method_id, nic, kind) VALUES ('pm', 'bb2-ovh', 'card')")
+        schema = await old.fetchval("SELECT current_schema()")
+        assert await migrate(TEST_DATABASE_URL, schema, MIGRATIONS) == 1
+        pool = await create_pool(TEST_DATABASE_URL, schema)
+        try:
+            assert (await vet(pool))["reasons"] == ["the new contact bb2-ovh has an unpaid invoice (INV-1)"]
+            await deliver_at(pool, InvoicePaid(invoice_id="INV-1"), T0 - timedelta(days=3650))
+            await deliver_at(pool, PaymentMethodRemoved(payment_method_id="pm"), T0 - timedelta(days=3650))
+            assert (await vet(pool))["reasons"] == ["the new billing contact bb2-ovh has no valid payment method"]
+        finally:
+            await pool.close()
 
 
 async def test_previous_contact_debt_is_seen(pool: asyncpg.Pool) -> None:

@@ -22,20 +22,31 @@ from contacts_billing_check.domain import vet_billing
 log = structlog.get_logger("contacts.billing_check")
 
 
-async def on_invoice_issued(conn: asyncpg.Connection, _: Envelope, data: InvoiceIssued) -> None:
-    await store.record_invoice_issued(conn, data.invoice_id, data.nic, data.amount, data.currency, data.due_at)
+# The replicas follow the messages' `occurred_at`, not their arrival (store's docstring).
 
 
-async def on_invoice_paid(conn: asyncpg.Connection, _: Envelope, data: InvoicePaid) -> None:
-    await store.record_invoice_paid(conn, data.invoice_id)
+def _stale(envelope: Envelope, **key: str) -> None:
+    log.info("older than the replica, ignored", type=envelope.type, occurred_at=envelope.occurred_at.isoformat(), **key)
 
 
-async def on_payment_method_upserted(conn: asyncpg.Connection, _: Envelope, data: PaymentMethodUpserted) -> None:
-    await store.upsert_payment_method(conn, data.payment_method_id, data.nic, data.kind, data.valid_until)
+async def on_invoice_issued(conn: asyncpg.Connection, envelope: Envelope, data: InvoiceIssued) -> None:
+    if not await store.record_invoice_issued(conn, envelope, data.invoice_id, data.nic, data.amount, data.currency, data.due_at):
+        _stale(envelope, invoice_id=data.invoice_id)
 
 
-async def on_payment_method_removed(conn: asyncpg.Connection, _: Envelope, data: PaymentMethodRemoved) -> None:
-    await store.remove_payment_method(conn, data.payment_method_id)
+async def on_invoice_paid(conn: asyncpg.Connection, envelope: Envelope, data: InvoicePaid) -> None:
+    if not await store.record_invoice_paid(conn, envelope, data.invoice_id):
+        _stale(envelope, invoice_id=data.invoice_id)
+
+
+async def on_payment_method_upserted(conn: asyncpg.Connection, envelope: Envelope, data: PaymentMethodUpserted) -> None:
+    if not await store.upsert_payment_method(conn, envelope, data.payment_method_id, data.nic, data.kind, data.valid_until):
+        _stale(envelope, payment_method_id=data.payment_method_id)
+
+
+async def on_payment_method_removed(conn: asyncpg.Connection, envelope: Envelope, data: PaymentMethodRemoved) -> None:
+    if not await store.remove_payment_method(conn, envelope, data.payment_method_id):
+        _stale(envelope, payment_method_id=data.payment_method_id)
 
 
 async def on_contact_change_requested(conn: asyncpg.Connection, envelope: Envelope, data: ContactChangeRequested) -> bool:

@@ -316,20 +316,32 @@ async def expire_overdue(pool: asyncpg.Pool) -> int:
 # --- messages in ------------------------------------------------------------------------------------
 
 
-async def on_account_upserted(conn: asyncpg.Connection, _: Envelope, data: AccountUpserted) -> None:
-    await store.upsert_account(conn, data.nic, data.email, data.zone.value)
+# The replicas follow the messages' `occurred_at`, not their arrival: an upsert or a delete older
+# than what a row holds is ignored (store: "Replica rows are written in the order...").
 
 
-async def on_account_deleted(conn: asyncpg.Connection, _: Envelope, data: AccountDeleted) -> None:
-    await store.delete_account(conn, data.nic)
+def _stale(envelope: Envelope, **key: str) -> None:
+    log.info("older than the replica, ignored", type=envelope.type, occurred_at=envelope.occurred_at.isoformat(), **key)
 
 
-async def on_service_upserted(conn: asyncpg.Connection, _: Envelope, data: ServiceUpserted) -> None:
-    await store.insert_service_if_new(conn, data.service, data.type, data.admin, data.tech, data.billing)
+async def on_account_upserted(conn: asyncpg.Connection, envelope: Envelope, data: AccountUpserted) -> None:
+    if not await store.upsert_account(conn, envelope, data.nic, data.email, data.zone.value):
+        _stale(envelope, nic=data.nic)
 
 
-async def on_service_deleted(conn: asyncpg.Connection, _: Envelope, data: ServiceDeleted) -> None:
-    await store.delete_service(conn, data.service)
+async def on_account_deleted(conn: asyncpg.Connection, envelope: Envelope, data: AccountDeleted) -> None:
+    if not await store.delete_account(conn, envelope, data.nic):
+        _stale(envelope, nic=data.nic)
+
+
+async def on_service_upserted(conn: asyncpg.Connection, envelope: Envelope, data: ServiceUpserted) -> None:
+    if not await store.insert_service_if_new(conn, envelope, data.service, data.type, data.admin, data.tech, data.billing):
+        _stale(envelope, service=data.service)
+
+
+async def on_service_deleted(conn: asyncpg.Connection, envelope: Envelope, data: ServiceDeleted) -> None:
+    if not await store.delete_service(conn, envelope, data.service):
+        _stale(envelope, service=data.service)
 
 
 async def on_vetted(conn: asyncpg.Connection, _: Envelope, data: ContactChangeVetted) -> None:

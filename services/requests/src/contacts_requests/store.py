@@ -94,24 +94,87 @@ MIGRATIONS = [
         PRIMARY KEY (requester, idempotency_key)
     );
     """,
+    # Replicas never go back in time: each row keeps the version of the message that last wrote
+    # it (`occurred_at`, `message_id`), and a delete leaves a tombstone (`deleted`, its data
+    # erased) that an older upsert cannot revive. `accounts` and `services` become views of the
+    # live rows, so every read, here or anywhere, keeps ignoring deleted ones; writes go to the
+    # tables (the views stay updatable for a process of the previous release during an upgrade).
+    """
+    ALTER TABLE accounts RENAME TO account_rows;
+    ALTER TABLE account_rows
+        ALTER COLUMN email DROP NOT NULL,
+        ALTER COLUMN zone DROP NOT NULL,
+        ADD COLUMN occurred_at timestamptz,
+        ADD COLUMN message_id uuid,
+        ADD COLUMN deleted boolean NOT NULL DEFAULT false;
+    CREATE VIEW accounts AS SELECT nic, email, zone FROM account_rows WHERE NOT deleted;
+
+    ALTER TABLE services RENAME TO service_rows;
+    ALTER TABLE service_rows
+        ALTER COLUMN type DROP NOT NULL,
+        ALTER COLUMN admin DROP NOT NULL,
+        ALTER COLUMN tech DROP NOT NULL,
+        ALTER COLUMN billing DROP NOT NULL,
+        ADD COLUMN occurred_at timestamptz,
+        ADD COLUMN message_id uuid,
+        ADD COLUMN deleted boolean NOT NULL DEFAULT false;
+    CREATE VIEW services AS SELECT service, type, admin, tech, billing FROM service_rows WHERE NOT deleted;
+    """,
 ]
 
 
 # --- replicas ---------------------------------------------------------------------------------
 
 
-async def upsert_account(conn: asyncpg.Connection, nic: str, email: str, zone: str) -> None:
-    await conn.execute(
-        "INSERT INTO accounts (nic, email, zone) VALUES ($1, $2, $3)"
-        " ON CONFLICT (nic) DO UPDATE SET email = EXCLUDED.email, zone = EXCLUDED.zone",
-        nic,
-        email,
-        zone,
+# Replica rows are written in the order of their messages' `occurred_at`, whatever the order
+# they arrive in: a message applies only when its version is newer than the row's. Versions
+# compare as (occurred_at, deleted, message_id): at the same instant a delete wins over an
+# upsert, and between two upserts (or two deletes) the greater message_id, so every delivery
+# order ends in the same state (docs/decisions.md). A row written before versions existed
+# (NULL) yields to any message.
+
+
+def _newer(table: str) -> str:
+    """SQL (in an `ON CONFLICT DO UPDATE ... WHERE`): the message being inserted is newer than
+    the row of `table` it conflicts with."""
+    return (
+        f"({table}.occurred_at IS NULL OR ({table}.occurred_at, {table}.deleted, {table}.message_id)"
+        " < (EXCLUDED.occurred_at, EXCLUDED.deleted, EXCLUDED.message_id))"
     )
 
 
-async def delete_account(conn: asyncpg.Connection, nic: str) -> None:
-    await conn.execute("DELETE FROM accounts WHERE nic = $1", nic)
+async def upsert_account(conn: asyncpg.Connection, envelope: Envelope, nic: str, email: str, zone: str) -> bool:
+    """Apply an `account.upserted`; False when a newer message (upsert or delete) was applied."""
+    return bool(
+        await conn.fetchval(
+            "INSERT INTO account_rows AS a (nic, email, zone, occurred_at, message_id) VALUES ($1, $2, $3, $4, $5)"
+            " ON CONFLICT (nic) DO UPDATE SET email = EXCLUDED.email, zone = EXCLUDED.zone,"
+            " occurred_at = EXCLUDED.occurred_at, message_id = EXCLUDED.message_id, deleted = false"
+            f" WHERE {_newer('a')} RETURNING true",
+            nic,
+            email,
+            zone,
+            envelope.occurred_at,
+            envelope.message_id,
+        )
+    )
+
+
+async def delete_account(conn: asyncpg.Connection, envelope: Envelope, nic: str) -> bool:
+    """Apply an `account.deleted`: a tombstone (email and zone erased), also for an account not
+    seen yet, so that its older upsert arriving later is ignored. False when a newer message was
+    applied."""
+    return bool(
+        await conn.fetchval(
+            "INSERT INTO account_rows AS a (nic, occurred_at, message_id, deleted) VALUES ($1, $2, $3, true)"
+            " ON CONFLICT (nic) DO UPDATE SET email = NULL, zone = NULL,"
+            " occurred_at = EXCLUDED.occurred_at, message_id = EXCLUDED.message_id, deleted = true"
+            f" WHERE {_newer('a')} RETURNING true",
+            nic,
+            envelope.occurred_at,
+            envelope.message_id,
+        )
+    )
 
 
 def _accounts_of(nics: str) -> str:
@@ -130,22 +193,47 @@ async def accounts_by_nic(conn: asyncpg.Connection, nics: list[str]) -> dict[str
 
 
 async def insert_service_if_new(
-    conn: asyncpg.Connection, service: str, type_: str, admin: str, tech: str, billing: str
-) -> None:
-    # Contacts are taken only at creation; later upserts update the type alone.
-    await conn.execute(
-        "INSERT INTO services (service, type, admin, tech, billing) VALUES ($1, $2, $3, $4, $5)"
-        " ON CONFLICT (service) DO UPDATE SET type = EXCLUDED.type",
-        service,
-        type_,
-        admin,
-        tech,
-        billing,
+    conn: asyncpg.Connection, envelope: Envelope, service: str, type_: str, admin: str, tech: str, billing: str
+) -> bool:
+    """Apply a `service.upserted`; False when a newer message (upsert or delete) was applied.
+
+    Contacts are taken only at creation (a service unknown, or deleted and now created again);
+    later upserts update the type alone: the contacts are this service's to change."""
+    return bool(
+        await conn.fetchval(
+            "INSERT INTO service_rows AS s (service, type, admin, tech, billing, occurred_at, message_id)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7)"
+            " ON CONFLICT (service) DO UPDATE SET type = EXCLUDED.type,"
+            " admin = CASE WHEN s.deleted THEN EXCLUDED.admin ELSE s.admin END,"
+            " tech = CASE WHEN s.deleted THEN EXCLUDED.tech ELSE s.tech END,"
+            " billing = CASE WHEN s.deleted THEN EXCLUDED.billing ELSE s.billing END,"
+            " occurred_at = EXCLUDED.occurred_at, message_id = EXCLUDED.message_id, deleted = false"
+            f" WHERE {_newer('s')} RETURNING true",
+            service,
+            type_,
+            admin,
+            tech,
+            billing,
+            envelope.occurred_at,
+            envelope.message_id,
+        )
     )
 
 
-async def delete_service(conn: asyncpg.Connection, service: str) -> None:
-    await conn.execute("DELETE FROM services WHERE service = $1", service)
+async def delete_service(conn: asyncpg.Connection, envelope: Envelope, service: str) -> bool:
+    """Apply a `service.deleted`: a tombstone (type and contacts erased), also for a service not
+    seen yet. False when a newer message was applied."""
+    return bool(
+        await conn.fetchval(
+            "INSERT INTO service_rows AS s (service, occurred_at, message_id, deleted) VALUES ($1, $2, $3, true)"
+            " ON CONFLICT (service) DO UPDATE SET type = NULL, admin = NULL, tech = NULL, billing = NULL,"
+            " occurred_at = EXCLUDED.occurred_at, message_id = EXCLUDED.message_id, deleted = true"
+            f" WHERE {_newer('s')} RETURNING true",
+            service,
+            envelope.occurred_at,
+            envelope.message_id,
+        )
+    )
 
 
 def _service(row: asyncpg.Record) -> ServiceContacts:
