@@ -42,6 +42,13 @@ MESSAGE_SECONDS = Histogram(
     ["routing_key"],
 )
 OUTBOX_PUBLISHED = Counter("contacts_outbox_published_total", "Messages the outbox relay published.")
+MESSAGES_UNROUTABLE = Counter(
+    "contacts_messages_unroutable_total",
+    "Messages this process published that RabbitMQ returned as unroutable (no queue bound to their routing key),"
+    " by routing key. An outbox row stays in the outbox and is retried; a token announcement fails and its email"
+    " waits; contact_change.completed, which only other systems consume, is not retried.",
+    ["routing_key"],
+)
 OUTBOX_BACKLOG = Gauge("contacts_outbox_backlog", "Messages in this service's outbox not yet published.")
 DEAD_LETTERS = Gauge("contacts_dead_letter_queue_depth", "Messages in this service's dead-letter queue.", ["queue"])
 REQUESTS_BY_STATE = Gauge("contacts_requests_by_state", "Contact-change requests in each state.", ["state"])
