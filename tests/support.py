@@ -29,9 +29,10 @@ import aio_pika
 import asyncpg
 import httpx
 from contacts_shared.auth import mint_token
-from contacts_shared.bus import exchange_for, new_broker, publish_envelope
+from contacts_shared.bus import exchange_for, new_broker
 from contacts_shared.contracts import Contract, envelope_for
 from contacts_shared.mailsink import MailSink
+from contacts_shared.outbox import publish_envelope
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"

@@ -16,13 +16,7 @@ from typing import Any, TypeVar
 import aio_pika
 import asyncpg
 import pytest
-from contacts_shared.bus import (
-    FOR_OTHER_SYSTEMS_ONLY,
-    UNROUTABLE_RETRY_SECONDS,
-    ServiceBus,
-    Unroutable,
-    enqueue,
-)
+from contacts_shared.bus import ServiceBus
 from contacts_shared.contract_docs import PRODUCERS, consumers
 from contacts_shared.contracts import (
     ContactChangeCompleted,
@@ -30,6 +24,12 @@ from contacts_shared.contracts import (
     ContactChangeStateChanged,
     ContactChangeTokenIssued,
     Contract,
+)
+from contacts_shared.outbox import (
+    FOR_OTHER_SYSTEMS_ONLY,
+    UNROUTABLE_RETRY_SECONDS,
+    Unroutable,
+    enqueue,
 )
 from contacts_shared.testing import schema_pool
 from prometheus_client import REGISTRY
@@ -139,7 +139,7 @@ async def test_a_returned_row_stays_and_is_retried_alone_while_the_rest_goes_on(
     # When each pass that met a return began: a key is held from the end of such a pass.
     returned_at = [time.monotonic()]
     with capture_logs() as logs:
-        assert await bus.relay_once() == 5
+        assert await bus.relay.relay_once() == 5
     # The two requested rows are back, as they were; the routed rows are gone, and so is the
     # completed one (only other systems consume it: none listening is no failure).
     assert await outbox(pool) == [before[0], before[2]]
@@ -157,7 +157,7 @@ async def test_a_returned_row_stays_and_is_retried_alone_while_the_rest_goes_on(
     # Held back: rows written after them go out; the held ones wait for their retry.
     async with pool.acquire() as conn:
         (later,) = await enqueue(conn, example(ContactChangeStateChanged, state="done"))
-    assert await bus.relay_once() == 1
+    assert await bus.relay.relay_once() == 1
     assert await listener.take(1) == [(STATE_CHANGED, str(later))]
 
     # Retried with the oldest row alone, after a pause that doubles: still unroutable.
@@ -166,7 +166,7 @@ async def test_a_returned_row_stays_and_is_retried_alone_while_the_rest_goes_on(
 
         async def probed(seen: float = seen) -> bool:
             began = time.monotonic()
-            taken = await bus.relay_once()
+            taken = await bus.relay.relay_once()
             assert taken in (0, 1), taken  # never both held rows, never a spin through them
             if returns(REQUESTED) > seen:
                 returned_at.append(began)
@@ -183,7 +183,7 @@ async def test_a_returned_row_stays_and_is_retried_alone_while_the_rest_goes_on(
     await listener.bind(REQUESTED)
 
     async def drained() -> bool:
-        await bus.relay_once()
+        await bus.relay.relay_once()
         return not await outbox(pool)
 
     await eventually(drained, what="the outbox to drain")

@@ -1,6 +1,6 @@
 """RabbitMQ wiring shared by the services: the exchange, one quorum queue and one dead-letter
 queue per service, a consumer that acks only after the handler's transaction commits, and the
-transactional outbox with its relay.
+task that runs the service's outbox relay (the outbox itself: `contacts_shared.outbox`).
 
 Delivery is at least once; effects are exactly once because every handler first claims the
 message id in its service's inbox inside the same transaction as its writes.
@@ -37,15 +37,20 @@ from contacts_shared.contracts import (
     envelope_for,
     parse_message,
 )
-from contacts_shared.db import IF_CLAIMED, claim_cte, claim_message, drain_on_notify
+from contacts_shared.db import claim_message, drain_on_notify
 from contacts_shared.graceful import InFlight
 from contacts_shared.observability import (
     DEAD_LETTERS,
     MESSAGE_SECONDS,
     MESSAGES_HANDLED,
-    MESSAGES_UNROUTABLE,
     OUTBOX_BACKLOG,
-    OUTBOX_PUBLISHED,
+)
+from contacts_shared.outbox import (
+    RELAY_BATCH,
+    OutboxRelay,
+    Unroutable,
+    count_unroutable,
+    publish_envelope,
 )
 
 log = structlog.get_logger("contacts.bus")
@@ -83,27 +88,12 @@ class ClaimsItself:
         return await self.apply(conn, envelope, data)
 
 
-# Outbox rows published per relay transaction.
-RELAY_BATCH = 200
-
 # After this many failed deliveries a message goes to the dead-letter queue with the last error.
 MAX_ATTEMPTS = 8
 
 # At shutdown, how long messages being handled and outbox batches being published may take to
 # finish (the whole stop must fit in the 10 s an orchestrator gives before SIGKILL).
 GRACE_SECONDS = 5.0
-
-# A routing key whose message RabbitMQ returned as unroutable is held back by the relay, then
-# retried with its oldest row alone, after 0.2 s, doubling up to 5 s.
-UNROUTABLE_RETRY_SECONDS = 0.2
-UNROUTABLE_RETRY_MAX_SECONDS = 5.0
-
-# Messages no service of ours consumes, published for other systems only: RabbitMQ returns one
-# when no other system has bound a queue to it, and that is no failure (docs/integration.md: a
-# message reaches only the queues bound when it is published). Every other message of ours has a
-# consumer among the services, so its return means that service's queue is not there yet (or
-# lost its binding): the message is not delivered, and is kept and retried.
-FOR_OTHER_SYSTEMS_ONLY = frozenset({"contact_change.completed"})
 
 # Messages RabbitMQ hands a consumer before it has acked them. Unbounded, a backlog would all
 # be pushed into one process's memory, and a stopping consumer would receive it only to give it
@@ -154,119 +144,6 @@ def new_broker(amqp_url: str, *, graceful_timeout: float | None = None) -> Rabbi
     )
 
 
-async def publish_envelope(broker: RabbitBroker, exchange: RabbitExchange, envelope: Envelope) -> bool:
-    """Publish one envelope, persistent, with confirm; False if RabbitMQ returned it (see `publish_body`)."""
-    return await publish_body(broker, exchange, envelope.type, envelope.message_id, envelope.model_dump_json())
-
-
-async def publish_body(broker: RabbitBroker, exchange: RabbitExchange, routing_key: str, message_id: uuid.UUID, body: str) -> bool:
-    """Publish an envelope already serialised (as the outbox holds it), persistent, with confirm.
-
-    Raises if the broker does not confirm it. Returns False if the broker returned it as
-    unroutable (no queue is bound to `routing_key`): the message went nowhere. It is published
-    `mandatory` (FastStream's default), and the channel does not raise on a return, so aio-pika
-    resolves the publish with the returned message (aiormq's DeliveredMessage, whose `delivery`
-    is the Basic.Return frame) instead of the confirm's Basic.Ack, and ignores the Basic.Ack
-    that follows."""
-    result = await broker.publish(
-        body.encode(),
-        exchange=exchange,
-        routing_key=routing_key,
-        persist=True,
-        message_id=str(message_id),
-        content_type="application/json",
-    )
-    return getattr(result, "delivery", None) is None
-
-
-class Unroutable(Exception):
-    """RabbitMQ returned messages: no queue is bound to their routing key."""
-
-    def __init__(self, returned: list[tuple[str, uuid.UUID]]) -> None:
-        self.returned = returned
-        super().__init__(
-            "RabbitMQ returned as unroutable (no queue bound): "
-            + ", ".join(f"{key} (message_id {message_id})" for key, message_id in returned)
-        )
-
-
-def _count_unroutable(routing_key: str) -> bool:
-    """Count one return; True if it is a failure (a message a service of ours should get)."""
-    MESSAGES_UNROUTABLE.labels(routing_key).inc()
-    return routing_key not in FOR_OTHER_SYSTEMS_ONLY
-
-
-@dataclass
-class _Held:
-    """A routing key whose message was returned: its rows wait until `until` (time.monotonic)."""
-
-    returns: int
-    until: float
-
-
-# The oldest rows of the outbox, as `relay_once` takes them, locked and deleted in the
-# transaction that publishes them (`id`, `created_at`: to put back a row that was returned).
-_TAKE_BATCH = (
-    "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED)"
-    " RETURNING id, message_id, routing_key, body, created_at"
-)
-# The same while some routing keys are held back ($2): their rows are skipped, except the oldest
-# row of each key whose wait is over ($3, a subset of $2), published alone to see if it routes now.
-_TAKE_BATCH_HOLDING = (
-    "WITH free AS (SELECT id FROM outbox WHERE routing_key <> ALL($2::text[]) ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED),"
-    " probe AS (SELECT oldest.id FROM unnest($3::text[]) AS k(key) CROSS JOIN LATERAL"
-    " (SELECT id FROM outbox WHERE routing_key = k.key ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED) AS oldest)"
-    " DELETE FROM outbox WHERE id IN (SELECT id FROM free UNION ALL SELECT id FROM probe)"
-    " RETURNING id, message_id, routing_key, body, created_at"
-)
-# Rows returned as unroutable go back, as they were (same id, hence the same place in the order).
-_PUT_BACK_COLUMNS = ("id", "message_id", "routing_key", "body", "created_at")
-_PUT_BACK = (
-    "INSERT INTO outbox (id, message_id, routing_key, body, created_at)"
-    " SELECT * FROM unnest($1::bigint[], $2::uuid[], $3::text[], $4::text[], $5::timestamptz[])"
-)
-
-
-# The outbox rows of a statement, from three arrays ($1 message ids, $2 routing keys, $3 bodies),
-# and the NOTIFY that wakes the relay at commit: in the statement that queues them, so queueing
-# costs one round trip however many messages there are.
-_QUEUE = (
-    "queued AS (INSERT INTO outbox (message_id, routing_key, body)"
-    " SELECT m, k, b FROM unnest($1::uuid[], $2::text[], $3::text[]) AS u(m, k, b){only_if})"
-)
-_WAKE_RELAY = "pg_notify(current_schema() || '_outbox', '')"
-
-
-def _outbox_rows(messages: tuple[Contract, ...]) -> tuple[list[uuid.UUID], list[str], list[str]]:
-    envelopes = [envelope_for(data) for data in messages]
-    return [e.message_id for e in envelopes], [e.type for e in envelopes], [e.model_dump_json() for e in envelopes]
-
-
-async def enqueue(conn: asyncpg.Connection, *messages: Contract) -> list[uuid.UUID]:
-    """Put messages in the outbox inside the caller's transaction; the relay publishes them."""
-    ids, keys, bodies = _outbox_rows(messages)
-    await conn.execute(f"WITH {_QUEUE.format(only_if='')} SELECT FROM {_WAKE_RELAY}", ids, keys, bodies)
-    return ids
-
-
-async def claim_and_enqueue(conn: asyncpg.Connection, envelope: Envelope, *messages: Contract) -> bool:
-    """Claim `envelope` in the inbox and queue `messages` in one statement, which commits as a
-    whole without a transaction around it (for a `ClaimsItself` handler). False, and nothing
-    queued, if the message was claimed before."""
-    ids, keys, bodies = _outbox_rows(messages)
-    return bool(
-        await conn.fetchval(
-            f"WITH {claim_cte('$4', '$5')}, {_QUEUE.format(only_if=f' WHERE {IF_CLAIMED}')}"
-            f" SELECT true FROM claimed, {_WAKE_RELAY}",
-            ids,
-            keys,
-            bodies,
-            envelope.message_id,
-            envelope.type,
-        )
-    )
-
-
 class ServiceBus:
     """The broker side of one service: its queue, bindings, dead-letter queue and outbox relay."""
 
@@ -277,10 +154,9 @@ class ServiceBus:
         self.dead_letters = dead_letter_queue_for(namespace, service)
         self.pool = pool
         self._handlers: dict[str, Handler] = {}
+        self.relay = OutboxRelay(pool, self.broker, self.exchange)
         self._relay_task: asyncio.Task[None] | None = None
         self._relay_batches = InFlight()
-        # Routing keys whose messages RabbitMQ returned, held back by this process's relay.
-        self._held: dict[str, _Held] = {}
 
     def handle(self, routing_key: str, handler: Handler) -> None:
         self._handlers[routing_key] = handler
@@ -300,7 +176,7 @@ class ServiceBus:
         await self.broker.start()
         channel = await self.pool.fetchval("SELECT current_schema() || '_outbox'")
         self._relay_task = asyncio.create_task(
-            drain_on_notify(self.pool, channel, lambda: self._relay_batches.run(self.relay_once), batch=RELAY_BATCH),
+            drain_on_notify(self.pool, channel, lambda: self._relay_batches.run(self.relay.relay_once), batch=RELAY_BATCH),
             name="outbox-relay",
         )
 
@@ -319,7 +195,7 @@ class ServiceBus:
                 await self._relay_task
         await self._relay_batches.wait(GRACE_SECONDS)
         with contextlib.suppress(Exception):  # what is left is published by a replica or at restart
-            await asyncio.wait_for(self._relay_batches.run(self.relay_once), timeout=2)
+            await asyncio.wait_for(self._relay_batches.run(self.relay.relay_once), timeout=2)
         await self.broker.stop()
 
     async def publish_now(self, *messages: Contract) -> None:
@@ -330,7 +206,7 @@ class ServiceBus:
         envelopes = [envelope_for(m) for m in messages]
         routed = await asyncio.gather(*(publish_envelope(self.broker, self.exchange, e) for e in envelopes))
         returned = [(e.type, e.message_id) for e, ok in zip(envelopes, routed, strict=True) if not ok]
-        failed = [(key, message_id) for key, message_id in returned if _count_unroutable(key)]
+        failed = [(key, message_id) for key, message_id in returned if count_unroutable(key)]
         for key, message_id in failed:
             log.warning("message unroutable, not published", routing_key=key, amqp_message_id=str(message_id))
         if failed:
@@ -441,67 +317,6 @@ class ServiceBus:
             message_type=raw.type,
             timestamp=raw.timestamp,
         )
-
-    # --- the outbox relay -------------------------------------------------------------------
-
-    async def relay_once(self, batch: int = RELAY_BATCH) -> int:
-        """Publish one batch of the outbox (with confirms), then delete it; returns its size.
-
-        A row RabbitMQ returns as unroutable (no queue bound to its routing key: the consuming
-        service never ran in this namespace, or its binding is gone) is not deleted: it goes back
-        to the outbox, and its routing key is held back by this relay (rows of other keys go on)
-        until a retry of that key's oldest row alone, after 0.2 s doubling up to 5 s, routes."""
-        now = time.monotonic()
-        due = [key for key, held in self._held.items() if held.until <= now]
-        async with self.pool.acquire() as conn, conn.transaction():
-            # Deleted first, in the transaction that stays open while the batch is published:
-            # the rows stay locked (replicas skip them) and come back if publishing fails or the
-            # process dies before the commit. A crash after publishing and before the commit
-            # republishes the batch; consumers' inboxes make that harmless. One statement where a
-            # SELECT ... FOR UPDATE then a DELETE took two.
-            if self._held:
-                rows = await conn.fetch(_TAKE_BATCH_HOLDING, batch, list(self._held), due)
-            else:
-                rows = await conn.fetch(_TAKE_BATCH, batch)
-            if not rows:
-                for key in due:  # nothing of it is left (another relay published it)
-                    del self._held[key]
-                return 0
-            # Published in id order as written: the body was serialised from the contract's model
-            # by `enqueue`, no need to parse and serialise it again.
-            rows = sorted(rows, key=lambda r: r["id"])
-            routed = await asyncio.gather(
-                *(publish_body(self.broker, self.exchange, r["routing_key"], r["message_id"], r["body"]) for r in rows)
-            )
-            returned = [r for r, ok in zip(rows, routed, strict=True) if not ok]
-            kept = [r for r in returned if r["routing_key"] not in FOR_OTHER_SYSTEMS_ONLY]
-            if kept:
-                await conn.execute(_PUT_BACK, *([r[column] for r in kept] for column in _PUT_BACK_COLUMNS))
-        for r in returned:
-            _count_unroutable(r["routing_key"])
-        self._hold_or_release(rows, kept, due, time.monotonic())
-        OUTBOX_PUBLISHED.inc(len(rows) - len(kept))
-        return len(rows)
-
-    def _hold_or_release(self, rows: list[asyncpg.Record], kept: list[asyncpg.Record], due: list[str], now: float) -> None:
-        """After a relay pass: hold back the routing keys of the rows kept (one more return each),
-        release the held keys whose retry routed or found nothing left to retry."""
-        returned_keys = {r["routing_key"] for r in kept}
-        for key in returned_keys:
-            held = self._held.get(key) or _Held(returns=0, until=now)
-            held.returns += 1
-            held.until = now + min(UNROUTABLE_RETRY_SECONDS * 2 ** (held.returns - 1), UNROUTABLE_RETRY_MAX_SECONDS)
-            self._held[key] = held
-        for r in kept:
-            log.warning(
-                "message unroutable, kept in the outbox",
-                routing_key=r["routing_key"],
-                amqp_message_id=str(r["message_id"]),
-                retry_in=round(self._held[r["routing_key"]].until - now, 3),
-            )
-        for key in {*due, *(r["routing_key"] for r in rows)} - returned_keys:
-            self._held.pop(key, None)
-
 
 def envelope_message_id(body: bytes) -> str | None:
     """The envelope's `message_id` if the body has a readable one, else None (never raises)."""

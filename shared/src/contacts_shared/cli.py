@@ -109,7 +109,8 @@ async def publish_all(
     message_id: uuid.UUID | None = None,
 ) -> None:
     """Publish each message (persistent, confirmed by the broker) to the namespace's exchange."""
-    from contacts_shared.bus import exchange_for, new_broker, publish_envelope
+    from contacts_shared.bus import exchange_for, new_broker
+    from contacts_shared.outbox import publish_envelope
 
     # The AMQP clients log connection failures on their own; the user gets our one line instead.
     for client in ("aio_pika", "aiormq"):

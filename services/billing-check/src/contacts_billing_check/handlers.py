@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncpg
 import structlog
-from contacts_shared.bus import ClaimsItself, Handler, claim_and_enqueue
+from contacts_shared.bus import ClaimsItself, Handler
 from contacts_shared.contracts import (
     ContactChangeRequested,
     ContactChangeVetted,
@@ -15,6 +15,7 @@ from contacts_shared.contracts import (
     PaymentMethodUpserted,
     utcnow,
 )
+from contacts_shared.outbox import claim_and_enqueue
 
 from contacts_billing_check import store
 from contacts_billing_check.domain import vet_billing

@@ -14,7 +14,7 @@ from typing import Any
 
 import asyncpg
 import structlog
-from contacts_shared.bus import ClaimsItself, Handler, enqueue
+from contacts_shared.bus import ClaimsItself, Handler
 from contacts_shared.contracts import (
     AccountDeleted,
     AccountUpserted,
@@ -36,6 +36,7 @@ from contacts_shared.contracts import (
     ServiceUpserted,
     utcnow,
 )
+from contacts_shared.outbox import enqueue
 
 from contacts_requests import store
 from contacts_requests.domain import (
