@@ -32,6 +32,13 @@ CREATE TABLE outbox (
 );
 """
 
+# Indexes the shared tables gained after COMMON_MIGRATION (version 0) shipped: made at start when
+# missing, outside the numbered migrations, whose later numbers belong to each service. The
+# inbox's lets the retention job find the rows past the retention without reading the table.
+COMMON_INDEXES = {
+    "inbox_received_at": "CREATE INDEX inbox_received_at ON inbox (received_at)",
+}
+
 
 def schema_name(namespace: str, service: str) -> str:
     return f"{namespace}{service}"
@@ -85,6 +92,11 @@ async def migrate(database_url: str, schema: str, migrations: Sequence[str]) -> 
                     await conn.execute(sql)
                     await conn.execute("INSERT INTO schema_migrations (version) VALUES ($1)", version)
                 applied += 1
+            for name, ddl in COMMON_INDEXES.items():
+                if await conn.fetchval("SELECT to_regclass($1) IS NULL", name):
+                    # Once per schema; on a large existing table writes to it wait for the build.
+                    await conn.execute(ddl)
+                    log.info("index added", schema=schema, index=name)
             return applied
         finally:
             await conn.execute("SELECT pg_advisory_unlock(hashtext($1))", f"contacts-migrate:{schema}")

@@ -26,6 +26,7 @@ from contacts_shared.db import create_pool, drain_on_notify, migrate, schema_nam
 from contacts_shared.graceful import InFlight
 from contacts_shared.logs import configure_logging
 from contacts_shared.observability import HealthServer, Refresher
+from contacts_shared.retention import COMMON_PRUNERS, Pruner, prune_periodically
 from contacts_shared.settings import CommonSettings, load_settings
 
 log = structlog.get_logger("contacts.runtime")
@@ -105,8 +106,10 @@ async def service_runtime(
     handlers: dict[str, Handler],
     *,
     metrics_port: int = 0,
+    pruners: Sequence[Pruner] = (),
 ) -> AsyncIterator[Runtime]:
-    """The service's runtime; with `metrics_port`, /healthz, /readyz and /metrics are served there."""
+    """The service's runtime; with `metrics_port`, /healthz, /readyz and /metrics are served there.
+    Bookkeeping older than the retention is pruned periodically: the inbox, and `pruners`."""
     schema = schema_name(settings.namespace, service)
     applied = await migrate(settings.database_url, schema, migrations)
     log.info("schema ready", schema=schema, migrations_applied=applied)
@@ -118,6 +121,10 @@ async def service_runtime(
     try:
         await bus.start()
         log.info("consuming", queue=bus.queue.name, routing_keys=sorted(handlers))
+        runtime.background(
+            prune_periodically(pool, (*COMMON_PRUNERS, *pruners), settings.retention_days, run=runtime.units.run),
+            name="retention",
+        )
         settle_garbage_collector()
         if health:
             await health.start()

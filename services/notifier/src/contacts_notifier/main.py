@@ -7,14 +7,15 @@ from contacts_shared.settings import NotifierSettings
 
 from contacts_notifier.handlers import HANDLERS
 from contacts_notifier.mailer import Mailer
-from contacts_notifier.store import MIGRATIONS
+from contacts_notifier.store import MIGRATIONS, PRUNERS
 
 PROGRAM = "contacts-notifier"
 
 
 async def serve(settings: NotifierSettings) -> None:
+    # Besides the inbox, the retention job clears old sent mails' texts and long-expired tokens.
     async with service_runtime(
-        "notifier", settings, MIGRATIONS, HANDLERS, metrics_port=settings.metrics_port
+        "notifier", settings, MIGRATIONS, HANDLERS, metrics_port=settings.metrics_port, pruners=PRUNERS
     ) as runtime:
         mailer = Mailer(runtime.pool, settings, announce=runtime.bus.publish_now)
         channel = await runtime.pool.fetchval("SELECT current_schema() || '_mail'")

@@ -13,6 +13,7 @@ from datetime import datetime
 import asyncpg
 from contacts_shared.contracts import Envelope
 from contacts_shared.db import IF_CLAIMED, claim_cte
+from contacts_shared.retention import Pruner
 
 from contacts_notifier.domain import Email
 
@@ -48,7 +49,38 @@ MIGRATIONS = [
     );
     CREATE INDEX tokens_request ON tokens (request_id, nic);
     """,
+    # For the retention job (PRUNERS): the mails whose texts are still kept once sent or
+    # superseded (a scrubbed row leaves this index), and tokens by expiry.
+    """
+    CREATE INDEX mails_texts_kept ON mails ((coalesce(sent_at, created_at)))
+        WHERE state <> 'pending'
+        AND (subject IS NOT NULL OR body IS NOT NULL OR token_context IS NOT NULL OR last_error IS NOT NULL);
+    CREATE INDEX tokens_expiry ON tokens (expires_at);
+    """,
 ]
+
+# Pruned by the retention job (contacts_shared.retention; $1 the retention in days, $2 the batch).
+# The mail log keeps every row and what describes it (kind, request, NIC, address, state,
+# attempts, times, dedupe key): the dedupe key is what stops a copy of a message, arriving after
+# its inbox row was pruned, from mailing anyone twice; and the Message-ID of a sent email is its
+# row's id. Dropped once an email is sent (or superseded, so never to be sent) longer ago than the
+# retention: the texts holding personal data (subject and body of outcome emails, the context a
+# token email was written from, the last SMTP error). Only pending mails are ever read for them.
+# Tokens (hashes, kept for the record; nothing reads them) expired longer ago are deleted.
+PRUNERS = (
+    Pruner(
+        "mail_texts",
+        "UPDATE mails SET subject = NULL, body = NULL, token_context = NULL, last_error = NULL"
+        " WHERE id = ANY(ARRAY(SELECT id FROM mails WHERE state <> 'pending'"
+        " AND (subject IS NOT NULL OR body IS NOT NULL OR token_context IS NOT NULL OR last_error IS NOT NULL)"
+        " AND coalesce(sent_at, created_at) < now() - make_interval(days => $1) LIMIT $2 FOR UPDATE SKIP LOCKED))",
+    ),
+    Pruner(
+        "expired_code_hashes",
+        "DELETE FROM tokens WHERE id = ANY(ARRAY(SELECT id FROM tokens"
+        " WHERE expires_at < now() - make_interval(days => $1) LIMIT $2 FOR UPDATE SKIP LOCKED))",
+    ),
+)
 
 
 # Ends each statement that queues mails: wakes the mailer at commit (NOTIFY), in the same round

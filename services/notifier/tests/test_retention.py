@@ -1,0 +1,169 @@
+"""What the notifier's retention job prunes, against the real PostgreSQL: the texts of mails sent
+(or superseded) longer ago than the retention, and tokens expired longer ago; every mail row
+stays, so a copy of a message whose inbox row was pruned mails nobody twice."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable
+
+import asyncpg
+from contacts_notifier.handlers import HANDLERS
+from contacts_notifier.store import PRUNERS
+from contacts_shared.bus import Selective
+from contacts_shared.contracts import (
+    ContactChangeStateChanged,
+    ContactChangeValidationRequested,
+    Contract,
+    Envelope,
+    Party,
+    envelope_for,
+)
+from contacts_shared.retention import COMMON_PRUNERS, Pruned, prune_once
+
+Validation = Callable[[uuid.UUID], ContactChangeValidationRequested]
+
+# What the notifier's runtime prunes (main.py: the inbox, then the notifier's own).
+NOTIFIER_PRUNERS = (*COMMON_PRUNERS, *PRUNERS)
+TEXTS = ("subject", "body", "token_context", "last_error")
+
+
+async def add_mails(pool: asyncpg.Pool, count: int, *, kind: str, state: str, days_ago: float) -> None:
+    """`count` mails queued `days_ago` days ago (and sent then, when `state` is sent), with texts."""
+    await pool.execute(
+        "INSERT INTO mails (dedupe_key, kind, request_id, nic, email, subject, body, token_context, state,"
+        " last_error, created_at, sent_at)"
+        " SELECT gen_random_uuid()::text || ':aa1-ovh', $1, gen_random_uuid(), 'aa1-ovh', 'aa1@example.com',"
+        "  CASE WHEN $1 = 'outcome' THEN 'Contact change done' END,"
+        "  CASE WHEN $1 = 'outcome' THEN 'Hello aa1-ovh, the technical contact of svc-1 is now bb2-ovh.' END,"
+        "  CASE WHEN $1 = 'token' THEN '{\"service\": \"svc-1\", \"requester\": \"aa1-ovh\"}'::jsonb END,"
+        "  $2, CASE WHEN $2 <> 'sent' THEN 'SMTPRecipientRefused: aa1@example.com' END,"
+        "  now() - make_interval(secs => $3 * 86400 + 60),"
+        "  CASE WHEN $2 = 'sent' THEN now() - make_interval(secs => $3 * 86400) END"
+        " FROM generate_series(1, $4)",
+        kind,
+        state,
+        days_ago,
+        count,
+    )
+
+
+async def add_tokens(pool: asyncpg.Pool, count: int, *, expired_days_ago: float) -> None:
+    await pool.execute(
+        "INSERT INTO tokens (request_id, nic, token_hash, expires_at, issued_at)"
+        " SELECT gen_random_uuid(), 'aa1-ovh', gen_random_uuid()::text,"
+        "  now() - make_interval(secs => $1 * 86400), now() - make_interval(secs => $1 * 86400) - interval '14 days'"
+        " FROM generate_series(1, $2)",
+        expired_days_ago,
+        count,
+    )
+
+
+async def test_old_mail_texts_and_old_tokens_are_pruned_in_batches(pool: asyncpg.Pool) -> None:
+    await add_mails(pool, 2300, kind="outcome", state="sent", days_ago=31)
+    await add_mails(pool, 150, kind="token", state="sent", days_ago=31)
+    await add_mails(pool, 50, kind="token", state="superseded", days_ago=31)
+    # Kept whole: still pending however old (it will be sent), and sent within the retention.
+    await add_mails(pool, 1, kind="outcome", state="pending", days_ago=40)
+    await add_mails(pool, 2, kind="outcome", state="sent", days_ago=29.9)
+    await add_mails(pool, 1, kind="token", state="sent", days_ago=0)
+    await add_tokens(pool, 2500, expired_days_ago=31)
+    await add_tokens(pool, 2, expired_days_ago=29.9)
+    await add_tokens(pool, 1, expired_days_ago=-7)  # still valid
+    before = await pool.fetch("SELECT id, dedupe_key, kind, request_id, nic, email, state, created_at, sent_at FROM mails ORDER BY id")
+
+    assert await prune_once(pool, NOTIFIER_PRUNERS, 30) == {
+        "inbox": Pruned(rows=0, batches=1),
+        "mail_texts": Pruned(rows=2500, batches=3),
+        "expired_code_hashes": Pruned(rows=2500, batches=3),
+    }
+
+    # Every row stays with what describes it; only the texts of the old sent or superseded go.
+    after = await pool.fetch("SELECT id, dedupe_key, kind, request_id, nic, email, state, created_at, sent_at FROM mails ORDER BY id")
+    assert after == before
+    with_texts = await pool.fetch(
+        f"SELECT state, kind, sent_at > now() - interval '30 days' AS recent FROM mails WHERE num_nonnulls({', '.join(TEXTS)}) > 0"
+    )
+    assert sorted(tuple(r) for r in with_texts) == [
+        ("pending", "outcome", None),
+        ("sent", "outcome", True),
+        ("sent", "outcome", True),
+        ("sent", "token", True),
+    ]
+    assert await pool.fetchval("SELECT count(*) FROM tokens WHERE expires_at > now() - interval '30 days'") == 3
+    assert await pool.fetchval("SELECT count(*) FROM tokens") == 3
+
+    # Nothing left to do: one statement each, nothing touched.
+    assert await prune_once(pool, NOTIFIER_PRUNERS, 30) == {
+        "inbox": Pruned(rows=0, batches=1),
+        "mail_texts": Pruned(rows=0, batches=1),
+        "expired_code_hashes": Pruned(rows=0, batches=1),
+    }
+
+
+async def explain(pool: asyncpg.Pool, sql: str) -> dict:
+    """The plan of a pruning statement as run (rolled back), with the buffers it touched."""
+    async with pool.acquire() as conn:
+        tx = conn.transaction()
+        await tx.start()
+        try:
+            return json.loads(await conn.fetchval(f"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) {sql}", 30, 1000))[0]["Plan"]
+        finally:
+            await tx.rollback()
+
+
+async def test_the_pruning_statements_never_read_the_whole_table(pool: asyncpg.Pool) -> None:
+    await add_mails(pool, 20_000, kind="outcome", state="sent", days_ago=1)
+    await add_tokens(pool, 20_000, expired_days_ago=1)
+    await pool.execute("ANALYZE mails; ANALYZE tokens")
+    for pruner in PRUNERS:  # nothing to do: a probe of a few index pages
+        plan = await explain(pool, pruner.sql)
+        assert "Seq Scan" not in json.dumps(plan), (pruner.name, plan)
+        assert plan["Shared Hit Blocks"] + plan["Shared Read Blocks"] <= 10, (pruner.name, plan)
+    await add_mails(pool, 1500, kind="outcome", state="sent", days_ago=31)
+    await add_tokens(pool, 1500, expired_days_ago=31)
+    for pruner in PRUNERS:  # a batch to do: by index, not by reading the 20,000 recent rows
+        plan = await explain(pool, pruner.sql)
+        assert "Seq Scan" not in json.dumps(plan), (pruner.name, plan)
+
+
+async def deliver(pool: asyncpg.Pool, message: Contract, envelope: Envelope) -> bool:
+    handler = HANDLERS[envelope.type]
+    if isinstance(handler, Selective):
+        handler = handler.handler
+    async with pool.acquire() as conn:
+        return await handler(conn, envelope, message)
+
+
+async def test_a_copy_arriving_after_its_inbox_row_was_pruned_mails_nobody_twice(
+    pool: asyncpg.Pool, validation: Validation
+) -> None:
+    request_id = uuid.uuid4()
+    asked = validation(request_id)
+    done = ContactChangeStateChanged(
+        request_id=request_id,
+        service="svc-1",
+        type="tech",
+        from_="aa1-ovh",
+        to="bb2-ovh",
+        state="done",
+        parties=[
+            Party(nic="cc3-ovh", email="cc3@example.com", role="requester"),
+            Party(nic="aa1-ovh", email="aa1@example.com", role="from"),
+            Party(nic="bb2-ovh", email="bb2@example.com", role="to"),
+        ],
+    )
+    envelopes = [(asked, envelope_for(asked)), (done, envelope_for(done))]
+    for message, envelope in envelopes:
+        assert await deliver(pool, message, envelope) is True
+    await pool.execute("UPDATE mails SET state = 'sent', sent_at = now() - interval '31 days'")
+    await pool.execute("UPDATE inbox SET received_at = now() - interval '31 days'")
+    pruned = await prune_once(pool, NOTIFIER_PRUNERS, 30)
+    assert (pruned["inbox"].rows, pruned["mail_texts"].rows) == (2, 5)
+
+    for message, envelope in envelopes:
+        # The inbox no longer knows the message; the mail log's dedupe keys still do.
+        assert await deliver(pool, message, envelope) is True
+    assert await pool.fetchval("SELECT count(*) FROM mails") == 5
+    assert await pool.fetchval("SELECT count(*) FROM mails WHERE state <> 'sent'") == 0
