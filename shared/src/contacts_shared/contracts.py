@@ -20,7 +20,9 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    SerializerFunctionWrapHandler,
     WithJsonSchema,
+    model_serializer,
     model_validator,
 )
 
@@ -245,6 +247,11 @@ class ContactChanges(Contract):
         if isinstance(value, dict) and (nulls := [key for key, given in value.items() if given is None]):
             raise ValueError(f"{', '.join(nulls)}: null is not a NIC handle (leave out a type that does not change)")
         return value
+
+    @model_serializer(mode="wrap")
+    def _absent_types_left_out(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # What this project publishes is what it accepts: a type that does not change is absent.
+        return {key: value for key, value in handler(self).items() if value is not None}
 
     @model_validator(mode="after")
     def _names_one(self) -> ContactChanges:
