@@ -4,6 +4,8 @@ carrying that key, so the tool can follow what it asked for."""
 
 from __future__ import annotations
 
+import uuid
+
 import pytest
 from contacts_requests.handlers import refused_request_id
 from contacts_shared.contracts import ContactChanges, ContactChangeSubmit, ContactType
@@ -110,3 +112,10 @@ async def test_completed_follows_done_and_a_replayed_submit_announces_the_curren
     )
     assert {p["role"] for p in replayed["data"]["parties"]} == {"requester", "from", "to"}
     assert len(await system.sql("requests", "SELECT 1 FROM contact_changes")) == 1
+    # The notifier took the replayed `done` (claimed it) and mailed nobody a second time.
+    await eventually(
+        lambda: system.sql("notifier", "SELECT 1 FROM inbox WHERE message_id = $1", uuid.UUID(replayed["message_id"])),
+        what="the notifier to take the replayed state",
+    )
+    outcome = await system.sql("notifier", "SELECT nic FROM mails WHERE kind = 'outcome' AND request_id = $1", uuid.UUID(request_id))
+    assert sorted(r["nic"] for r in outcome) == sorted([OWNER, OLD_TECH, WEBMASTER])

@@ -63,7 +63,7 @@ async def test_a_resend_supersedes_the_unsent_token_mails_only(pool: asyncpg.Poo
     ]
 
 
-async def test_outcome_mails_are_queued_once_per_message(pool: asyncpg.Pool) -> None:
+async def test_outcome_mails_are_queued_once_per_request_and_state(pool: asyncpg.Pool) -> None:
     done = ContactChangeStateChanged(
         request_id=uuid.uuid4(),
         service="svc-1",
@@ -87,3 +87,7 @@ async def test_outcome_mails_are_queued_once_per_message(pool: asyncpg.Pool) -> 
         ("aa1-ovh", "aa1@example.com"),
     ]
     assert all(r["subject"] and "svc-1" in r["body"] for r in queued)
+    # The same state announced again in another message (a replayed submission re-announces
+    # the current state): it is claimed, and mails nobody twice.
+    assert await deliver(pool, done) is True
+    assert len(await pool.fetch("SELECT 1 FROM mails WHERE kind = 'outcome'")) == 3

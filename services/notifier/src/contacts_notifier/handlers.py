@@ -29,7 +29,7 @@ async def on_validation_requested(conn: asyncpg.Connection, envelope: Envelope, 
 
 async def on_state_changed(conn: asyncpg.Connection, envelope: Envelope, data: ContactChangeStateChanged) -> bool:
     mails = [(r.nic, r.email, outcome_email(data, r.nic)) for r in outcome_recipients(data)]
-    return await store.claim_and_queue_outcome_mails(conn, envelope, data.request_id, mails)
+    return await store.claim_and_queue_outcome_mails(conn, envelope, data.request_id, data.state.value, mails)
 
 
 # Each message's emails are queued in one statement that also claims it (no transaction).

@@ -114,15 +114,17 @@ async def claim_and_queue_token_mails(
 
 
 async def claim_and_queue_outcome_mails(
-    conn: asyncpg.Connection, envelope: Envelope, request_id: uuid.UUID, mails: list[tuple[str, str, Email]]
+    conn: asyncpg.Connection, envelope: Envelope, request_id: uuid.UUID, state: str, mails: list[tuple[str, str, Email]]
 ) -> bool:
     """Claim `envelope` and queue an outcome email for each (nic, address, email) of `mails`, in
-    one statement; False, and nothing queued, if it was claimed before."""
+    one statement; False, and nothing queued, if it was claimed before. An outcome email is one
+    per request, state and recipient (a request reaches each final state once): a state announced
+    again (a replayed submission) mails nobody twice."""
     return bool(
         await conn.fetchval(
             f"WITH {claim_cte('$1', '$2')},"
             " queued AS (INSERT INTO mails (dedupe_key, kind, request_id, nic, email, subject, body)"
-            " SELECT $1::text || ':' || n, 'outcome', $3, n, e, s, b"
+            " SELECT $3::uuid::text || ':' || $8::text || ':' || n, 'outcome', $3::uuid, n, e, s, b"
             " FROM unnest($4::text[], $5::text[], $6::text[], $7::text[]) AS u(n, e, s, b)"
             f" WHERE {IF_CLAIMED} ON CONFLICT (dedupe_key) DO NOTHING)" + _FRESH_AND_WAKE_MAILER,
             envelope.message_id,
@@ -132,6 +134,7 @@ async def claim_and_queue_outcome_mails(
             [address for _, address, _ in mails],
             [email.subject for _, _, email in mails],
             [email.body for _, _, email in mails],
+            state,
         )
     )
 
