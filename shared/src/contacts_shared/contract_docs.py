@@ -24,6 +24,7 @@ from datetime import timedelta
 from functools import cache
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import unquote, urlsplit
 
 import yaml
 from pydantic import BaseModel, Field, create_model
@@ -36,10 +37,19 @@ from contacts_shared.bus import (
     queue_for,
 )
 from contacts_shared.contracts import CURRENT_VERSION, MESSAGE_TYPES, Envelope
+from contacts_shared.settings import CommonSettings
 
 REGENERATE = "uv run contacts docs"
 JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
+ASYNCAPI_VERSION = "3.1.0"
 AMQP_BINDING_VERSION = "0.3.0"
+# The project's licence (as examples/node-publisher/package.json declares it).
+LICENSE = {"name": "MIT", "url": "https://opensource.org/licenses/MIT"}
+# The prose writes names as `bus` builds them in any namespace: `{namespace}contacts`...
+NAMESPACE = "{namespace}"
+# The development broker: the default of CONTACTS_AMQP_URL (`amqp://guest:guest@127.0.0.1:5672/%2f`).
+DEV_BROKER = urlsplit(CommonSettings.model_fields["amqp_url"].default)
+VHOST = unquote(DEV_BROKER.path.removeprefix("/"))
 # Which of the project's services publishes each of its own messages (the rest come from other systems).
 PRODUCERS: dict[str, str] = {
     "contact_change.requested": "requests",
@@ -109,8 +119,36 @@ def _publisher(routing_key: str) -> str:
     return f"the {producer} service" if producer else "other systems"
 
 
+def _servers() -> dict[str, Any]:
+    return {
+        "local": {
+            "host": DEV_BROKER.netloc.rpartition("@")[2],
+            "pathname": DEV_BROKER.path,
+            "protocol": DEV_BROKER.scheme,
+            "protocolVersion": "0.9.1",
+            "title": "Local development broker",
+            "description": (
+                f"The RabbitMQ of `./scripts/dev` and the tests (user `{DEV_BROKER.username}`, password "
+                f"`{DEV_BROKER.password}`); the path is the virtual host `{VHOST}`, URL-encoded. Elsewhere the "
+                "deployment's CONTACTS_AMQP_URL names the broker, virtual host and user (`amqps://` with TLS); "
+                "give each system its own user (docs/integration.md)."
+            ),
+            "security": [{"$ref": "#/components/securitySchemes/userPassword"}],
+        }
+    }
+
+
+SECURITY_SCHEMES = {
+    "userPassword": {
+        "type": "userPassword",
+        "description": "A RabbitMQ user and its password (AMQP PLAIN), as given in the AMQP URL.",
+    }
+}
+
+
 def asyncapi_document(namespace: str = "") -> dict[str, Any]:
-    exchange = exchange_for(namespace)
+    # Bindings name things as they are in `namespace`; the prose as they are in any namespace.
+    exchange, any_exchange = exchange_for(namespace), exchange_for(NAMESPACE).name
     consumed_by = consumers()
     _, definitions = models_json_schema(
         [(message_model(key), "validation") for key in MESSAGE_TYPES], ref_template="#/components/schemas/{model}"
@@ -136,7 +174,7 @@ def asyncapi_document(namespace: str = "") -> dict[str, Any]:
         channels[key] = {
             "address": key,
             "title": key,
-            "description": f"Routing key `{key}` on the topic exchange `{{namespace}}{exchange.name}`.",
+            "description": f"Routing key `{key}` on the topic exchange `{any_exchange}`.",
             "messages": {key: {"$ref": f"#/components/messages/{key}"}},
             "bindings": {
                 "amqp": {
@@ -146,7 +184,7 @@ def asyncapi_document(namespace: str = "") -> dict[str, Any]:
                         "type": exchange.type.value,
                         "durable": exchange.durable,
                         "autoDelete": exchange.auto_delete,
-                        "vhost": "/",
+                        "vhost": VHOST,
                     },
                     "bindingVersion": AMQP_BINDING_VERSION,
                 }
@@ -165,45 +203,44 @@ def asyncapi_document(namespace: str = "") -> dict[str, Any]:
                 },
             }
         for service in readers:
-            queue, dlq = queue_for(namespace, service), dead_letter_queue_for(namespace, service)
+            queue, dlq = queue_for(NAMESPACE, service), dead_letter_queue_for(NAMESPACE, service)
             operations[f"{service}.consumes.{key}"] = {
                 "action": "receive",
                 "title": f"{service} consumes {key}",
                 "description": (
-                    f"From the quorum queue `{{namespace}}{queue.name}`, bound to `{key}`. Acknowledged after the "
+                    f"From the quorum queue `{queue.name}`, bound to `{key}`. Acknowledged after the "
                     f"handler's transaction commits; a message seen before (same message_id) is acknowledged "
                     f"and ignored; an unparseable one, or one failing {MAX_ATTEMPTS} times, goes to "
-                    f"`{{namespace}}{dlq.name}` with the reason in the header `x-reason`."
+                    f"`{dlq.name}` with the reason in the header `x-reason`."
                 ),
                 "channel": {"$ref": f"#/channels/{key}"},
                 "messages": channel_message,
                 "bindings": {"amqp": {"ack": True, "bindingVersion": AMQP_BINDING_VERSION}},
             }
     return {
-        "asyncapi": "3.0.0",
+        "asyncapi": ASYNCAPI_VERSION,
         "info": {
             "title": "Contacts messages",
             "version": str(CURRENT_VERSION),
             "description": (
                 "Every message of the contacts services and of the systems that feed them, on one durable "
-                f"topic exchange `{{namespace}}{exchange.name}` (`{{namespace}}` is CONTACTS_NAMESPACE, empty "
-                "by default). Every body is JSON: an envelope (message_id, type = routing key, version, "
-                "occurred_at) around `data`. Unknown fields are ignored. How to connect: docs/integration.md. "
+                f"topic exchange `{any_exchange}`, where `{NAMESPACE}` is CONTACTS_NAMESPACE (empty by default, "
+                f"the exchange then being `{exchange_for('').name}`). Every body is JSON: an envelope "
+                "(message_id, type = routing key, version, occurred_at) around `data`. Unknown fields are "
+                "ignored. How to connect: docs/integration.md. "
                 f"Generated from the code by `{REGENERATE}`; do not edit."
             ),
+            "license": LICENSE,
         },
         "defaultContentType": "application/json",
-        "servers": {
-            "local": {
-                "host": "127.0.0.1:5672",
-                "protocol": "amqp",
-                "protocolVersion": "0.9.1",
-                "description": "Local development broker (guest/guest); set CONTACTS_AMQP_URL elsewhere.",
-            }
-        },
+        "servers": _servers(),
         "channels": channels,
         "operations": operations,
-        "components": {"messages": messages, "schemas": definitions["$defs"]},
+        "components": {
+            "messages": messages,
+            "schemas": definitions["$defs"],
+            "securitySchemes": SECURITY_SCHEMES,
+        },
     }
 
 

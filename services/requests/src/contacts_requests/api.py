@@ -1,7 +1,8 @@
 """The HTTP API (spec section 6): JSON in and out, errors as RFC 9457 problem details.
 
 Every route but the health checks needs an identity: the identity provider's JWT as a
-Bearer header or in the session cookie. What a NIC is not party to answers 404.
+Bearer header or in the session cookie. What a NIC is not party to answers 404. What the
+OpenAPI document says of the routes beyond their signatures is declared in `api_docs`.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import structlog
 from contacts_shared.auth import NotAuthenticated, verify_token
 from contacts_shared.contracts import ContactType, Nic, RequestState, utcnow
 from contacts_shared.observability import render_metrics
-from fastapi import Depends, FastAPI, Header, Query, Request
+from fastapi import Depends, FastAPI, Header, Query, Request, Security
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
@@ -25,13 +26,13 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from contacts_requests import handlers, store
+from contacts_requests import api_docs, handlers, store
+from contacts_requests.api_docs import PROBLEM
 from contacts_requests.domain import Refusal, may_view, not_found
 
 log = structlog.get_logger("contacts.requests.api")
 
 SESSION_COOKIE = "contacts_session"
-PROBLEM = "application/problem+json"
 
 
 class ContactChangeBody(BaseModel):
@@ -78,7 +79,13 @@ def current_nic(request: Request) -> str:
         raise NotSignedIn from None
 
 
-async def _me(request: Request) -> str:
+# The two ways in, for the OpenAPI document only: `current_nic` reads them itself.
+_bearer, _session = api_docs.ways_in(SESSION_COOKIE)
+
+
+async def _me(
+    request: Request, _header: Annotated[Any, Security(_bearer)], _cookie: Annotated[Any, Security(_session)]
+) -> str:
     # Dependencies are async so that FastAPI does not hop to a worker thread for each one.
     return current_nic(request)
 
@@ -111,8 +118,13 @@ def create_api(
     app = FastAPI(
         title="Contacts",
         version="1.0.0",
-        description="Change the administrative, technical and billing contacts of your services through confirmed requests.",
+        description=api_docs.DESCRIPTION,
+        license_info=api_docs.LICENSE,
+        servers=api_docs.SERVERS,
+        openapi_tags=api_docs.TAGS,
+        generate_unique_id_function=api_docs.operation_id,
     )
+    api_docs.complete_document(app)
     app.state.pool = pool
     app.state.jwt_secret = jwt_secret
 
@@ -148,17 +160,32 @@ def create_api(
 
     # --- health ---------------------------------------------------------------------------
 
-    @app.get("/healthz", tags=["operations"])
+    # Routes returning a dict say `response_model=None`: their body is documented by `responses`
+    # alone (the dicts are JSON already, and FastAPI encodes them the same way without a model).
+    @app.get(
+        "/healthz",
+        tags=["operations"],
+        summary="Alive",
+        openapi_extra=api_docs.NO_SIGN_IN,
+        response_model=None,
+        responses=api_docs.HEALTHZ,
+    )
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/readyz", tags=["operations"])
+    @app.get(
+        "/readyz",
+        tags=["operations"],
+        summary="Ready: the database and the broker answer",
+        openapi_extra=api_docs.NO_SIGN_IN,
+        responses=api_docs.READYZ,
+    )
     async def readyz(db: Pool) -> JSONResponse:
         checks = {"database": False, "broker": False}
         try:
             async with db.acquire(timeout=2) as conn:
                 checks["database"] = await conn.fetchval("SELECT true")
-        except Exception:  # noqa: BLE001 - reported as not ready
+        except Exception:  # noqa: BLE001, S110 - reported as not ready
             pass
         broker = ready() if ready else True
         checks["broker"] = bool(await broker if inspect.isawaitable(broker) else broker)
@@ -173,7 +200,13 @@ def create_api(
 
     # --- contacts -------------------------------------------------------------------------------
 
-    @app.get("/v1/me/contacts", tags=["contacts"], summary="Services where I am a contact")
+    @app.get(
+        "/v1/me/contacts",
+        tags=["contacts"],
+        summary="Services where I am a contact",
+        response_model=None,
+        responses=api_docs.MY_CONTACTS,
+    )
     async def my_contacts(me: Me, db: Pool) -> dict[str, Any]:
         async with db.acquire() as conn:
             rows = await store.services_of(conn, me)
@@ -194,13 +227,16 @@ def create_api(
         status_code=202,
         tags=["contact changes"],
         summary="Ask to change one or more contacts of a service",
+        responses=api_docs.SUBMIT,
     )
     async def submit(
         service: str,
         body: ContactChangeBody,
         me: Me,
         db: Pool,
-        idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+        idempotency_key: Annotated[
+            str | None, Header(max_length=200, description="Sent again with a submission, returns the same requests")
+        ] = None,
     ) -> JSONResponse:
         async with db.acquire() as conn:
             async with conn.transaction():
@@ -215,7 +251,13 @@ def create_api(
             items = [await store.request_view(conn, i) for i in ids]
         return JSONResponse(jsonable_encoder({"items": items}), status_code=202)
 
-    @app.get("/v1/me/contact-changes", tags=["contact changes"], summary="Requests I am a party of, newest first")
+    @app.get(
+        "/v1/me/contact-changes",
+        tags=["contact changes"],
+        summary="Requests I am a party of, newest first",
+        response_model=None,
+        responses=api_docs.MY_REQUESTS,
+    )
     async def my_requests(
         me: Me,
         db: Pool,
@@ -243,7 +285,13 @@ def create_api(
             raise not_found()
         return jsonable_encoder(view)
 
-    @app.get("/v1/contact-changes/{request_id}", tags=["contact changes"], summary="One request, with its history")
+    @app.get(
+        "/v1/contact-changes/{request_id}",
+        tags=["contact changes"],
+        summary="One request, with its history",
+        response_model=None,
+        responses=api_docs.ONE_REQUEST,
+    )
     async def one_request(request_id: uuid.UUID, me: Me, db: Pool) -> dict[str, Any]:
         async with db.acquire() as conn:
             return await _visible_view(conn, request_id, me)
@@ -253,11 +301,23 @@ def create_api(
         async with db.acquire() as conn:
             return await _visible_view(conn, request_id, me)
 
-    @app.post("/v1/contact-changes/{request_id}/accept", tags=["contact changes"], summary="Accept with my token")
+    @app.post(
+        "/v1/contact-changes/{request_id}/accept",
+        tags=["contact changes"],
+        summary="Accept with my token",
+        response_model=None,
+        responses=api_docs.ACCEPT,
+    )
     async def accept(request_id: uuid.UUID, body: TokenBody, me: Me, db: Pool) -> dict[str, Any]:
         return await _answer(request_id, body, me, db, accept=True)
 
-    @app.post("/v1/contact-changes/{request_id}/decline", tags=["contact changes"], summary="Decline with my token")
+    @app.post(
+        "/v1/contact-changes/{request_id}/decline",
+        tags=["contact changes"],
+        summary="Decline with my token",
+        response_model=None,
+        responses=api_docs.DECLINE,
+    )
     async def decline(request_id: uuid.UUID, body: TokenBody, me: Me, db: Pool) -> dict[str, Any]:
         return await _answer(request_id, body, me, db, accept=False)
 
@@ -266,6 +326,7 @@ def create_api(
         status_code=202,
         tags=["contact changes"],
         summary="Send new tokens to the confirmers who have not answered",
+        responses=api_docs.RESEND,
     )
     async def resend(request_id: uuid.UUID, me: Me, db: Pool) -> JSONResponse:
         async with db.acquire() as conn:
@@ -273,7 +334,13 @@ def create_api(
                 await handlers.resend(conn, request_id=request_id, nic=me)
             return JSONResponse(await _visible_view(conn, request_id, me), status_code=202)
 
-    @app.post("/v1/contact-changes/{request_id}/cancel", tags=["contact changes"], summary="Cancel my open request")
+    @app.post(
+        "/v1/contact-changes/{request_id}/cancel",
+        tags=["contact changes"],
+        summary="Cancel my open request",
+        response_model=None,
+        responses=api_docs.CANCEL,
+    )
     async def cancel(request_id: uuid.UUID, me: Me, db: Pool) -> dict[str, Any]:
         async with db.acquire() as conn:
             async with conn.transaction():

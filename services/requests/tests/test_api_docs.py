@@ -1,0 +1,180 @@
+"""The OpenAPI document says exactly what the API answers (the app in process, real PostgreSQL):
+every answer, success or problem, has a status the document lists for its operation, under the
+media type it names, and its body validates against the schema given there, every member
+documented; and every status the document lists is answered here at least once, but the 500s
+and the 503 of /readyz."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+import httpx
+import jsonschema
+import pytest
+from contacts_requests import store
+from contacts_requests.api import create_api
+from contacts_requests.handlers import message_handlers
+from contacts_shared.auth import mint_token
+from contacts_shared.contracts import (
+    AccountUpserted,
+    ContactChangeTokenIssued,
+    ContactChangeVetted,
+    Contract,
+    Phase,
+    ServiceUpserted,
+    Zone,
+    envelope_for,
+)
+from contacts_shared.testing import schema_pool
+
+SECRET = "s" * 32
+OWNER, WEBMASTER, OLD_TECH, BILLER = "aa11111-ovh", "bb22222-ovh", "cc33333-ovh", "dd44444-ovh"
+SERVICE = "shop-example.web-hosting"
+TTL = timedelta(days=14)
+ONE, ANSWER = "/v1/contact-changes/{request_id}", "/v1/contact-changes/{request_id}/{action}"
+SUBMIT = "/v1/services/{service}/contact-changes"
+
+
+def closed(node: Any) -> Any:
+    """The schemas with no member left undocumented: `additionalProperties: false` wherever
+    an object lists its properties (the document itself leaves room for members added later)."""
+    if isinstance(node, list):
+        return [closed(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    copy = {key: closed(value) for key, value in node.items()}
+    if "properties" in copy and "additionalProperties" not in copy:
+        copy["additionalProperties"] = False
+    return copy
+
+
+class DocumentedApi:
+    """Calls the API and checks each answer against the app's own OpenAPI document."""
+
+    def __init__(self, client: httpx.AsyncClient, document: dict[str, Any]) -> None:
+        self.client, self.document = client, document
+        self.seen: set[tuple[str, str, str]] = set()
+
+    async def call(self, method: str, template: str, nic: str | None = None, **kwargs: Any) -> Any:
+        params = {k: kwargs.pop(k) for k in ("request_id", "service", "action") if k in kwargs}
+        path = template.format(**params)
+        if "action" in params:  # the document has one path per action
+            template = template.replace("{action}", params["action"])
+        headers = {"Authorization": f"Bearer {mint_token(SECRET, nic)}"} if nic else {}
+        response = await self.client.request(method, path, headers=headers, **kwargs)
+        status = str(response.status_code)
+        responses = self.document["paths"][template][method]["responses"]
+        assert status in responses, f"{method} {path}: {status} is not documented: {response.text}"
+        media_type = response.headers["content-type"].split(";")[0]
+        content = responses[status]["content"]
+        assert media_type in content, f"{method} {path}: {status} answered {media_type}, documented {list(content)}"
+        schema = {**content[media_type]["schema"], "components": closed(self.document["components"])}
+        validator = jsonschema.Draft202012Validator(schema, format_checker=jsonschema.FormatChecker())
+        errors = [f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in validator.iter_errors(response.json())]
+        assert not errors, f"{method} {path}: {status} body differs from the document: {errors}\n{response.text}"
+        self.seen.add((method, template, status))
+        return response.json()
+
+    def documented(self) -> set[tuple[str, str, str]]:
+        return {
+            (method, path, status)
+            for path, operations in self.document["paths"].items()
+            for method, operation in operations.items()
+            for status in operation["responses"]
+        }
+
+
+@pytest.fixture
+async def pool() -> AsyncIterator[asyncpg.Pool]:
+    async with schema_pool("requests", store.MIGRATIONS) as pool:
+        yield pool
+
+
+async def deliver(pool: asyncpg.Pool, *messages: Contract) -> None:
+    handlers = message_handlers(TTL)
+    for message in messages:
+        envelope = envelope_for(message)
+        async with pool.acquire() as conn, conn.transaction():
+            await handlers[envelope.type](conn, envelope, message)
+
+
+def issued(request_id: str, nic: str, code: str) -> ContactChangeTokenIssued:
+    return ContactChangeTokenIssued(
+        request_id=uuid.UUID(request_id),
+        nic=nic,
+        token_hash=hashlib.sha256(code.encode()).hexdigest(),
+        expires_at=datetime.now(UTC) + TTL,
+    )
+
+
+async def test_every_answer_is_one_the_document_describes(pool: asyncpg.Pool) -> None:
+    await deliver(
+        pool,
+        *(AccountUpserted(nic=nic, email=f"{nic}@shop-example.test", zone=Zone.EU) for nic in (OWNER, WEBMASTER, OLD_TECH, BILLER)),
+        ServiceUpserted(service=SERVICE, type="web-hosting", admin=OWNER, tech=OLD_TECH, billing=BILLER),
+    )
+    app = create_api(pool=pool, jwt_secret=SECRET, request_ttl=TTL)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://contacts.test") as client:
+        api = DocumentedApi(client, app.openapi())
+        await api.call("get", "/healthz")
+        await api.call("get", "/readyz")
+        await api.call("get", "/v1/me/contacts", OWNER)
+
+        # Submitting: accepted, then each refusal.
+        (tech,) = (await api.call("post", SUBMIT, OWNER, service=SERVICE, json={"tech": WEBMASTER}))["items"]
+        assert "open_request_id" in await api.call("post", SUBMIT, OWNER, service=SERVICE, json={"tech": WEBMASTER})
+        await api.call("post", SUBMIT, OLD_TECH, service=SERVICE, json={"billing": OLD_TECH})  # 403
+        await api.call("post", SUBMIT, OWNER, service="nothing.example", json={"tech": WEBMASTER})  # 404
+        await api.call("post", SUBMIT, OWNER, service=SERVICE, json={"admin": "zz99999-ovh"})  # 422
+        (billing,) = (await api.call("post", SUBMIT, OWNER, service=SERVICE, json={"billing": WEBMASTER}))["items"]
+
+        # Reading.
+        page = await api.call("get", "/v1/me/contact-changes", OWNER, params={"limit": 1})
+        await api.call("get", "/v1/me/contact-changes", OWNER, params={"cursor": page["next_cursor"]})
+        await api.call("get", "/v1/me/contact-changes", OWNER, params={"cursor": "not one of ours"})  # 422
+        await api.call("get", ONE, WEBMASTER, request_id=tech["id"])
+        await api.call("get", ONE, OWNER, request_id=str(uuid.uuid4()))  # 404
+        await api.call("get", ONE, OWNER, request_id="not-a-uuid")  # 422
+
+        # Answering, resending and cancelling: refusals while the request is being checked.
+        for action in ("accept", "decline", "resend", "cancel"):
+            body = {"json": {"token": "123456"}} if action in ("accept", "decline") else {}
+            await api.call("post", ANSWER, None, request_id=tech["id"], action=action, **body)  # 401
+            await api.call("post", ANSWER, OLD_TECH, request_id=tech["id"], action=action, **body)  # 403
+            await api.call("post", ANSWER, BILLER, request_id=tech["id"], action=action, **body)  # 404
+            await api.call("post", ANSWER, OWNER, request_id="not-a-uuid", action=action, **body)  # 422
+            if action != "cancel":
+                state = await api.call("post", ANSWER, OWNER, request_id=tech["id"], action=action, **body)  # 409
+                assert state["state"] == "checking"
+
+        # Once vetted, with codes mailed: accept, resend, decline.
+        await deliver(
+            pool,
+            ContactChangeVetted(request_id=uuid.UUID(tech["id"]), phase=Phase.submit, approved=True),
+            issued(tech["id"], WEBMASTER, "code-w"),
+        )
+        await api.call("post", ANSWER, WEBMASTER, request_id=tech["id"], action="accept", json={"token": "wrong"})  # 422
+        await api.call("post", ANSWER, WEBMASTER, request_id=tech["id"], action="accept", json={"token": "code-w"})
+        await api.call("post", ANSWER, OWNER, request_id=tech["id"], action="resend")  # 202
+        await deliver(pool, issued(tech["id"], OWNER, "code-o"))
+        declined = await api.call("post", ANSWER, OWNER, request_id=tech["id"], action="decline", json={"token": "code-o"})
+        assert declined["state"] == "declined"
+
+        # Cancelling the other one, then once too often.
+        await api.call("post", ANSWER, WEBMASTER, request_id=billing["id"], action="cancel")  # 403
+        await api.call("post", ANSWER, OWNER, request_id=billing["id"], action="cancel")
+        await api.call("post", ANSWER, OWNER, request_id=billing["id"], action="cancel")  # 409
+
+        # Not signed in, everywhere else.
+        await api.call("get", "/v1/me/contacts")
+        await api.call("post", SUBMIT, service=SERVICE, json={"tech": WEBMASTER})
+        await api.call("get", "/v1/me/contact-changes")
+        await api.call("get", ONE, request_id=tech["id"])
+
+    unanswered = api.documented() - api.seen
+    assert unanswered == {(m, p, s) for m, p, s in api.documented() if s == "500"} | {("get", "/readyz", "503")}
