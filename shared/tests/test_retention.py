@@ -12,7 +12,7 @@ import asyncpg
 import pytest
 from contacts_shared.db import COMMON_INDEXES, claim_message, migrate
 from contacts_shared.retention import COMMON_PRUNERS, INBOX, Pruned, prune_once
-from contacts_shared.testing import TEST_DATABASE_URL, schema_pool
+from contacts_shared.testing import TEST_DATABASE_URL, explain, schema_pool
 
 
 @pytest.fixture
@@ -70,23 +70,12 @@ async def test_a_pass_with_nothing_to_do_is_one_index_probe(pool: asyncpg.Pool) 
     assert batches == [0]  # one statement
 
     # The statement reads a few index pages, not the 20,000 rows (a heap scan reads 100+ pages).
-    plan = await explain(pool, INBOX.sql)
+    plan = await explain(pool, INBOX.sql, 30, 1000)
     assert "Seq Scan" not in json.dumps(plan), plan
     assert plan["Shared Hit Blocks"] + plan["Shared Read Blocks"] <= 10, plan
     # With a batch to do, it is found by the index too.
     await add_inbox_rows(pool, 1500, days_ago=31)
-    assert "Seq Scan" not in json.dumps(await explain(pool, INBOX.sql))
-
-
-async def explain(pool: asyncpg.Pool, sql: str) -> dict:
-    """The plan of a pruning statement as run (rolled back), with the buffers it touched."""
-    async with pool.acquire() as conn:
-        tx = conn.transaction()
-        await tx.start()
-        try:
-            return json.loads(await conn.fetchval(f"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) {sql}", 30, 1000))[0]["Plan"]
-        finally:
-            await tx.rollback()
+    assert "Seq Scan" not in json.dumps(await explain(pool, INBOX.sql, 30, 1000))
 
 
 async def test_a_copy_within_the_retention_is_still_a_duplicate(pool: asyncpg.Pool) -> None:

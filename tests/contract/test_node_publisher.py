@@ -4,14 +4,12 @@ feeds an account set and a service, submits a change by message, and follows it 
 
 from __future__ import annotations
 
-import hashlib
-import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 from capture import validator_for
 from contract.examples import assert_change_completed, example_env, run_example
+from contract.node import installed_from_lock
 from support import ROOT, System
 
 pytestmark = pytest.mark.e2e
@@ -23,23 +21,7 @@ EXAMPLE = ROOT / "examples" / "node-publisher"
 def node_example() -> Path:
     """The example with its locked dependencies installed (`npm ci`, not run again while the
     lockfile is unchanged since the last install, so the suite stays fast)."""
-    node, npm = shutil.which("node"), shutil.which("npm")
-    if not node or not npm:
-        pytest.fail("node and npm are not installed: apt-get install nodejs npm (scripts/test does it as root)")
-    lock_digest = hashlib.sha256((EXAMPLE / "package-lock.json").read_bytes()).hexdigest()
-    stamp = EXAMPLE / "node_modules" / ".installed-from-lock"
-    if not stamp.exists() or stamp.read_text() != lock_digest:
-        result = subprocess.run(
-            [npm, "ci", "--no-audit", "--no-fund", "--prefer-offline"],
-            check=False,
-            cwd=EXAMPLE,
-            capture_output=True,
-            text=True,
-            timeout=240,
-        )
-        assert result.returncode == 0, f"npm ci failed:\n{result.stdout}\n{result.stderr}"
-        stamp.write_text(lock_digest)
-    return EXAMPLE
+    return installed_from_lock(EXAMPLE)
 
 
 async def test_node_publisher_submits_and_sees_the_change_completed(system: System, node_example: Path) -> None:

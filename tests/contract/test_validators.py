@@ -12,14 +12,13 @@ AsyncAPI CLI). They run offline: no usage data, no check for a newer version (se
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
+from contract.node import installed_from_lock
 from support import ROOT
 
 VALIDATORS = Path(__file__).resolve().parent / "validators"
@@ -44,23 +43,7 @@ ACCEPTED_LINT_WARNINGS = {
 def validators() -> Path:
     """The validators with their locked dependencies installed (`npm ci`, not run again while the
     lockfile is unchanged since the last install)."""
-    node, npm = shutil.which("node"), shutil.which("npm")
-    if not node or not npm:
-        pytest.fail("node and npm are not installed: apt-get install nodejs npm (scripts/test does it as root)")
-    lock_digest = hashlib.sha256((VALIDATORS / "package-lock.json").read_bytes()).hexdigest()
-    stamp = VALIDATORS / "node_modules" / ".installed-from-lock"
-    if not stamp.exists() or stamp.read_text() != lock_digest:
-        result = subprocess.run(
-            [npm, "ci", "--no-audit", "--no-fund", "--prefer-offline"],
-            check=False,
-            cwd=VALIDATORS,
-            capture_output=True,
-            text=True,
-            timeout=900,
-        )
-        assert result.returncode == 0, f"npm ci failed:\n{result.stdout}\n{result.stderr}"
-        stamp.write_text(lock_digest)
-    return VALIDATORS
+    return installed_from_lock(VALIDATORS)
 
 
 def run(*argv: str | Path) -> subprocess.CompletedProcess[str]:

@@ -21,6 +21,7 @@ from contacts_shared.contracts import (
     envelope_for,
 )
 from contacts_shared.retention import COMMON_PRUNERS, Pruned, prune_once
+from contacts_shared.testing import explain
 
 Validation = Callable[[uuid.UUID], ContactChangeValidationRequested]
 
@@ -102,29 +103,18 @@ async def test_old_mail_texts_and_old_tokens_are_pruned_in_batches(pool: asyncpg
     }
 
 
-async def explain(pool: asyncpg.Pool, sql: str) -> dict:
-    """The plan of a pruning statement as run (rolled back), with the buffers it touched."""
-    async with pool.acquire() as conn:
-        tx = conn.transaction()
-        await tx.start()
-        try:
-            return json.loads(await conn.fetchval(f"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) {sql}", 30, 1000))[0]["Plan"]
-        finally:
-            await tx.rollback()
-
-
 async def test_the_pruning_statements_never_read_the_whole_table(pool: asyncpg.Pool) -> None:
     await add_mails(pool, 20_000, kind="outcome", state="sent", days_ago=1)
     await add_tokens(pool, 20_000, expired_days_ago=1)
     await pool.execute("ANALYZE mails; ANALYZE tokens")
     for pruner in PRUNERS:  # nothing to do: a probe of a few index pages
-        plan = await explain(pool, pruner.sql)
+        plan = await explain(pool, pruner.sql, 30, 1000)
         assert "Seq Scan" not in json.dumps(plan), (pruner.name, plan)
         assert plan["Shared Hit Blocks"] + plan["Shared Read Blocks"] <= 10, (pruner.name, plan)
     await add_mails(pool, 1500, kind="outcome", state="sent", days_ago=31)
     await add_tokens(pool, 1500, expired_days_ago=31)
     for pruner in PRUNERS:  # a batch to do: by index, not by reading the 20,000 recent rows
-        plan = await explain(pool, pruner.sql)
+        plan = await explain(pool, pruner.sql, 30, 1000)
         assert "Seq Scan" not in json.dumps(plan), (pruner.name, plan)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import uuid
 from collections.abc import AsyncIterator, Sequence
@@ -30,3 +31,14 @@ async def schema_pool(service: str, migrations: Sequence[str]) -> AsyncIterator[
             await admin.execute(f'DROP SCHEMA "{schema}" CASCADE')
         finally:
             await admin.close()
+
+
+async def explain(pool: asyncpg.Pool, sql: str, *args: object) -> dict:
+    """The plan of a statement as run (EXPLAIN ANALYZE, rolled back), with the buffers it touched."""
+    async with pool.acquire() as conn:
+        tx = conn.transaction()
+        await tx.start()
+        try:
+            return json.loads(await conn.fetchval(f"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) {sql}", *args))[0]["Plan"]
+        finally:
+            await tx.rollback()
