@@ -15,7 +15,7 @@ from contacts_requests.domain import (
     hash_token,
     plan_submission,
 )
-from contacts_shared.contracts import ContactType, RequestState
+from contacts_shared.contracts import ContactType, Phase, RequestState
 
 ADMIN, TECH, BILLING, NEW, OTHER_ZONE, STRANGER = (
     "aa1-ovh", "bb2-ovh", "cc3-ovh", "dd4-ovh", "ee5-ovh", "ff6-ovh",
@@ -171,3 +171,17 @@ def test_token_checks() -> None:
     assert not check_token(TokenSlot(slot.token_hash, slot.expires_at, failures=5), "right", NOW)  # locked
     assert not check_token(TokenSlot(slot.token_hash, NOW, failures=0), "right", NOW)  # expired
     assert not check_token(TokenSlot(None, None, failures=0), "right", NOW)  # used or not issued
+
+
+def test_when_time_runs_out_a_request_ends_by_the_state_it_waited_in() -> None:
+    assert change(RequestState.validating).time_is_up().state == RequestState.expired
+    assert change(RequestState.checking).time_is_up().state == RequestState.expired
+    failed = change(RequestState.applying).time_is_up()
+    assert failed.state == RequestState.failed and "apply" in failed.reason
+    assert change(RequestState.done).time_is_up() is None
+
+
+def test_only_a_request_waiting_for_the_billing_check_asks_it_again() -> None:
+    assert change(RequestState.checking).awaited_vetting() == Phase.submit
+    assert change(RequestState.applying).awaited_vetting() == Phase.apply
+    assert change(RequestState.validating).awaited_vetting() is None

@@ -65,6 +65,8 @@ class RequestsSettings(CommonSettings):
     public_url: str = Field("http://127.0.0.1:8000", pattern=r"^https?://")
     # Seconds or ISO 8601 (P14D); how long a request may wait for its confirmers.
     request_ttl: Duration = DEFAULT_TTL
+    # Seconds or ISO 8601; a request waiting this long for the billing check's verdict asks again.
+    vetting_reask: Duration = timedelta(minutes=5)
     # Development only: a sign-in page where anyone may pick a NIC (CONTACTS_DEV_LOGIN=1).
     dev_login: bool = False
 

@@ -14,10 +14,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
 
-from contacts_shared.contracts import ContactType, RequestState
+from contacts_shared.contracts import ContactType, Phase, RequestState
 
 OPEN_STATES = frozenset({RequestState.checking, RequestState.validating, RequestState.applying})
 FINAL_STATES = frozenset(RequestState) - OPEN_STATES
+# The states in which a request waits for the billing check's verdict (at submission, before applying).
+WAITING_FOR_VETTING = frozenset({RequestState.checking, RequestState.applying})
 MAX_TOKEN_FAILURES = 5
 
 ROLE_NAMES = {ContactType.admin: "administrative", ContactType.tech: "technical", ContactType.billing: "billing"}
@@ -237,6 +239,22 @@ class ContactChange:
             raise Refusal(403, "Not allowed", "Only the requester and the confirmers can ask for new validation codes.")
         self._require(RequestState.validating)
         return [n for n, s in self.confirmers.items() if s == ConfirmerState.pending]
+
+    def awaited_vetting(self) -> Phase | None:
+        """The billing check's verdict this request waits for, if any (to ask for it again)."""
+        return {RequestState.checking: Phase.submit, RequestState.applying: Phase.apply}.get(self.state)
+
+    def time_is_up(self) -> Transition | None:
+        """The request's time ran out: how it ends, by the state it was stuck in (None if closed).
+        Waiting for confirmers it expires; waiting for the billing check it expires before
+        anyone was asked, and fails once everyone had accepted (the change was due)."""
+        if self.state == RequestState.validating:
+            return Transition(RequestState.expired, "system", "not confirmed in time")
+        if self.state == RequestState.checking:
+            return Transition(RequestState.expired, "system", "the billing check did not answer in time")
+        if self.state == RequestState.applying:
+            return Transition(RequestState.failed, "system", "the billing check did not answer in time to apply the change")
+        return None
 
     def apply_outcome(self, approved: bool, reasons: list[str], current_holder: str | None) -> Transition | None:
         """The apply-phase check answered: apply only if still approved and nobody moved the holder."""

@@ -305,12 +305,30 @@ async def cancel(conn: asyncpg.Connection, *, request_id: uuid.UUID, nic: str) -
 
 
 async def expire_overdue(pool: asyncpg.Pool) -> int:
+    """End every open request whose time ran out (the domain says how), with its emails."""
     async with pool.acquire() as conn, conn.transaction():
         ids = await store.expired_request_ids(conn)
         for request_id in ids:
             change = await store.load_change(conn, request_id)
             assert change is not None
-            await _transition(conn, change, Transition(RequestState.expired, "system", "not confirmed in time"))
+            if (t := change.time_is_up()) is not None:
+                await _transition(conn, change, t)
+        return len(ids)
+
+
+async def ask_vetting_again(pool: asyncpg.Pool, waited: timedelta) -> int:
+    """Ask the billing check again about requests whose verdict has not come for `waited` (its
+    message may have been dead-lettered during an outage); a verdict that comes twice is taken
+    once, the second finds the request moved on."""
+    async with pool.acquire() as conn, conn.transaction():
+        ids = await store.unvetted_request_ids(conn, waited)
+        for request_id in ids:
+            change = await store.load_change(conn, request_id)
+            assert change is not None
+            if (phase := change.awaited_vetting()) is not None:
+                await enqueue(conn, ContactChangeRequested(**_about(change), phase=phase))
+                await store.mark_vetting_asked(conn, request_id, change.state)
+                log.warning("billing check asked again", request_id=change.id, phase=phase.value)
         return len(ids)
 
 

@@ -23,7 +23,11 @@ from contacts_shared.settings import RequestsSettings
 
 from contacts_requests import store
 from contacts_requests.api import create_api
-from contacts_requests.handlers import expire_overdue, message_handlers
+from contacts_requests.handlers import (
+    ask_vetting_again,
+    expire_overdue,
+    message_handlers,
+)
 from contacts_requests.store import MIGRATIONS
 
 PROGRAM = "contacts-requests"
@@ -51,6 +55,8 @@ def requests_by_state_refresher(runtime: Runtime) -> Refresher:
 async def serve(settings: RequestsSettings) -> None:
     async with service_runtime("requests", settings, MIGRATIONS, message_handlers(settings.request_ttl)) as runtime:
         runtime.every(1.0, lambda: expire_overdue(runtime.pool), name="expire-overdue")
+        reask = settings.vetting_reask
+        runtime.every(min(reask.total_seconds() / 4, 30.0), lambda: ask_vetting_again(runtime.pool, reask), name="ask-vetting-again")
         runtime.refreshers.append(requests_by_state_refresher(runtime))
         app = create_api(
             pool=runtime.pool,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import asyncpg
 from contacts_shared.contracts import ContactType, Envelope, RequestState
@@ -17,6 +17,8 @@ from contacts_shared.observability import FLOW_SECONDS
 
 from contacts_requests.domain import (
     FINAL_STATES,
+    OPEN_STATES,
+    WAITING_FOR_VETTING,
     Account,
     ContactChange,
     ServiceContacts,
@@ -119,6 +121,10 @@ MIGRATIONS = [
         ADD COLUMN message_id uuid,
         ADD COLUMN deleted boolean NOT NULL DEFAULT false;
     CREATE VIEW services AS SELECT service, type, admin, tech, billing FROM service_rows WHERE NOT deleted;
+    """,
+    # When the billing check was last asked about a request waiting for its verdict.
+    """
+    ALTER TABLE contact_changes ADD COLUMN vetting_asked_at timestamptz;
     """,
 ]
 
@@ -561,12 +567,39 @@ async def reset_tokens(conn: asyncpg.Connection, request_id: uuid.UUID, nics: li
 
 
 async def expired_request_ids(conn: asyncpg.Connection, limit: int = 500) -> list[uuid.UUID]:
+    """Open requests whose time ran out, locked (replicas take others)."""
     rows = await conn.fetch(
-        "SELECT id FROM contact_changes WHERE state = 'validating' AND expires_at <= now()"
+        "SELECT id FROM contact_changes WHERE state = ANY($2::text[]) AND expires_at <= now()"
         " ORDER BY expires_at LIMIT $1 FOR UPDATE SKIP LOCKED",
         limit,
+        sorted(state.value for state in OPEN_STATES),
     )
     return [r["id"] for r in rows]
+
+
+async def unvetted_request_ids(conn: asyncpg.Connection, waited: timedelta, limit: int = 500) -> list[uuid.UUID]:
+    """Requests waiting for the billing check's verdict for longer than `waited` since they
+    entered that state or it was last asked, locked (replicas take others)."""
+    rows = await conn.fetch(
+        "SELECT id FROM contact_changes WHERE state = ANY($2::text[])"
+        " AND greatest(updated_at, vetting_asked_at) <= now() - $3::interval"
+        " ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
+        limit,
+        sorted(state.value for state in WAITING_FOR_VETTING),
+        waited,
+    )
+    return [r["id"] for r in rows]
+
+
+async def mark_vetting_asked(conn: asyncpg.Connection, request_id: uuid.UUID, state: RequestState) -> None:
+    """Remember the billing check was asked again, with a line in the request's history."""
+    await conn.execute(
+        "WITH recorded AS (INSERT INTO history (request_id, state, actor, reason)"
+        " VALUES ($1, $2, 'system', 'the billing check was asked again'))"
+        " UPDATE contact_changes SET vetting_asked_at = now() WHERE id = $1",
+        request_id,
+        state.value,
+    )
 
 
 # --- idempotency ----------------------------------------------------------------------------------
