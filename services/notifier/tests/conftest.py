@@ -1,5 +1,5 @@
-"""Fixtures of the notifier's PostgreSQL tests: a schema of their own, and the order for two
-token emails (requester and new contact) that a contact change starts with."""
+"""Fixtures of the notifier's PostgreSQL tests: a schema of their own, the order for two
+token emails (requester and new contact) that a contact change starts with, and its `done`."""
 
 from __future__ import annotations
 
@@ -12,7 +12,9 @@ import pytest
 from contacts_notifier.store import MIGRATIONS
 from contacts_shared.contracts import (
     Confirmer,
+    ContactChangeStateChanged,
     ContactChangeValidationRequested,
+    Party,
     utcnow,
 )
 from contacts_shared.testing import schema_pool
@@ -39,3 +41,25 @@ def validation() -> Callable[[uuid.UUID], ContactChangeValidationRequested]:
         )
 
     return for_request
+
+
+@pytest.fixture
+def done_for() -> Callable[[uuid.UUID], ContactChangeStateChanged]:
+    """The same change, done: its three parties are mailed the outcome."""
+    return _done
+
+
+def _done(request_id: uuid.UUID) -> ContactChangeStateChanged:
+    return ContactChangeStateChanged(
+        request_id=request_id,
+        service="svc-1",
+        type="tech",
+        from_="aa1-ovh",
+        to="bb2-ovh",
+        state="done",
+        parties=[
+            Party(nic="cc3-ovh", email="cc3@example.com", role="requester"),
+            Party(nic="aa1-ovh", email="aa1@example.com", role="from"),
+            Party(nic="bb2-ovh", email="bb2@example.com", role="to"),
+        ],
+    )

@@ -17,7 +17,6 @@ from contacts_shared.contracts import (
     ContactChangeValidationRequested,
     Contract,
     Envelope,
-    Party,
     envelope_for,
 )
 from contacts_shared.retention import COMMON_PRUNERS, Pruned, prune_once
@@ -127,23 +126,11 @@ async def deliver(pool: asyncpg.Pool, message: Contract, envelope: Envelope) -> 
 
 
 async def test_a_copy_arriving_after_its_inbox_row_was_pruned_mails_nobody_twice(
-    pool: asyncpg.Pool, validation: Validation
+    pool: asyncpg.Pool, validation: Validation, done_for: Callable[[uuid.UUID], ContactChangeStateChanged]
 ) -> None:
     request_id = uuid.uuid4()
     asked = validation(request_id)
-    done = ContactChangeStateChanged(
-        request_id=request_id,
-        service="svc-1",
-        type="tech",
-        from_="aa1-ovh",
-        to="bb2-ovh",
-        state="done",
-        parties=[
-            Party(nic="cc3-ovh", email="cc3@example.com", role="requester"),
-            Party(nic="aa1-ovh", email="aa1@example.com", role="from"),
-            Party(nic="bb2-ovh", email="bb2@example.com", role="to"),
-        ],
-    )
+    done = done_for(request_id)
     envelopes = [(asked, envelope_for(asked)), (done, envelope_for(done))]
     for message, envelope in envelopes:
         assert await deliver(pool, message, envelope) is True
