@@ -104,6 +104,7 @@ class System:
     capture: MessageCapture | None = None  # every message on the exchange (see tests/capture.py)
     env: dict[str, str] = field(default_factory=dict)  # the services' environment, for restarts
     replica_api_urls: list[str] = field(default_factory=list)  # the HTTP APIs of extra replicas
+    token_secret: str = field(default_factory=lambda: uuid.uuid4().hex * 2)  # the notifier's key
 
     # --- talking to it like users and other systems do ---
 
@@ -219,6 +220,7 @@ def service_env(system: System, http_port: int, extra: dict[str, str] | None = N
         "CONTACTS_SMTP_HOST": system.sink.smtp_host,
         "CONTACTS_SMTP_PORT": str(system.sink.smtp_port),
         "CONTACTS_MAIL_FROM": "contacts@example.test",
+        "CONTACTS_TOKEN_SECRET": system.token_secret,
         **(extra or {}),
     }
 
@@ -336,6 +338,7 @@ async def running_system(
         "CONTACTS_SMTP_HOST": "127.0.0.1",
         "CONTACTS_SMTP_PORT": str(smtp_port),
         "CONTACTS_MAIL_FROM": "contacts@example.test",
+        "CONTACTS_TOKEN_SECRET": system.token_secret,
         **(settings or {}),
     }
     try:

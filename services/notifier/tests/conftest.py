@@ -27,8 +27,8 @@ async def pool() -> AsyncIterator[asyncpg.Pool]:
 
 
 @pytest.fixture
-def validation() -> Callable[[uuid.UUID], ContactChangeValidationRequested]:
-    def for_request(request_id: uuid.UUID) -> ContactChangeValidationRequested:
+def validation() -> Callable[..., ContactChangeValidationRequested]:
+    def for_request(request_id: uuid.UUID, generation: int = 1) -> ContactChangeValidationRequested:
         return ContactChangeValidationRequested(
             request_id=request_id,
             service="svc-1",
@@ -36,7 +36,10 @@ def validation() -> Callable[[uuid.UUID], ContactChangeValidationRequested]:
             from_="aa1-ovh",
             to="bb2-ovh",
             requester="cc3-ovh",
-            confirmers=[Confirmer(nic="cc3-ovh", email="cc3@example.com"), Confirmer(nic="bb2-ovh", email="bb2@example.com")],
+            confirmers=[
+                Confirmer(nic="cc3-ovh", email="cc3@example.com", generation=generation),
+                Confirmer(nic="bb2-ovh", email="bb2@example.com", generation=generation),
+            ],
             expires_at=utcnow() + timedelta(days=7),
         )
 

@@ -9,7 +9,7 @@ import pytest
 from contacts_notifier.domain import (
     confirm_link,
     hash_token,
-    new_token,
+    validation_code,
     outcome_email,
     outcome_recipients,
     token_email,
@@ -54,10 +54,28 @@ def test_rejection_email_gives_the_reason() -> None:
     assert "refused" in email.subject and "unpaid invoice (INV-1)" in email.body
 
 
-def test_tokens_are_long_random_and_kept_as_hash() -> None:
-    token, digest = new_token()
-    assert len(token) >= 43 and digest == hash_token(token) and token not in digest
-    assert new_token()[0] != token
+KEY = b"k" * 32
+
+
+def test_codes_are_long_and_kept_as_hash() -> None:
+    token, digest = validation_code(KEY, "r1", "aa1-ovh", 1)
+    assert len(token) == 43 and digest == hash_token(token) and token not in digest
+    assert token.replace("-", "").replace("_", "").isalnum()
+
+
+def test_an_email_written_again_carries_the_same_code() -> None:
+    assert validation_code(KEY, "r1", "aa1-ovh", 1) == validation_code(KEY, "r1", "aa1-ovh", 1)
+
+
+def test_a_code_differs_per_request_confirmer_round_and_key() -> None:
+    codes = {
+        validation_code(KEY, "r1", "aa1-ovh", 1)[0],
+        validation_code(KEY, "r2", "aa1-ovh", 1)[0],
+        validation_code(KEY, "r1", "bb2-ovh", 1)[0],
+        validation_code(KEY, "r1", "aa1-ovh", 2)[0],
+        validation_code(b"other key" * 4, "r1", "aa1-ovh", 1)[0],
+    }
+    assert len(codes) == 5
 
 
 def test_token_expires_with_request_at_most_ttl() -> None:

@@ -51,7 +51,7 @@ async def test_tokens_are_announced_before_their_emails_leave(pool: asyncpg.Pool
         assert sink.store.messages() == [], "an email left before its token was announced"
         announced.extend(tokens)
 
-    mailer = Mailer(pool, NotifierSettings(smtp_port=sink.smtp_port), announce=announce)
+    mailer = Mailer(pool, NotifierSettings(smtp_port=sink.smtp_port, token_secret="t" * 32), announce=announce)
     assert await mailer.send_batch() == 2
 
     assert sorted(to for m in sink.store.messages() for to in m.rcpt_tos) == ["bb2@example.com", "cc3@example.com"]
@@ -66,7 +66,7 @@ async def test_a_token_email_whose_announcement_fails_waits(pool: asyncpg.Pool, 
     async def broker_away(*_: ContactChangeTokenIssued) -> None:
         raise ConnectionError("broker away")
 
-    mailer = Mailer(pool, NotifierSettings(smtp_port=sink.smtp_port), announce=broker_away)
+    mailer = Mailer(pool, NotifierSettings(smtp_port=sink.smtp_port, token_secret="t" * 32), announce=broker_away)
     assert await mailer.send_batch() == 2
 
     assert sink.store.messages() == []

@@ -16,7 +16,7 @@ from contacts_shared.contracts import (
     envelope_for,
 )
 
-Validation = Callable[[uuid.UUID], ContactChangeValidationRequested]
+Validation = Callable[..., ContactChangeValidationRequested]
 Done = Callable[[uuid.UUID], ContactChangeStateChanged]
 
 
@@ -37,24 +37,27 @@ async def mails(pool: asyncpg.Pool) -> list[tuple[str, str, str, str]]:
     return [tuple(r) for r in rows]
 
 
-async def test_token_mails_are_queued_once_per_message(pool: asyncpg.Pool, validation: Validation) -> None:
-    message = validation(uuid.uuid4())
+async def test_token_mails_are_queued_once_per_round(pool: asyncpg.Pool, validation: Validation) -> None:
+    request_id = uuid.uuid4()
+    message = validation(request_id)
     envelope = envelope_for(message)
     assert await deliver(pool, message, envelope) is True
     assert await deliver(pool, message, envelope) is False
+    # The same round asked for in another message (a copy the inbox cannot recognise).
+    assert await deliver(pool, validation(request_id)) is True
     assert await mails(pool) == [
         ("token", "cc3-ovh", "cc3@example.com", "pending"),
         ("token", "bb2-ovh", "bb2@example.com", "pending"),
     ]
     dedupe_keys = {r["dedupe_key"] for r in await pool.fetch("SELECT dedupe_key FROM mails")}
-    assert dedupe_keys == {f"{envelope.message_id}:cc3-ovh", f"{envelope.message_id}:bb2-ovh"}
+    assert dedupe_keys == {f"{request_id}:cc3-ovh:token:1", f"{request_id}:bb2-ovh:token:1"}
 
 
 async def test_a_resend_supersedes_the_unsent_token_mails_only(pool: asyncpg.Pool, validation: Validation) -> None:
     request_id = uuid.uuid4()
     await deliver(pool, validation(request_id))
     await pool.execute("UPDATE mails SET state = 'sent' WHERE nic = 'cc3-ovh'")
-    await deliver(pool, validation(request_id))
+    await deliver(pool, validation(request_id, generation=2))
     assert await mails(pool) == [
         ("token", "cc3-ovh", "cc3@example.com", "sent"),
         ("token", "bb2-ovh", "bb2@example.com", "superseded"),

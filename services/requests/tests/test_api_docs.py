@@ -103,12 +103,13 @@ async def deliver(pool: asyncpg.Pool, *messages: Contract) -> None:
             await handlers[envelope.type](conn, envelope, message)
 
 
-def issued(request_id: str, nic: str, code: str) -> ContactChangeTokenIssued:
+def issued(request_id: str, nic: str, code: str, generation: int = 1) -> ContactChangeTokenIssued:
     return ContactChangeTokenIssued(
         request_id=uuid.UUID(request_id),
         nic=nic,
         token_hash=hashlib.sha256(code.encode()).hexdigest(),
         expires_at=datetime.now(UTC) + TTL,
+        generation=generation,
     )
 
 
@@ -161,7 +162,7 @@ async def test_every_answer_is_one_the_document_describes(pool: asyncpg.Pool) ->
         await api.call("post", ANSWER, WEBMASTER, request_id=tech["id"], action="accept", json={"token": "wrong"})  # 422
         await api.call("post", ANSWER, WEBMASTER, request_id=tech["id"], action="accept", json={"token": "code-w"})
         await api.call("post", ANSWER, OWNER, request_id=tech["id"], action="resend")  # 202
-        await deliver(pool, issued(tech["id"], OWNER, "code-o"))
+        await deliver(pool, issued(tech["id"], OWNER, "code-o", generation=2))  # the resend's round
         declined = await api.call("post", ANSWER, OWNER, request_id=tech["id"], action="decline", json={"token": "code-o"})
         assert declined["state"] == "declined"
 

@@ -1,6 +1,7 @@
-"""`contact_change.token_issued`: its one statement (claim and UPDATE) keeps only the newest token of a pending
-confirmer, so that a late message (or one delivered again with a new message id, which the
-inbox would not catch) never revives a spent token or replaces a newer one. Real PostgreSQL."""
+"""`contact_change.token_issued`: its one statement (claim and UPDATE) keeps only a token of the
+round of codes a pending confirmer waits for, so that a late message (or one delivered again with
+a new message id, which the inbox would not catch) never revives a spent token or one from before
+a resend; which round is current never depends on the clocks of the hosts. Real PostgreSQL."""
 
 from __future__ import annotations
 
@@ -45,8 +46,14 @@ async def _validating_request(conn: asyncpg.Connection) -> uuid.UUID:
     return request_id
 
 
-async def _deliver(conn: asyncpg.Connection, request_id: uuid.UUID, nic: str, token_hash: str, at: datetime) -> None:
-    data = ContactChangeTokenIssued(request_id=request_id, nic=nic, token_hash=token_hash, expires_at=at + timedelta(days=1))
+async def _deliver(
+    conn: asyncpg.Connection, request_id: uuid.UUID, nic: str, token_hash: str, generation: int = 1, clock: timedelta = timedelta()
+) -> None:
+    """A `token_issued` as the notifier sends it, its clock `clock` off ours."""
+    at = datetime.now(UTC) + clock
+    data = ContactChangeTokenIssued(
+        request_id=request_id, nic=nic, token_hash=token_hash, expires_at=at + timedelta(days=1), generation=generation
+    )
     envelope = envelope_for(data).model_copy(update={"occurred_at": at})
     await on_token_issued(conn, envelope, data)
 
@@ -57,35 +64,37 @@ async def _hash_of(conn: asyncpg.Connection, request_id: uuid.UUID, nic: str) ->
 
 async def test_again_after_the_answer_does_not_revive_the_spent_token(conn: asyncpg.Connection) -> None:
     request_id = await _validating_request(conn)
-    issued_at = datetime.now(UTC)
-    await _deliver(conn, request_id, WEBMASTER, h("hash-1"), issued_at)
+    await _deliver(conn, request_id, WEBMASTER, h("hash-1"))
     assert await _hash_of(conn, request_id, WEBMASTER) == h("hash-1")
     await store.record_answer(conn, request_id, WEBMASTER, "accepted", RequestState.validating, "accepted")
 
-    await _deliver(conn, request_id, WEBMASTER, h("hash-1"), issued_at)
+    await _deliver(conn, request_id, WEBMASTER, h("hash-1"))
 
     assert await _hash_of(conn, request_id, WEBMASTER) is None
 
 
-async def test_a_late_older_token_does_not_replace_the_newer_one(conn: asyncpg.Connection) -> None:
+@pytest.mark.parametrize("clock", [timedelta(seconds=-5), timedelta(seconds=5)], ids=["notifier behind", "notifier ahead"])
+async def test_a_token_from_before_a_resend_is_stale_whatever_the_clocks(conn: asyncpg.Connection, clock: timedelta) -> None:
     request_id = await _validating_request(conn)
-    now = datetime.now(UTC)
-    await _deliver(conn, request_id, OWNER, h("newer"), now)
-
-    await _deliver(conn, request_id, OWNER, h("older"), now - timedelta(minutes=5))
-    await _deliver(conn, request_id, OWNER, h("newer"), now)  # the same message again
-
-    assert await _hash_of(conn, request_id, OWNER) == h("newer")
-
-
-async def test_a_token_issued_before_a_resend_is_stale(conn: asyncpg.Connection) -> None:
-    request_id = await _validating_request(conn)
-    before = datetime.now(UTC) - timedelta(seconds=1)
-    await store.reset_tokens(conn, request_id, [OWNER])
-
-    await _deliver(conn, request_id, OWNER, h("from-before-the-resend"), before)
-
+    await _deliver(conn, request_id, OWNER, h("round-1"), generation=1, clock=clock)
+    assert await store.new_round_of_codes(conn, request_id, [OWNER]) == {OWNER: 2}
     assert await _hash_of(conn, request_id, OWNER) is None
+
+    await _deliver(conn, request_id, OWNER, h("round-1"), generation=1, clock=clock)  # late, or again
+    assert await _hash_of(conn, request_id, OWNER) is None
+    await _deliver(conn, request_id, OWNER, h("round-2"), generation=2, clock=clock)
+    await _deliver(conn, request_id, OWNER, h("round-1"), generation=1, clock=-clock)
+    assert await _hash_of(conn, request_id, OWNER) == h("round-2")
+
+
+async def test_the_same_code_announced_again_keeps_its_failures(conn: asyncpg.Connection) -> None:
+    request_id = await _validating_request(conn)
+    await _deliver(conn, request_id, OWNER, h("code"))
+    await store.count_token_failure(conn, request_id, OWNER)
+
+    await _deliver(conn, request_id, OWNER, h("code"))  # its email was written again
+
+    assert await conn.fetchval("SELECT failures FROM confirmers WHERE request_id = $1 AND nic = $2", request_id, OWNER) == 1
 
 
 async def test_the_same_message_twice_is_claimed_once_without_a_transaction(conn: asyncpg.Connection) -> None:

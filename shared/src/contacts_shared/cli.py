@@ -13,6 +13,7 @@ import contextlib
 import json
 import logging
 import os
+import secrets
 import shutil
 import signal
 import sys
@@ -399,6 +400,10 @@ def dev_environment(args: argparse.Namespace, out: Output) -> dict[str, str]:
     if not env.get("CONTACTS_JWT_SECRET"):
         env["CONTACTS_JWT_SECRET"] = DEV_JWT_SECRET
         out(PROGRAM, f"CONTACTS_JWT_SECRET was not set: using the development secret {DEV_JWT_SECRET}")
+    if not env.get("CONTACTS_TOKEN_SECRET"):
+        # Nobody needs to know this one: a random key for this run (codes mailed in an earlier
+        # run stop working; their confirmers ask for new ones).
+        env["CONTACTS_TOKEN_SECRET"] = secrets.token_urlsafe(32)
     # The notifier mails the in-process sink, whatever the shell says about SMTP.
     env.update(
         CONTACTS_SMTP_HOST="127.0.0.1",

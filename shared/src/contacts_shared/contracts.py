@@ -339,9 +339,17 @@ class ContactChangeVetted(Contract):
     reasons: list[str] = []
 
 
+# Which round of validation codes a confirmer's code belongs to: 1 when the request asks, one
+# more at each resend. Only a code of the confirmer's current round works, decided without
+# comparing two hosts' clocks; the round also makes the code itself (an email sent again carries
+# the same code).
+Generation = Annotated[int, Field(ge=1, le=1_000_000, description="Round of validation codes: 1, then one more per resend")]
+
+
 class Confirmer(Contract):
     nic: Nic
     email: str
+    generation: Generation = 1
 
 
 class ContactChangeValidationRequested(Contract):
@@ -388,6 +396,7 @@ class ContactChangeTokenIssued(Contract):
                     "nic": "bb22222-ovh",
                     "token_hash": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
                     "expires_at": "2026-02-14T12:00:00Z",
+                    "generation": 1,
                 }
             ]
         }
@@ -397,6 +406,7 @@ class ContactChangeTokenIssued(Contract):
     nic: Nic
     token_hash: str = Field(pattern=r"^[0-9a-f]{64}$", description="SHA-256 of the token, hex")
     expires_at: UtcDatetime
+    generation: Generation = 1
 
 
 class Party(Contract):

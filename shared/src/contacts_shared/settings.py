@@ -10,7 +10,7 @@ import sys
 from datetime import timedelta
 from typing import Annotated, Literal, TypeVar
 
-from pydantic import AfterValidator, BeforeValidator, Field, ValidationError
+from pydantic import AfterValidator, BeforeValidator, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_TTL = timedelta(days=14)
@@ -100,6 +100,10 @@ class NotifierSettings(MetricsServerSettings):
     mail_from: str = Field("contacts@localhost", pattern=r"^[^@\s]+@[^@\s]+$|^.+<[^@\s]+@[^@\s]+>$")
     public_url: str = Field("http://127.0.0.1:8000", pattern=r"^https?://")
     token_ttl: Duration = DEFAULT_TTL
+    # The key validation codes are derived from (contacts_notifier.domain.validation_code): with
+    # it and the database, anyone can compute every open code, so keep it like a password. No
+    # default; changing it voids the codes already mailed (their confirmers ask for new ones).
+    token_secret: SecretStr = Field(min_length=32)
 
 
 S = TypeVar("S", bound=BaseSettings)

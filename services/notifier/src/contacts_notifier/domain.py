@@ -1,13 +1,15 @@
 """Who is told what, and in which words (spec sections 4 and 7). Pure: no I/O.
 
 Emails are plain text rendered from Jinja2 templates; the token is a parameter of the
-rendering and is never stored.
+rendering and is never stored: it is derived, when its email is written, from the notifier's
+secret key and what identifies it.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
-import secrets
+import hmac
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from urllib.parse import quote
@@ -25,9 +27,17 @@ _templates = Environment(
 )
 
 
-def new_token() -> tuple[str, str]:
-    """A fresh validation code (256 bits, URL-safe) and the hash that is all we keep of it."""
-    token = secrets.token_urlsafe(32)
+def validation_code(key: bytes, request_id: str, nic: str, generation: int) -> tuple[str, str]:
+    """The validation code of `nic` for the `generation`-th round of codes of a request (256
+    bits, URL-safe), and the hash that is all we keep of it.
+
+    Derived (HMAC-SHA256 under the secret key), not drawn at random: an email written again
+    (after a crash between SMTP and the commit, an SMTP failure, a replayed message) carries the
+    same code, so no copy a mailbox kept ever holds a dead one; a resend is a new generation,
+    hence a new code. Without the key the code cannot be computed from what is stored."""
+    message = "\x00".join(("contacts validation code", request_id, nic, str(generation))).encode()
+    digest = hmac.new(key, message, hashlib.sha256).digest()
+    token = base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
     return token, hash_token(token)
 
 

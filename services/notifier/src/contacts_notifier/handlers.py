@@ -23,7 +23,7 @@ async def on_validation_requested(conn: asyncpg.Connection, envelope: Envelope, 
         "requester": data.requester,
         "expires_at": data.expires_at.isoformat(),
     }
-    confirmers = [(confirmer.nic, confirmer.email) for confirmer in data.confirmers]
+    confirmers = [(c.nic, c.email, c.generation) for c in data.confirmers]
     return await store.claim_and_queue_token_mails(conn, envelope, data.request_id, confirmers, context)
 
 

@@ -1,13 +1,14 @@
 """Sends the queued emails over SMTP in batches: one transaction per batch, over connections
 kept open between batches.
 
-For a token email the token is made at send time and `token_issued` (its hash) is published,
-confirmed by the broker, before the email leaves: by the time the confirmer reads it, the
-requests service knows the hash, and an answer does not wait for it. Only the emails whose
-announcement was confirmed are sent. A token announced but never mailed (the send failed, or
-the process died first) is harmless: nobody has it, and the retry issues and announces a newer
-one, which replaces it. While the SMTP server or the broker is down, each email is retried
-with a growing delay (capped, so mail flows again soon after it is back).
+For a token email the code is derived when it is written (`validation_code`) and
+`token_issued` (its hash and round) is published, confirmed by the broker, before the email
+leaves: by the time the confirmer reads it, the requests service knows the hash, and an answer
+does not wait for it. Only the emails whose announcement was confirmed are sent. An email
+written again (the send failed, or the process died before recording it) carries the same code
+and announces the same hash, so every copy that reached a mailbox works. While the SMTP server
+or the broker is down, each email is retried with a growing delay (capped, so mail flows again
+soon after it is back).
 """
 
 from __future__ import annotations
@@ -32,9 +33,9 @@ from contacts_notifier import store
 from contacts_notifier.domain import (
     Email,
     confirm_link,
-    new_token,
     token_email,
     token_expiry,
+    validation_code,
 )
 
 log = structlog.get_logger("contacts.notifier.mailer")
@@ -145,8 +146,10 @@ class Mailer:
         context = json.loads(mail["token_context"])  # asyncpg returns jsonb as text
         now = utcnow()
         expires_at = token_expiry(datetime.fromisoformat(context["expires_at"]), now, self.settings.token_ttl.total_seconds())
-        token, token_hash = new_token()
         request_id: uuid.UUID = mail["request_id"]
+        generation = mail["generation"] or 1  # rows queued before rounds were numbered
+        key = self.settings.token_secret.get_secret_value().encode()
+        token, token_hash = validation_code(key, str(request_id), mail["nic"], generation)
         email = token_email(
             request_id=str(request_id),
             service=context["service"],
@@ -159,7 +162,10 @@ class Mailer:
             link=confirm_link(self.settings.public_url, str(request_id), token),
             expires_at=expires_at,
         )
-        return email, ContactChangeTokenIssued(request_id=request_id, nic=mail["nic"], token_hash=token_hash, expires_at=expires_at)
+        issued = ContactChangeTokenIssued(
+            request_id=request_id, nic=mail["nic"], token_hash=token_hash, expires_at=expires_at, generation=generation
+        )
+        return email, issued
 
     async def _send(self, smtp: aiosmtplib.SMTP | None, mail: asyncpg.Record, email: Email) -> aiosmtplib.SMTP:
         """Deliver over `smtp` if it is still open, else over a new connection; returns the

@@ -1,7 +1,8 @@
 """SQL of the notifier: the mail log (every email, its state and attempts) and issued tokens.
 
-Token emails are stored without their token: it is made at send time and only its hash is
-kept, so the plaintext exists nowhere but in the email.
+Token emails are stored without their token: it is derived at send time (from the secret key,
+the request, the confirmer and the round) and only its hash is kept, so the plaintext exists
+nowhere but in the email.
 """
 
 from __future__ import annotations
@@ -57,6 +58,11 @@ MIGRATIONS = [
         AND (subject IS NOT NULL OR body IS NOT NULL OR token_context IS NOT NULL OR last_error IS NOT NULL);
     CREATE INDEX tokens_expiry ON tokens (expires_at);
     """,
+    # The round of codes a token email belongs to (its code is derived from it); one token
+    # email per request, confirmer and round, whichever message asked for it.
+    """
+    ALTER TABLE mails ADD COLUMN generation int;
+    """,
 ]
 
 # Pruned by the retention job (contacts_shared.retention; $1 the retention in days, $2 the batch).
@@ -89,26 +95,30 @@ _FRESH_AND_WAKE_MAILER = " SELECT true FROM claimed, pg_notify(current_schema() 
 
 
 async def claim_and_queue_token_mails(
-    conn: asyncpg.Connection, envelope: Envelope, request_id: uuid.UUID, confirmers: list[tuple[str, str]], context: dict
+    conn: asyncpg.Connection, envelope: Envelope, request_id: uuid.UUID, confirmers: list[tuple[str, str, int]], context: dict
 ) -> bool:
-    """Claim `envelope` and queue a token email for each (nic, email) of `confirmers`, in one
-    statement (a `ClaimsItself` handler's); False, and nothing queued, if it was claimed before."""
-    # A newer token mail (resend) makes an unsent older one pointless: its token would be stale.
+    """Claim `envelope` and queue a token email for each (nic, email, generation) of
+    `confirmers`, in one statement (a `ClaimsItself` handler's); False, and nothing queued, if it
+    was claimed before. A round already queued (the same request asked again) is not queued twice."""
+    # A newer round (resend) makes an unsent older token mail pointless: its code would be stale.
     # The update sees the table as it was before the statement, so never the mails queued here.
     return bool(
         await conn.fetchval(
             f"WITH {claim_cte('$1', '$2')},"
-            " superseded AS (UPDATE mails SET state = 'superseded'"
-            f" WHERE kind = 'token' AND request_id = $3 AND nic = ANY($4::text[]) AND state = 'pending' AND {IF_CLAIMED}),"
-            " queued AS (INSERT INTO mails (dedupe_key, kind, request_id, nic, email, token_context)"
-            " SELECT $1::text || ':' || n, 'token', $3, n, e, $6::jsonb FROM unnest($4::text[], $5::text[]) AS u(n, e)"
+            " wanted AS (SELECT * FROM unnest($4::text[], $5::text[], $7::int[]) AS u(n, e, g)),"
+            " superseded AS (UPDATE mails m SET state = 'superseded' FROM wanted"
+            " WHERE m.kind = 'token' AND m.request_id = $3 AND m.nic = wanted.n AND m.state = 'pending'"
+            f" AND coalesce(m.generation, 1) < wanted.g AND {IF_CLAIMED}),"
+            " queued AS (INSERT INTO mails (dedupe_key, kind, request_id, nic, email, generation, token_context)"
+            " SELECT $3::text || ':' || n || ':token:' || g, 'token', $3, n, e, g, $6::jsonb FROM wanted"
             f" WHERE {IF_CLAIMED} ON CONFLICT (dedupe_key) DO NOTHING)" + _FRESH_AND_WAKE_MAILER,
             envelope.message_id,
             envelope.type,
             request_id,
-            [nic for nic, _ in confirmers],
-            [email for _, email in confirmers],
+            [nic for nic, _, _ in confirmers],
+            [email for _, email, _ in confirmers],
             json.dumps(context),
+            [generation for _, _, generation in confirmers],
         )
     )
 
@@ -151,7 +161,9 @@ async def due_mails(conn: asyncpg.Connection, limit: int) -> list[asyncpg.Record
 async def record_tokens(conn: asyncpg.Connection, tokens: list[tuple[uuid.UUID, str, str, datetime]]) -> None:
     """(request_id, nic, token_hash, expires_at) of tokens just emailed."""
     await conn.executemany(
-        "INSERT INTO tokens (request_id, nic, token_hash, expires_at) VALUES ($1, $2, $3, $4)", tokens
+        "INSERT INTO tokens (request_id, nic, token_hash, expires_at) VALUES ($1, $2, $3, $4)"
+        " ON CONFLICT (token_hash) DO NOTHING",  # the same code mailed again
+        tokens,
     )
 
 

@@ -120,9 +120,10 @@ def _state_changed(
 
 
 def _validation_request(
-    change: ContactChange, nics: list[str], accounts: Mapping[str, Account]
+    change: ContactChange, nics: list[str], accounts: Mapping[str, Account], generations: Mapping[str, int] | None = None
 ) -> ContactChangeValidationRequested | str:
-    """The notifier's order to send tokens to `nics`, or why it cannot be given (an account gone)."""
+    """The notifier's order to send tokens to `nics` (for the first round of codes unless
+    `generations` says which), or why it cannot be given (an account gone)."""
     missing = [nic for nic in nics if nic not in accounts]
     if missing:
         return f"the account {', '.join(missing)} no longer exists"
@@ -130,7 +131,9 @@ def _validation_request(
     return ContactChangeValidationRequested(
         **_about(change),
         requester=change.requester,
-        confirmers=[Confirmer(nic=nic, email=accounts[nic].email) for nic in nics],
+        confirmers=[
+            Confirmer(nic=nic, email=accounts[nic].email, generation=(generations or {}).get(nic, 1)) for nic in nics
+        ],
         expires_at=change.expires_at,
     )
 
@@ -290,8 +293,8 @@ async def _answer_once(
 async def resend(conn: asyncpg.Connection, *, request_id: uuid.UUID, nic: str) -> list[str]:
     change = await _load_visible(conn, request_id, nic)
     pending = change.check_resend(nic)
-    await store.reset_tokens(conn, request_id, pending)
-    asked = _validation_request(change, pending, await store.accounts_by_nic(conn, pending))
+    generations = await store.new_round_of_codes(conn, request_id, pending)
+    asked = _validation_request(change, pending, await store.accounts_by_nic(conn, pending), generations)
     if isinstance(asked, str):
         raise Refusal(409, "Cannot resend", f"The validation codes cannot be sent: {asked}.")
     await enqueue(conn, asked)
@@ -396,7 +399,9 @@ async def on_vetted(conn: asyncpg.Connection, _: Envelope, data: ContactChangeVe
 
 
 async def on_token_issued(conn: asyncpg.Connection, envelope: Envelope, data: ContactChangeTokenIssued) -> bool:
-    return await store.claim_and_store_token_hash(conn, envelope, data.request_id, data.nic, data.token_hash, data.expires_at)
+    return await store.claim_and_store_token_hash(
+        conn, envelope, data.request_id, data.nic, data.token_hash, data.expires_at, data.generation
+    )
 
 
 def submit_handler(request_ttl: timedelta) -> Handler:

@@ -133,6 +133,13 @@ MIGRATIONS = [
     CREATE INDEX contact_changes_awaiting_vetting ON contact_changes (updated_at)
         WHERE state IN ('applying', 'checking');
     """,
+    # The round of validation codes each confirmer waits for (1, one more per resend): a
+    # `token_issued` counts only for the current round, whatever the clocks of the two hosts say.
+    # (tokens_reset_at and token_issued_at, which compared them, are left to a process of the
+    # previous release during an upgrade; nothing reads them now.)
+    """
+    ALTER TABLE confirmers ADD COLUMN generation int NOT NULL DEFAULT 1;
+    """,
 ]
 
 
@@ -536,20 +543,27 @@ async def record_answer(
 
 
 async def claim_and_store_token_hash(
-    conn: asyncpg.Connection, envelope: Envelope, request_id: uuid.UUID, nic: str, token_hash: str, expires_at: datetime
+    conn: asyncpg.Connection,
+    envelope: Envelope,
+    request_id: uuid.UUID,
+    nic: str,
+    token_hash: str,
+    expires_at: datetime,
+    generation: int,
 ) -> bool:
     """Claim the `token_issued` message and keep its token's hash, in one statement (a
     `ClaimsItself` handler's); False if the message was claimed before."""
-    # A token issued before the last resend, or before the one we hold, is stale even if its
-    # message arrives late: only the newest issued token counts.
+    # Only a code of the round the confirmer waits for counts: one from before a resend is
+    # stale even if its message arrives late. The same code announced again (its email was
+    # written again) keeps the failures counted against it.
     return bool(
         await conn.fetchval(
             f"WITH {claim_cte('$1', '$2')},"
-            " stored AS (UPDATE confirmers c SET token_hash = $5, token_expires_at = $6, token_issued_at = $7, failures = 0"
+            " stored AS (UPDATE confirmers c SET token_hash = $5, token_expires_at = $6,"
+            " failures = CASE WHEN c.token_hash = $5 THEN c.failures ELSE 0 END"
             " FROM contact_changes r"
             " WHERE c.request_id = $3 AND c.nic = $4 AND r.id = c.request_id"
-            " AND c.state = 'pending' AND r.state = 'validating' AND r.tokens_reset_at <= $7"
-            f" AND (c.token_issued_at IS NULL OR c.token_issued_at < $7) AND {IF_CLAIMED})"
+            f" AND c.state = 'pending' AND r.state = 'validating' AND c.generation = $7 AND {IF_CLAIMED})"
             " SELECT true FROM claimed",
             envelope.message_id,
             envelope.type,
@@ -557,20 +571,21 @@ async def claim_and_store_token_hash(
             nic,
             token_hash,
             expires_at,
-            envelope.occurred_at,
+            generation,
         )
     )
 
 
-async def reset_tokens(conn: asyncpg.Connection, request_id: uuid.UUID, nics: list[str]) -> None:
-    """Resend: the old tokens stop working now, before the new ones are issued."""
-    await conn.execute("UPDATE contact_changes SET tokens_reset_at = now() WHERE id = $1", request_id)
-    await conn.execute(
-        "UPDATE confirmers SET token_hash = NULL, token_expires_at = NULL, token_issued_at = NULL, failures = 0"
-        " WHERE request_id = $1 AND nic = ANY($2::text[])",
+async def new_round_of_codes(conn: asyncpg.Connection, request_id: uuid.UUID, nics: list[str]) -> dict[str, int]:
+    """Resend: the confirmers' codes stop working now, before the new ones are issued; returns
+    the round each of `nics` now waits for."""
+    rows = await conn.fetch(
+        "UPDATE confirmers SET generation = generation + 1, token_hash = NULL, token_expires_at = NULL, failures = 0"
+        " WHERE request_id = $1 AND nic = ANY($2::text[]) RETURNING nic, generation",
         request_id,
         nics,
     )
+    return {row["nic"]: row["generation"] for row in rows}
 
 
 def _state_in(states: frozenset[RequestState]) -> str:
