@@ -28,7 +28,7 @@ BIN = Path(sys.executable).parent
 )
 def test_a_malformed_retention_stops_each_service_with_one_line(program: str, value: str, expected: str) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CONTACTS_")}
-    env |= {"CONTACTS_JWT_SECRET": "x" * 32, "CONTACTS_RETENTION_DAYS": value}
+    env |= {"CONTACTS_JWT_SECRET": "x" * 32, "CONTACTS_TOKEN_SECRET": "t" * 32, "CONTACTS_RETENTION_DAYS": value}
     result = subprocess.run([str(BIN / program)], check=False, env=env, capture_output=True, text=True, timeout=30)
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
@@ -41,6 +41,7 @@ def test_the_retention_defaults_to_30_days(monkeypatch: pytest.MonkeyPatch) -> N
         if name.startswith("CONTACTS_"):
             monkeypatch.delenv(name)
     monkeypatch.setenv("CONTACTS_JWT_SECRET", "x" * 32)
+    monkeypatch.setenv("CONTACTS_TOKEN_SECRET", "t" * 32)
     for settings in (RequestsSettings, BillingCheckSettings, NotifierSettings):
         assert settings().retention_days == 30
     monkeypatch.setenv("CONTACTS_RETENTION_DAYS", "7")

@@ -82,3 +82,20 @@ async def test_outcome_mails_are_queued_once_per_request_and_state(pool: asyncpg
     # the current state): it is claimed, and mails nobody twice.
     assert await deliver(pool, done) is True
     assert len(await pool.fetch("SELECT 1 FROM mails WHERE kind = 'outcome'")) == 3
+
+
+async def test_an_outcome_stops_the_token_emails_still_waiting(pool: asyncpg.Pool, validation: Validation, done_for: Done) -> None:
+    request_id, other_request = uuid.uuid4(), uuid.uuid4()
+    await deliver(pool, validation(request_id))
+    await deliver(pool, validation(other_request))
+    await pool.execute("UPDATE mails SET state = 'sent' WHERE nic = 'cc3-ovh'")
+
+    await deliver(pool, done_for(request_id))
+
+    rows = await pool.fetch("SELECT request_id, nic, state FROM mails WHERE kind = 'token' ORDER BY id")
+    assert [(r["request_id"] == request_id, r["nic"], r["state"]) for r in rows] == [
+        (True, "cc3-ovh", "sent"),
+        (True, "bb2-ovh", "superseded"),
+        (False, "cc3-ovh", "sent"),
+        (False, "bb2-ovh", "pending"),
+    ]

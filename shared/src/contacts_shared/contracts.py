@@ -479,6 +479,29 @@ class ContactChangeCompleted(Contract):
     )
 
 
+class ContactChangeEmailFailed(Contract):
+    """The notifier gave up an email: the mail server refused it for good (a 5xx reply to its
+    recipient or its content), as many times as CONTACTS_SMTP_MAX_REFUSALS allows."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "request_id": "0b6f3f5e-3c1e-4f7a-9d55-2f0a8f3b9c11",
+                    "nic": "bb22222-ovh",
+                    "kind": "token",
+                    "smtp_code": 550,
+                }
+            ]
+        }
+    )
+
+    request_id: uuid.UUID
+    nic: Nic = Field(description="Who could not be reached")
+    kind: Literal["token", "outcome"] = Field(description="The email with a validation code, or one telling an outcome")
+    smtp_code: int = Field(ge=500, le=599, description="The mail server's reply code")
+
+
 MESSAGE_TYPES: dict[str, type[Contract]] = {
     "account.upserted": AccountUpserted,
     "account.deleted": AccountDeleted,
@@ -493,6 +516,7 @@ MESSAGE_TYPES: dict[str, type[Contract]] = {
     "contact_change.vetted": ContactChangeVetted,
     "contact_change.validation_requested": ContactChangeValidationRequested,
     "contact_change.token_issued": ContactChangeTokenIssued,
+    "contact_change.email_failed": ContactChangeEmailFailed,
     "contact_change.state_changed": ContactChangeStateChanged,
     "contact_change.completed": ContactChangeCompleted,
 }

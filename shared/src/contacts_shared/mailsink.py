@@ -156,10 +156,19 @@ class MailStore:
 
 
 class StoringHandler:
-    """aiosmtpd handler: every message received is added to the store, then accepted."""
+    """aiosmtpd handler: every message received is added to the store, then accepted; a
+    recipient in `refused` is refused for good (550), as a server does for a mailbox that
+    does not exist."""
 
     def __init__(self, store: MailStore) -> None:
         self.store = store
+        self.refused: set[str] = set()
+
+    async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope, address: str, rcpt_options: list[str]) -> str:
+        if address.lower() in self.refused:
+            return "550 5.1.1 Mailbox unavailable"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         raw = envelope.original_content or envelope.content or b""
@@ -298,6 +307,10 @@ class MailSink:
         self._server: asyncio.Server | None = None  # SMTP served by the caller's loop instead
         self._inbox: InboxServer | None = None
         self._inbox_thread: threading.Thread | None = None
+
+    def refuse(self, address: str) -> None:
+        """From now on, refuse mail to `address` for good (550)."""
+        self._handler.refused.add(address.lower())
 
     @property
     def inbox_url(self) -> str:

@@ -104,6 +104,9 @@ class NotifierSettings(MetricsServerSettings):
     # it and the database, anyone can compute every open code, so keep it like a password. No
     # default; changing it voids the codes already mailed (their confirmers ask for new ones).
     token_secret: SecretStr = Field(min_length=32)
+    # An email the mail server refuses for good (5xx to its recipient or content) this many times
+    # is given up: marked failed, and the request's history says who could not be reached.
+    smtp_max_refusals: int = Field(5, ge=1, le=100)
 
 
 S = TypeVar("S", bound=BaseSettings)

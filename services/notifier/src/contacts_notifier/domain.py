@@ -50,6 +50,15 @@ def token_expiry(request_expires_at: datetime, now: datetime, token_ttl_seconds:
     return min(request_expires_at, now + timedelta(seconds=token_ttl_seconds))
 
 
+# An email that could not be sent is tried again after 0.2 s, doubling up to this.
+MAX_RETRY_DELAY = 5.0
+
+
+def retry_delay(attempts: int) -> float:
+    """Seconds before the next try of an email that failed `attempts` times before this one."""
+    return min(0.2 * 2 ** min(attempts, 10), MAX_RETRY_DELAY)
+
+
 def confirm_link(public_url: str, request_id: str, token: str) -> str:
     return f"{public_url.rstrip('/')}/requests/{quote(request_id)}?token={quote(token)}"
 

@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import json
 import uuid
-from datetime import datetime
 
 import asyncpg
-from contacts_shared.contracts import Envelope
+from contacts_shared.contracts import (
+    ContactChangeEmailFailed,
+    ContactChangeTokenIssued,
+    Envelope,
+)
 from contacts_shared.db import IF_CLAIMED, claim_cte
+from contacts_shared.outbox import enqueue
 from contacts_shared.retention import Pruner
 
 from contacts_notifier.domain import Email
@@ -62,6 +66,11 @@ MIGRATIONS = [
     # email per request, confirmer and round, whichever message asked for it.
     """
     ALTER TABLE mails ADD COLUMN generation int;
+    """,
+    # The advisory lock of the sender working on a mail (contacts_notifier.mailer), and how many
+    # times the mail server refused it for good (5xx); a mail given up is 'failed'.
+    """
+    ALTER TABLE mails ADD COLUMN claim bigint, ADD COLUMN refusals int NOT NULL DEFAULT 0;
     """,
 ]
 
@@ -129,10 +138,13 @@ async def claim_and_queue_outcome_mails(
     """Claim `envelope` and queue an outcome email for each (nic, address, email) of `mails`, in
     one statement; False, and nothing queued, if it was claimed before. An outcome email is one
     per request, state and recipient (a request reaches each final state once): a state announced
-    again (a replayed submission) mails nobody twice."""
+    again (a replayed submission) mails nobody twice. Every outcome is final: token emails of the
+    request still waiting are not sent any more."""
     return bool(
         await conn.fetchval(
             f"WITH {claim_cte('$1', '$2')},"
+            " ended AS (UPDATE mails SET state = 'superseded'"
+            f" WHERE kind = 'token' AND request_id = $3 AND state = 'pending' AND {IF_CLAIMED}),"
             " queued AS (INSERT INTO mails (dedupe_key, kind, request_id, nic, email, subject, body)"
             " SELECT $3::uuid::text || ':' || $8::text || ':' || n, 'outcome', $3::uuid, n, e, s, b"
             " FROM unnest($4::text[], $5::text[], $6::text[], $7::text[]) AS u(n, e, s, b)"
@@ -149,38 +161,72 @@ async def claim_and_queue_outcome_mails(
     )
 
 
-async def due_mails(conn: asyncpg.Connection, limit: int) -> list[asyncpg.Record]:
-    """The oldest mails due, locked for this sender (other senders and replicas skip them)."""
-    return await conn.fetch(
-        "SELECT * FROM mails WHERE state = 'pending' AND next_attempt_at <= now()"
-        " ORDER BY next_attempt_at, id LIMIT $1 FOR UPDATE SKIP LOCKED",
+async def begin_claim(conn: asyncpg.Connection, claim: int) -> None:
+    """Take the advisory lock `claim` for this connection's session (held while its batch is
+    sent, gone with the connection if the process dies), and mark emails sent without waiting
+    for the disk: losing a mark to a PostgreSQL crash only sends that email again."""
+    await conn.execute("SELECT pg_advisory_lock($1), set_config('synchronous_commit', 'off', false)", claim)
+
+
+async def end_claim(conn: asyncpg.Connection, claim: int) -> None:
+    """Undo `begin_claim` before the connection goes back to the pool (which does not reset it)."""
+    try:
+        # Two statements in one round trip (the simple protocol takes no parameters: an int).
+        await conn.execute(f"SELECT pg_advisory_unlock({int(claim)}); RESET synchronous_commit")
+    except (asyncpg.PostgresError, OSError):
+        conn.terminate()  # a lock left behind would hold the claimed emails until it closed
+
+
+async def claim_due(conn: asyncpg.Connection, limit: int, claim: int) -> list[asyncpg.Record]:
+    """Claim the oldest due emails for this sender, which holds the advisory lock `claim`: an
+    email claimed by a sender whose lock is still held is skipped (by replicas too), one whose
+    sender died (its lock gone with its connection) is due again."""
+    rows = await conn.fetch(
+        "UPDATE mails SET claim = $2 WHERE id = ANY(ARRAY(SELECT id FROM mails"
+        " WHERE state = 'pending' AND next_attempt_at <= now() AND (claim IS NULL OR pg_try_advisory_xact_lock(claim))"
+        " ORDER BY next_attempt_at, id LIMIT $1 FOR UPDATE SKIP LOCKED)) RETURNING *",
         limit,
+        claim,
     )
+    return sorted(rows, key=lambda row: (row["next_attempt_at"], row["id"]))
 
 
-async def record_tokens(conn: asyncpg.Connection, tokens: list[tuple[uuid.UUID, str, str, datetime]]) -> None:
-    """(request_id, nic, token_hash, expires_at) of tokens just emailed."""
-    await conn.executemany(
-        "INSERT INTO tokens (request_id, nic, token_hash, expires_at) VALUES ($1, $2, $3, $4)"
-        " ON CONFLICT (token_hash) DO NOTHING",  # the same code mailed again
-        tokens,
-    )
-
-
-async def mark_sent(conn: asyncpg.Connection, mail_ids: list[int]) -> None:
-    # One row per statement, pipelined: `id = ANY($1)` was planned as a sequential scan of
-    # the whole mail log while the table was young (seen with the benchmark's --auto-explain).
-    await conn.executemany(
-        "UPDATE mails SET state = 'sent', sent_at = now(), attempts = attempts + 1, last_error = NULL WHERE id = $1",
-        [(mail_id,) for mail_id in mail_ids],
-    )
-
-
-async def postpone(conn: asyncpg.Connection, mail_id: int, delay_seconds: float, error: str) -> None:
+async def mark_sent(conn: asyncpg.Connection, mail_id: int, token: ContactChangeTokenIssued | None) -> None:
+    """The email went out: mark it sent and, for a token email, record its code's hash."""
+    # One statement, right after the SMTP server took the email: a crash in between sends only
+    # this one again. `id = $1` alone: `id = ANY($1)` was planned as a sequential scan of the
+    # whole mail log while the table was young (seen with the benchmark's --auto-explain).
     await conn.execute(
-        "UPDATE mails SET attempts = attempts + 1, last_error = $3,"
+        "WITH token AS (INSERT INTO tokens (request_id, nic, token_hash, expires_at)"
+        " SELECT $2, $3, $4, $5 WHERE $4::text IS NOT NULL ON CONFLICT (token_hash) DO NOTHING)"
+        " UPDATE mails SET state = 'sent', sent_at = now(), attempts = attempts + 1, last_error = NULL, claim = NULL"
+        " WHERE id = $1",
+        mail_id,
+        token and token.request_id,
+        token and token.nic,
+        token and token.token_hash,
+        token and token.expires_at,
+    )
+
+
+async def postpone(conn: asyncpg.Connection, mail_id: int, delay_seconds: float, error: str, *, refused: bool) -> None:
+    await conn.execute(
+        "UPDATE mails SET attempts = attempts + 1, refusals = refusals + $4, last_error = $3, claim = NULL,"
         " next_attempt_at = now() + make_interval(secs => $2) WHERE id = $1",
         mail_id,
         delay_seconds,
         error,
+        int(refused),
     )
+
+
+async def give_up(conn: asyncpg.Connection, mail_id: int, error: str, failed: ContactChangeEmailFailed) -> None:
+    """The email was refused for good too often: it is failed, and the requests service told."""
+    async with conn.transaction():
+        await conn.execute(
+            "UPDATE mails SET state = 'failed', attempts = attempts + 1, refusals = refusals + 1, last_error = $2,"
+            " claim = NULL WHERE id = $1",
+            mail_id,
+            error,
+        )
+        await enqueue(conn, failed)

@@ -20,6 +20,7 @@ from contacts_shared.contracts import (
     AccountUpserted,
     Confirmer,
     ContactChangeCompleted,
+    ContactChangeEmailFailed,
     ContactChangeRequested,
     ContactChangeStateChanged,
     ContactChangeSubmit,
@@ -50,6 +51,7 @@ from contacts_requests.domain import (
     may_view,
     not_found,
     plan_submission,
+    unreachable,
 )
 
 log = structlog.get_logger("contacts.requests")
@@ -404,6 +406,12 @@ async def on_token_issued(conn: asyncpg.Connection, envelope: Envelope, data: Co
     )
 
 
+async def on_email_failed(conn: asyncpg.Connection, _: Envelope, data: ContactChangeEmailFailed) -> None:
+    """The notifier gave up an email: the request's history says who could not be reached."""
+    if (change := await store.load_change(conn, data.request_id)) is not None:
+        await store.record_history(conn, data.request_id, change.state, "system", unreachable(data.nic, data.kind, data.smtp_code))
+
+
 def submit_handler(request_ttl: timedelta) -> Handler:
     async def on_submit(conn: asyncpg.Connection, _: Envelope, data: ContactChangeSubmit) -> None:
         if (earlier := await store.submission_by_key(conn, data.requester, data.idempotency_key)) is not None:
@@ -489,5 +497,6 @@ def message_handlers(request_ttl: timedelta) -> dict[str, Handler]:
         "contact_change.vetted": on_vetted,
         # One statement that claims the message too: no transaction around it.
         "contact_change.token_issued": ClaimsItself(on_token_issued),
+        "contact_change.email_failed": on_email_failed,
         "contact_change.submit": submit_handler(request_ttl),
     }
