@@ -105,6 +105,8 @@ class System:
     env: dict[str, str] = field(default_factory=dict)  # the services' environment, for restarts
     replica_api_urls: list[str] = field(default_factory=list)  # the HTTP APIs of extra replicas
     token_secret: str = field(default_factory=lambda: uuid.uuid4().hex * 2)  # the notifier's key
+    # More environment for one service's processes started from now on ({program: {name: value}}).
+    service_env: dict[str, dict[str, str]] = field(default_factory=dict)
 
     # --- talking to it like users and other systems do ---
 
@@ -252,7 +254,7 @@ def spawn(system: System, name: str, replica: int = 1) -> subprocess.Popen:
     Replicas after the first get their own HTTP port (the requests API), listed in
     `system.replica_api_urls`."""
     key = name if replica == 1 else f"{name}#{replica}"
-    env = dict(system.env)
+    env = {**system.env, **system.service_env.get(name, {})}
     if replica > 1:
         port = free_port()
         env["CONTACTS_HTTP_PORT"] = str(port)
@@ -362,7 +364,7 @@ async def drop_namespace(database_url: str, amqp_url: str, namespace: str) -> No
     try:
         channel = await connection.channel()
         for schema in SCHEMAS:
-            for queue in (f"{namespace}{schema}", f"{namespace}{schema}.dlq"):
+            for queue in (f"{namespace}{schema}", f"{namespace}{schema}.dlq", f"{namespace}{schema}.retry"):
                 with contextlib.suppress(Exception):
                     await channel.queue_delete(queue)
         with contextlib.suppress(Exception):

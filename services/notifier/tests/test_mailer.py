@@ -11,8 +11,8 @@ from collections.abc import AsyncIterator, Callable
 
 import asyncpg
 import pytest
-from contacts_notifier.handlers import HANDLERS
 from contacts_notifier import store
+from contacts_notifier.handlers import HANDLERS
 from contacts_notifier.mailer import Mailer
 from contacts_shared.contracts import (
     ContactChangeTokenIssued,

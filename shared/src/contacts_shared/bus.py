@@ -37,7 +37,12 @@ from contacts_shared.contracts import (
     envelope_for,
     parse_message,
 )
-from contacts_shared.db import claim_message, drain_on_notify
+from contacts_shared.db import (
+    DatabaseGate,
+    claim_message,
+    drain_on_notify,
+    is_database_outage,
+)
 from contacts_shared.graceful import InFlight
 from contacts_shared.observability import (
     DEAD_LETTERS,
@@ -51,6 +56,15 @@ from contacts_shared.outbox import (
     Unroutable,
     count_unroutable,
     publish_envelope,
+)
+from contacts_shared.retry import (
+    MAX_ATTEMPTS,
+    RETRY_SECONDS,
+    failures_so_far,
+    publish_copy,
+    retry_later,
+    retry_queue_for,
+    routing_key_of,
 )
 
 log = structlog.get_logger("contacts.bus")
@@ -88,8 +102,10 @@ class ClaimsItself:
         return await self.apply(conn, envelope, data)
 
 
-# After this many failed deliveries a message goes to the dead-letter queue with the last error.
-MAX_ATTEMPTS = 8
+# Backstop for a message that kills its consumer each time, before it can be retried or
+# dead-lettered (the broker counts those redeliveries): far above what outages add (a message
+# held through a database outage comes back once per broker reconnect).
+DELIVERY_LIMIT = 50
 
 # At shutdown, how long messages being handled and outbox batches being published may take to
 # finish (the whole stop must fit in the 10 s an orchestrator gives before SIGKILL).
@@ -120,8 +136,7 @@ def queue_for(namespace: str, service: str) -> RabbitQueue:
         queue_type=QueueType.QUORUM,
         durable=True,
         arguments={
-            # Backstop for a consumer that dies on a message before it can dead-letter it.
-            "x-delivery-limit": MAX_ATTEMPTS + 2,
+            "x-delivery-limit": DELIVERY_LIMIT,
             "x-dead-letter-exchange": "",
             "x-dead-letter-routing-key": dlq.name,
         },
@@ -147,11 +162,17 @@ def new_broker(amqp_url: str, *, graceful_timeout: float | None = None) -> Rabbi
 class ServiceBus:
     """The broker side of one service: its queue, bindings, dead-letter queue and outbox relay."""
 
-    def __init__(self, *, amqp_url: str, namespace: str, service: str, pool: asyncpg.Pool) -> None:
+    def __init__(
+        self, *, amqp_url: str, namespace: str, service: str, pool: asyncpg.Pool, retry_seconds: int = RETRY_SECONDS
+    ) -> None:
         self.broker = new_broker(amqp_url, graceful_timeout=GRACE_SECONDS)
         self.exchange = exchange_for(namespace)
         self.queue = queue_for(namespace, service)
         self.dead_letters = dead_letter_queue_for(namespace, service)
+        self.retry_queue = retry_queue_for(self.queue, retry_seconds)
+        # Messages that found the database unreachable wait here, held, until it answers.
+        self.database = DatabaseGate(pool)
+        self._stopping = False
         self.pool = pool
         self._handlers: dict[str, Handler] = {}
         self.relay = OutboxRelay(pool, self.broker, self.exchange)
@@ -169,6 +190,7 @@ class ServiceBus:
         self.broker.subscriber(self.queue, ack_policy=AckPolicy.MANUAL, decoder=_raw_body)(self._on_message)
         await self.broker.connect()
         await self.broker.declare_queue(self.dead_letters)
+        await self.broker.declare_queue(self.retry_queue)
         queue = await self.broker.declare_queue(self.queue)
         exchange = await self.broker.declare_exchange(self.exchange)
         for key in self._handlers:
@@ -183,6 +205,7 @@ class ServiceBus:
     async def stop_consuming(self) -> None:
         """Cancel the consumers, then wait (up to GRACE_SECONDS) for the messages being handled:
         each one commits and is acked, or rolls back and goes back to the queue unacked."""
+        self._stopping = True
         for subscriber in self.broker.subscribers:
             await subscriber.stop()
 
@@ -212,6 +235,28 @@ class ServiceBus:
         if failed:
             raise Unroutable(failed)
 
+    async def consuming(self) -> bool:
+        """Whether this process's consumer is registered on a live channel. After a reconnect
+        aio-pika restores consumers, yet a consumer can stay lost (FastStream reports of queues
+        left without consumers); this looks at the channel itself, not at the broker's count,
+        which replicas share."""
+        for subscriber in self.broker.subscribers:
+            # FastStream keeps the aio-pika queue and the consumer tag on the subscriber.
+            queue, tag = getattr(subscriber, "_queue_obj", None), getattr(subscriber, "_consumer_tag", None)
+            if queue is None or tag is None:
+                return False
+            try:
+                channel = await asyncio.wait_for(queue.channel.get_underlay_channel(), timeout=2)
+            except Exception:  # noqa: BLE001 - no live channel
+                return False
+            if channel.is_closed or tag not in channel.consumers:
+                return False
+        return True
+
+    async def ready(self) -> bool:
+        """Connected to the broker and consuming."""
+        return await self.is_connected() and await self.consuming()
+
     async def is_connected(self) -> bool:
         try:
             return bool(self.broker.running and await self.broker.ping(timeout=2))
@@ -232,7 +277,7 @@ class ServiceBus:
         # injected context value in a worker thread, a thread hop per message (py-spy, see
         # bench/README.md).
         message: RabbitMessage = self.broker.context.get_local("message")
-        routing_key = message.raw_message.routing_key or ""
+        routing_key = routing_key_of(message, self.queue)
         # The publisher's own id: the AMQP property, else the envelope's (clients such as
         # amqp-tools cannot set the property; FastStream would make one up).
         message_id = message.raw_message.message_id or envelope_message_id(body)
@@ -265,58 +310,65 @@ class ServiceBus:
                 return
             handler = handler.handler
         started = time.monotonic()
-        try:
-            if isinstance(handler, ClaimsItself):
-                async with self.pool.acquire() as conn:
-                    fresh = await handler.apply(conn, envelope, data)
-            else:
-                async with self.pool.acquire() as conn, conn.transaction():
-                    fresh = await claim_message(conn, envelope.message_id, routing_key)
-                    if fresh:
-                        await handler(conn, envelope, data)
-        except Exception as exc:  # noqa: BLE001 - any failure is retried, then dead-lettered
-            attempts = int((message.headers or {}).get("x-delivery-count", 0)) + 1
-            reason = f"{type(exc).__name__}: {exc}"[:500]
-            if attempts >= MAX_ATTEMPTS:
-                await self._dead_letter(
-                    message, routing_key, str(envelope.message_id), f"failed {attempts} times, last: {reason}"
-                )
-                bound.error("message dead-lettered after retries", attempts=attempts, reason=reason)
-                MESSAGES_HANDLED.labels(routing_key, "dead_lettered").inc()
-                await message.ack()
-            else:
-                bound.warning("handler failed, will retry", attempts=attempts, reason=reason)
-                MESSAGES_HANDLED.labels(routing_key, "retried").inc()
-                await asyncio.sleep(min(0.05 * 2**attempts, 2.0))
-                await message.nack(requeue=True)
-            return
+        while True:
+            try:
+                fresh = await self._apply(handler, routing_key, envelope, data)
+                break
+            except Exception as exc:  # noqa: BLE001 - an outage is waited out, any other failure retried
+                if is_database_outage(exc) and not self._stopping:
+                    # Not an attempt: the message is held (unacked, uncounted) and tried again
+                    # once the database answers; /readyz says not ready meanwhile.
+                    if self.database.reachable:
+                        bound.warning("database unreachable, holding messages", reason=f"{type(exc).__name__}: {exc}"[:200])
+                    await self.database.wait_until_back()
+                    continue
+                await self._failed(message, routing_key, envelope, exc, bound)
+                return
         await message.ack()
         MESSAGE_SECONDS.labels(routing_key).observe(time.monotonic() - started)
         MESSAGES_HANDLED.labels(routing_key, "handled" if fresh else "duplicate").inc()
         bound.info("message handled" if fresh else "duplicate message skipped")
 
+    async def _apply(self, handler: Handler, routing_key: str, envelope: Envelope, data: Any) -> bool:
+        """Run the handler, claiming the message in the inbox; False if it was claimed before."""
+        if isinstance(handler, ClaimsItself):
+            async with self.pool.acquire() as conn:
+                return await handler.apply(conn, envelope, data)
+        async with self.pool.acquire() as conn, conn.transaction():
+            fresh = await claim_message(conn, envelope.message_id, routing_key)
+            if fresh:
+                await handler(conn, envelope, data)
+            return fresh
+
+    async def _failed(self, message: RabbitMessage, routing_key: str, envelope: Envelope, exc: Exception, bound: Any) -> None:
+        """Retry the message later through a retry queue, or dead-letter it after MAX_ATTEMPTS."""
+        failures = failures_so_far(message, self.queue) + 1
+        reason = f"{type(exc).__name__}: {exc}"[:500]
+        if self._stopping:
+            await message.nack(requeue=True)  # handled again by a replica or after the restart
+            return
+        if failures >= MAX_ATTEMPTS:
+            await self._dead_letter(message, routing_key, str(envelope.message_id), f"failed {failures} times, last: {reason}")
+            bound.error("message dead-lettered after retries", attempts=failures, reason=reason)
+            MESSAGES_HANDLED.labels(routing_key, "dead_lettered").inc()
+        else:
+            try:
+                await retry_later(self.broker, self.retry_queue, message, routing_key, failures)
+            except Exception:  # noqa: BLE001 - the broker is away: the message goes back as it is
+                await asyncio.sleep(1.0)
+                await message.nack(requeue=True)
+                return
+            retry_in = self.retry_queue.arguments["x-message-ttl"] / 1000  # type: ignore[index]
+            bound.warning("handler failed, will retry", attempts=failures, retry_in=retry_in, reason=reason)
+            MESSAGES_HANDLED.labels(routing_key, "retried").inc()
+        await message.ack()
+
     async def _dead_letter(self, message: RabbitMessage, routing_key: str, message_id: str | None, reason: str) -> None:
         """Park the message, unchanged, in the dead-letter queue: the body, the publisher's own
         headers and properties, and ours saying why (`x-reason`) and where it came from."""
-        raw = message.raw_message
-        await self.broker.publish(
-            message.body,
-            queue=self.dead_letters,
-            persist=True,
-            headers={
-                **(raw.headers or {}),
-                "x-reason": reason,
-                "x-routing-key": routing_key,
-                "x-original-message-id": message_id or "",
-            },
-            message_id=message_id,
-            content_type=raw.content_type,
-            content_encoding=raw.content_encoding,
-            correlation_id=raw.correlation_id,
-            reply_to=raw.reply_to,
-            message_type=raw.type,
-            timestamp=raw.timestamp,
-        )
+        headers = {"x-reason": reason, "x-routing-key": routing_key, "x-original-message-id": message_id or ""}
+        await publish_copy(self.broker, message, self.dead_letters, headers, message_id)
+
 
 def envelope_message_id(body: bytes) -> str | None:
     """The envelope's `message_id` if the body has a readable one, else None (never raises)."""

@@ -31,12 +31,12 @@ from pydantic import BaseModel, Field, create_model
 from pydantic.json_schema import models_json_schema
 
 from contacts_shared.bus import (
-    MAX_ATTEMPTS,
     dead_letter_queue_for,
     exchange_for,
     queue_for,
 )
 from contacts_shared.contracts import CURRENT_VERSION, MESSAGE_TYPES, Envelope
+from contacts_shared.retry import MAX_ATTEMPTS
 from contacts_shared.settings import CommonSettings
 
 REGENERATE = "uv run contacts docs"

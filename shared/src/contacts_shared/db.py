@@ -171,3 +171,60 @@ async def drain_on_notify(
                     await listener.remove_listener(channel, on_notify)
                 with contextlib.suppress(Exception):
                     await pool.release(listener)
+
+
+# What a database that is down, restarting, failing over or full of connections raises: the
+# statement never ran (or its transaction was rolled back), and it will work once the server
+# answers again, so the work is held and tried again rather than counted as a failure.
+_OUTAGE_ERRORS = (
+    OSError,  # connection refused or reset, host unreachable
+    TimeoutError,  # connecting took too long
+    asyncpg.PostgresConnectionError,  # class 08: the connection failed
+    asyncpg.CannotConnectNowError,  # starting up or shutting down
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.ReadOnlySQLTransactionError,  # a standby that is not promoted yet
+    asyncpg.ConnectionDoesNotExistError,  # the connection was lost mid-statement
+)
+
+
+def is_database_outage(exc: BaseException) -> bool:
+    """Whether `exc` says the database is unreachable rather than that the work failed."""
+    if isinstance(exc, _OUTAGE_ERRORS):
+        return True
+    return isinstance(exc, asyncpg.InterfaceError) and "connection is closed" in str(exc)
+
+
+class DatabaseGate:
+    """Where work that found the database unreachable waits for it to answer again: one probe
+    (`SELECT 1` every PROBE_SECONDS) for all of it, rather than each piece retrying on its own."""
+
+    PROBE_SECONDS = 0.5
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+        self._back = asyncio.Event()
+        self._back.set()
+        self._probe: asyncio.Task[None] | None = None
+
+    @property
+    def reachable(self) -> bool:
+        return self._back.is_set()
+
+    async def wait_until_back(self) -> None:
+        if self._back.is_set():
+            self._back.clear()
+            self._probe = asyncio.create_task(self._until_it_answers(), name="database-probe")
+        await self._back.wait()
+
+    async def _until_it_answers(self) -> None:
+        while True:
+            try:
+                async with self.pool.acquire() as conn:
+                    await conn.execute("SELECT 1")
+            except Exception:  # noqa: BLE001 - still away
+                await asyncio.sleep(self.PROBE_SECONDS)
+                continue
+            self._back.set()
+            return

@@ -39,6 +39,10 @@ SettingsT = TypeVar("SettingsT", bound=CommonSettings)
 # redelivered, or left in the outbox for the next start.
 STOP_SECONDS = 8.0
 
+# How often the watchdog looks at the consumer, and how long it may be lost while the broker answers.
+WATCH_SECONDS = 5.0
+CONSUMER_LOST_SECONDS = 30.0
+
 # Allocations (net of frees) between two collections of the youngest generation (default 700).
 GC_YOUNG_THRESHOLD = 10_000
 
@@ -53,10 +57,12 @@ class Runtime:
     # Gauges of shared state, refreshed when /metrics is scraped.
     refreshers: list[Refresher] = field(default_factory=list)
     _stop_by: float | None = None  # set by begin_stop
+    # Non-zero when the service stops because it cannot work (the watchdog): the process exits so.
+    exit_code: int = 0
 
     async def ready(self) -> dict[str, bool]:
-        """Readiness: the database answers and the broker connection is up."""
-        checks = {"database": False, "broker": await self.bus.is_connected()}
+        """Readiness: the database answers; the broker connection is up and our consumer on it."""
+        checks = {"database": False, "broker": await self.bus.ready()}
         try:
             async with self.pool.acquire(timeout=2) as conn:
                 checks["database"] = bool(await conn.fetchval("SELECT true", timeout=2))
@@ -121,6 +127,7 @@ async def service_runtime(
     try:
         await bus.start()
         log.info("consuming", queue=bus.queue.name, routing_keys=sorted(handlers))
+        runtime.background(watch_consumer(runtime), name="consumer-watchdog")
         runtime.background(
             prune_periodically(pool, (*COMMON_PRUNERS, *pruners), settings.retention_days, run=runtime.units.run),
             name="retention",
@@ -143,6 +150,30 @@ async def service_runtime(
         if not await _stop_step("database pool", pool.close(), stop_by):
             pool.terminate()
         log.info("stopped", seconds=round(time.monotonic() - started, 3), unfinished_units=unfinished)
+        if runtime.exit_code:
+            raise SystemExit(runtime.exit_code)
+
+
+async def watch_consumer(runtime: Runtime) -> None:
+    """Exit (code 1, after a clean stop) for the supervisor to restart the service when the
+    broker answers but this process has not been consuming for CONSUMER_LOST_SECONDS: a service
+    that sits idle beside a full queue is worse than one restarted. While the broker is away,
+    the service only says so on /readyz and waits for the connection to come back."""
+    lost_since: float | None = None
+    while True:
+        await asyncio.sleep(WATCH_SECONDS)
+        if not await runtime.bus.is_connected() or await runtime.bus.consuming():
+            lost_since = None
+            continue
+        lost_since = lost_since or time.monotonic()
+        lost_for = time.monotonic() - lost_since
+        if lost_for < CONSUMER_LOST_SECONDS:
+            log.warning("connected but not consuming", queue=runtime.bus.queue.name, seconds=round(lost_for, 1))
+            continue
+        log.error("not consuming: stopping for the supervisor to restart the service", queue=runtime.bus.queue.name)
+        runtime.exit_code = 1
+        signal.raise_signal(signal.SIGTERM)
+        return
 
 
 def left_of(stop_by: float) -> float:

@@ -8,11 +8,14 @@ import os
 import uuid
 from collections.abc import AsyncIterator, Sequence
 
+import aio_pika
 import asyncpg
 
+from contacts_shared.bus import Handler, ServiceBus
 from contacts_shared.db import create_pool, migrate
 
 TEST_DATABASE_URL = os.environ.get("CONTACTS_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+TEST_AMQP_URL = os.environ.get("CONTACTS_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f")
 
 
 @contextlib.asynccontextmanager
@@ -42,3 +45,23 @@ async def explain(pool: asyncpg.Pool, sql: str, *args: object) -> dict:
             return json.loads(await conn.fetchval(f"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) {sql}", *args))[0]["Plan"]
         finally:
             await tx.rollback()
+
+
+@contextlib.asynccontextmanager
+async def consuming_bus(pool: asyncpg.Pool, service: str, handlers: dict[str, Handler], **options: object) -> AsyncIterator[ServiceBus]:
+    """A service's bus consuming in a namespace of its own, on the real RabbitMQ; its queues and
+    exchange are deleted afterwards."""
+    bus = ServiceBus(amqp_url=TEST_AMQP_URL, namespace=f"t{uuid.uuid4().hex[:10]}_", service=service, pool=pool, **options)  # type: ignore[arg-type]
+    bus.handle_all(handlers)
+    await bus.start()
+    try:
+        yield bus
+    finally:
+        await bus.stop_consuming()
+        await bus.stop()
+        connection = await aio_pika.connect(TEST_AMQP_URL)
+        async with connection:
+            channel = await connection.channel()
+            for queue in (bus.queue, bus.dead_letters, bus.retry_queue):
+                await channel.queue_delete(queue.name)
+            await channel.exchange_delete(bus.exchange.name)

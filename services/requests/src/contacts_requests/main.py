@@ -63,7 +63,7 @@ async def serve(settings: RequestsSettings) -> None:
             jwt_secret=settings.jwt_secret,
             request_ttl=settings.request_ttl,
             dev_login=settings.dev_login,
-            ready=runtime.bus.is_connected,
+            ready=runtime.bus.ready,
         )
         app.state.metric_refreshers = runtime.refreshers
         config = uvicorn.Config(
