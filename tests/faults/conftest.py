@@ -41,6 +41,10 @@ class OwnPostgres:
     def url(self) -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
 
+    @property
+    def options(self) -> str:
+        return f"-p {self.port} -k {self.directory} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=300"
+
     def _pg_ctl(self, *args: str) -> None:
         _as(
             "postgres",
@@ -68,14 +72,17 @@ class OwnPostgres:
             ],
             timeout=120,
         )
-        options = (
-            f"-p {self.port} -k {self.directory} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=300"
-        )
-        self._pg_ctl("-o", options, "-w", "start")
+        self._pg_ctl("-o", self.options, "-w", "start")
 
     async def restart(self) -> None:
         """A fast shutdown (every connection is cut) and a start, as an operator would do."""
         await asyncio.to_thread(self._pg_ctl, "-m", "fast", "-w", "restart")
+
+    async def down_for(self, seconds: float) -> None:
+        """Stop the server (fast: every connection is cut), keep it down `seconds`, start it."""
+        await asyncio.to_thread(self._pg_ctl, "-m", "fast", "-w", "stop")
+        await asyncio.sleep(seconds)  # the outage itself
+        await asyncio.to_thread(self._pg_ctl, "-o", self.options, "-w", "start")
 
     def stop(self) -> None:
         with contextlib.suppress(subprocess.CalledProcessError, subprocess.TimeoutExpired):
@@ -137,6 +144,14 @@ class OwnRabbit:
             self._await_startup()
 
         await asyncio.to_thread(bounce)
+
+    async def down_for(self, seconds: float) -> None:
+        """Stop the broker application (every connection is closed), keep it down `seconds`,
+        start it again."""
+        await asyncio.to_thread(self.ctl, "stop_app")
+        await asyncio.sleep(seconds)  # the outage itself
+        await asyncio.to_thread(self.ctl, "start_app")
+        await asyncio.to_thread(self._await_startup)
 
     def queues(self, prefix: str) -> dict[str, tuple[int, int]]:
         """{queue: (ready messages, unacknowledged messages)} of the queues named `prefix…`."""
@@ -227,8 +242,14 @@ def replicas() -> int:
 
 
 @pytest.fixture
+def service_settings() -> dict[str, str]:
+    """Settings (CONTACTS_*) the services run with besides the usual; override with parametrize."""
+    return {}
+
+
+@pytest.fixture
 async def faulty_system(
-    own_infrastructure: OwnInfrastructure, replicas: int, request: pytest.FixtureRequest
+    own_infrastructure: OwnInfrastructure, replicas: int, service_settings: dict[str, str], request: pytest.FixtureRequest
 ) -> AsyncIterator[System]:
     """The three services on the fault suite's own PostgreSQL and RabbitMQ."""
     infra = own_infrastructure
@@ -237,6 +258,7 @@ async def faulty_system(
         infra.rabbit.url,
         f"faults-{request.node.name}",
         replicas=replicas,
+        settings=service_settings,
     ) as system:
         yield system
     # Everything the processes logged during the scenario, searched for every mailed token.

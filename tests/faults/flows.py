@@ -40,12 +40,15 @@ SUMMARY_COLUMNS = (
     "flows",
     "completed correctly",
     "lost",
+    "stuck (not final 2 min after the fault)",
     "duplicated effects",
     "emails missing",
     "emails doubled",
     "SMTP resent (same Message-ID)",
 )
 RESULTS: list[tuple[object, ...]] = []
+# A request not in a final state this long after its fault ended counts as stuck.
+STUCK_AFTER_SECONDS = 120.0
 
 FINAL = {"done", "declined", "rejected", "failed", "cancelled", "expired"}
 MESSAGE_ID = re.compile(r"<mail-(\d+)\.([0-9a-f-]{36})@contacts>")
@@ -57,7 +60,18 @@ EXPECTED_MAILS = {
     "done": {"owner": ("token", "done"), "new": ("token", "done"), "old": ("done",)},
     "declined": {"owner": ("token", "declined"), "new": ("token", "declined")},
     "rejected": {"owner": ("rejected",)},
+    # The new contact's mail server refuses them for good: the owner cancels once the request's
+    # history says so, and only the owner is mailed.
+    "unreachable": {"owner": ("token", "cancelled")},
+    # The owner asks for new codes before anyone answers: two token emails each, then done.
+    "resent": {"owner": ("token", "token", "done"), "new": ("token", "token", "done"), "old": ("done",)},
 }
+# The final state each flow kind must reach, when not the kind itself.
+EXPECTED_STATE = {"unreachable": "cancelled", "resent": "done"}
+
+
+def ends_done(flow: Flow) -> bool:
+    return EXPECTED_STATE.get(flow.kind, flow.kind) == "done"
 
 
 def email_of(nic: str) -> str:
@@ -69,7 +83,7 @@ class Flow:
     """One user story: the owner of a service names a new technical contact."""
 
     index: int
-    kind: str  # done | declined | rejected (the new contact has an unpaid invoice)
+    kind: str  # done | declined | rejected (the new contact has an unpaid invoice) | unreachable | resent
     tag: str  # makes NICs unique per scenario (each scenario has its own namespace anyway)
     request_id: str | None = None
     tokens_used: list[str] = field(default_factory=list)
@@ -245,9 +259,14 @@ async def run_flow(users: Users, flow: Flow, timeout: float) -> None:
         flow.request_id = item["id"]
         if flow.kind == "rejected":
             return
+        if flow.kind == "unreachable":
+            await give_up_on_the_unreachable(users, flow, deadline)
+            return
+        if flow.kind == "resent":
+            await resend_before_answering(users, flow, deadline)
         actions = {
             "owner": "accept",
-            "new": "accept" if flow.kind == "done" else "decline",
+            "new": "accept" if ends_done(flow) else "decline",
         }
         if users.answer_together:
             # Both confirmers answer at the same instant (a race the service must settle).
@@ -263,6 +282,41 @@ async def run_flow(users: Users, flow: Flow, timeout: float) -> None:
             await answer(users, flow, role, actions[role], deadline)
     except Exception as exc:  # noqa: BLE001 - recorded and shown in the audit
         flow.error = f"{type(exc).__name__}: {exc}"[:500]
+
+
+async def resend_before_answering(users: Users, flow: Flow, deadline: float) -> None:
+    """The owner asks for new codes once both confirmers got theirs; then a code from before
+    the resend must be refused, whichever clock the notifier keeps."""
+    owner, new = email_of(flow.nic("owner")), email_of(flow.nic("new"))
+
+    async def mailed(to: str, count: int) -> list[str] | None:
+        found = await tokens_mailed(users.system, flow.request_id or "", to)
+        return found if len(found) >= count else None
+
+    wait = max(1.0, deadline - time.monotonic())
+    (first, *_) = await eventually(lambda: mailed(owner, 1), timeout=wait, what=f"token email to {owner}", interval=0.3)
+    await eventually(lambda: mailed(new, 1), timeout=wait, what=f"token email to {new}", interval=0.3)
+    response = await users.call("POST", f"/v1/contact-changes/{flow.request_id}/resend", flow.nic("owner"), deadline=deadline)
+    assert response.status_code == 202, f"resend: {response.status_code} {response.text}"
+    for to in (owner, new):
+        await eventually(lambda to=to: mailed(to, 2), timeout=wait, what=f"a second token email to {to}", interval=0.3)
+    response = await users.call(
+        "POST", f"/v1/contact-changes/{flow.request_id}/accept", flow.nic("owner"), json={"token": first}, deadline=deadline
+    )
+    assert response.status_code == 422, f"a code from before the resend: {response.status_code} {response.text}"
+
+
+async def give_up_on_the_unreachable(users: Users, flow: Flow, deadline: float) -> None:
+    """The owner reads in the request's history that the new contact could not be reached, and cancels."""
+    path = f"/v1/contact-changes/{flow.request_id}"
+
+    async def told() -> bool:
+        response = await users.call("GET", path, flow.nic("owner"), deadline=deadline)
+        return any("could not be reached" in (h["reason"] or "") for h in response.json()["history"])
+
+    await eventually(told, timeout=max(1.0, deadline - time.monotonic()), what="the history to say who cannot be reached", interval=1)
+    response = await users.call("POST", f"{path}/cancel", flow.nic("owner"), deadline=deadline)
+    assert response.status_code == 200, f"cancel: {response.status_code} {response.text}"
 
 
 # --- watching what the system publishes -------------------------------------------------------
@@ -360,6 +414,7 @@ class Audit:
     flows: int
     correct: int = 0
     lost: int = 0
+    stuck: int = 0
     duplicated_effects: int = 0
     mails_missing: int = 0
     mails_doubled: int = 0
@@ -372,6 +427,7 @@ class Audit:
             self.flows,
             self.correct,
             self.lost,
+            self.stuck,
             self.duplicated_effects,
             self.mails_missing,
             self.mails_doubled,
@@ -405,9 +461,11 @@ async def audit(
     tap: EventTap,
     fault: str,
     *,
+    fault_ended: float,
     settle_timeout: float = 240,
 ) -> Audit:
-    """Wait for every flow to end (or the deadline), then compare everything with what was promised."""
+    """Wait for every flow to end (at most STUCK_AFTER_SECONDS after the fault ended: what is
+    not final then is stuck), then compare everything with what was promised."""
     result = Audit(fault, len(flows))
     by_request = {f.request_id: f for f in flows if f.request_id}
 
@@ -416,7 +474,8 @@ async def audit(
         return len(rows) >= len(by_request) and all(r["state"] in FINAL for r in rows)
 
     with contextlib.suppress(AssertionError):
-        await eventually(all_ended, timeout=settle_timeout, what="every request to end", interval=0.5)
+        stuck_at = max(1.0, fault_ended + STUCK_AFTER_SECONDS - time.monotonic())
+        await eventually(all_ended, timeout=stuck_at, what="every request to end", interval=0.5)
 
     expected_mails = _expected_mails(flows)
 
@@ -435,10 +494,13 @@ async def audit(
     requests = {str(r["id"]): r for r in await system.sql("requests", "SELECT id, service, state FROM contact_changes")}
     per_service = Counter(r["service"] for r in requests.values())
     services = {r["service"]: r for r in await system.sql("requests", "SELECT service, tech FROM services")}
-    # A transition recorded twice is a doubled effect ('validating' lines are one per answer).
+    # A state entered twice is a doubled effect (a note within a state, such as "the billing check
+    # was asked again", is no transition; 'validating' lines are one per answer).
     history = await system.sql(
         "requests",
-        "SELECT request_id FROM history WHERE state = ANY($1::text[]) GROUP BY request_id, state HAVING count(*) > 1",
+        "SELECT request_id FROM (SELECT request_id, state, lag(state) OVER (PARTITION BY request_id ORDER BY id) AS before"
+        " FROM history) h WHERE state = ANY($1::text[]) AND before IS DISTINCT FROM state"
+        " GROUP BY request_id, state HAVING count(*) > 1",
         sorted(FINAL | {"applying"}),
     )
     doubled_history = {str(r["request_id"]) for r in history}
@@ -452,34 +514,37 @@ async def audit(
 
     for flow in flows:
         state = requests.get(flow.request_id or "", {}).get("state")
-        expected_tech = flow.nic("new") if flow.kind == "done" else flow.nic("old")
+        expected_tech = flow.nic("new") if ends_done(flow) else flow.nic("old")
         problems = []
         if flow.error:
             problems.append(f"driver: {flow.error}")
-        if state not in FINAL:
+        if state is None:
             result.lost += 1
-            problems.append(f"state {state}")
-        elif state != flow.kind:
-            problems.append(f"state {state}, expected {flow.kind}")
+            problems.append("no request")
+        elif state not in FINAL:
+            result.stuck += 1
+            problems.append(f"stuck in {state}")
+        elif state != EXPECTED_STATE.get(flow.kind, flow.kind):
+            problems.append(f"state {state}, expected {EXPECTED_STATE.get(flow.kind, flow.kind)}")
         if services[flow.service]["tech"] != expected_tech:
             problems.append(f"tech is {services[flow.service]['tech']}, expected {expected_tech}")
         duplicates = per_service[flow.service] - 1 + (flow.request_id in doubled_history)
         published = len(completed_ids.get(flow.request_id or "", ()))
         duplicates += max(0, published - 1)
-        if (flow.kind == "done") != (published >= 1):
+        if ends_done(flow) != (published >= 1):
             problems.append(f"contact_change.completed published {published} times")
         if duplicates:
             result.duplicated_effects += duplicates
             problems.append(f"{duplicates} duplicated effect(s)")
         for role, kinds in EXPECTED_MAILS[flow.kind].items():
-            for kind in kinds:
+            for kind, wanted in Counter(kinds).items():
                 got = distinct.get((flow.request_id or "", email_of(flow.nic(role)), kind), 0)
-                if got == 0:
-                    result.mails_missing += 1
-                    problems.append(f"no {kind} email to {role}")
-                elif got > 1:
-                    result.mails_doubled += got - 1
-                    problems.append(f"{got} {kind} emails to {role}")
+                if got < wanted:
+                    result.mails_missing += wanted - got
+                    problems.append(f"{got} {kind} email(s) to {role}, expected {wanted}")
+                elif got > wanted:
+                    result.mails_doubled += got - wanted
+                    problems.append(f"{got} {kind} emails to {role}, expected {wanted}")
         extra = sum(n for (rid, _, _), n in distinct.items() if rid == flow.request_id) - sum(
             len(k) for k in EXPECTED_MAILS[flow.kind].values()
         )
@@ -529,11 +594,16 @@ async def run_scenario(
     flow_timeout: float = 300,
     kinds: tuple[str, ...] = MIXED,
     answer_together: bool = False,
+    unreachable: int = 0,
 ) -> Audit:
-    """Feed `count` flows, run them concurrently, call `inject` while they are in flight, audit."""
+    """Feed `count` flows, run them concurrently, call `inject` while they are in flight, audit.
+    The first `unreachable` flows name a new contact whose mail server refuses them for good."""
     seed = seed if seed is not None else random.randrange(1 << 30)
     rng = random.Random(seed)
     flows = make_flows(count, rng, kinds=kinds)
+    for flow in flows[:unreachable]:
+        flow.kind = "unreachable"
+        system.sink.refuse(email_of(flow.nic("new")))
     await feed(system, flows)
     tap = EventTap(system, ("contact_change.completed",))
     await tap.bind()
@@ -541,10 +611,11 @@ async def run_scenario(
     try:
         tasks = [asyncio.create_task(run_flow(users, flow, flow_timeout)) for flow in flows]
         await inject(flows)
+        fault_ended = time.monotonic()
         await asyncio.gather(*tasks)
     finally:
         await users.close()
-    result = await audit(system, flows, tap, fault)
+    result = await audit(system, flows, tap, fault, fault_ended=fault_ended)
     print(f"\n[{fault}] seed={seed} server errors retried={users.server_errors} {result.row()}")
     for problem in result.problems[:20]:
         print("  ", problem)
