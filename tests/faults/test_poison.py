@@ -12,7 +12,7 @@ import uuid
 
 import aio_pika
 import pytest
-from contacts_shared.bus import MAX_BODY_BYTES
+from contacts_shared.consumer import MAX_BODY_BYTES
 from contacts_shared.contracts import AccountUpserted, InvoicePaid, Zone, envelope_for
 from faults.conftest import OwnInfrastructure
 from faults.flows import Flow, queues_drained, run_scenario, when_in_flight

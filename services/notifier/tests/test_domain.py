@@ -9,11 +9,11 @@ import pytest
 from contacts_notifier.domain import (
     confirm_link,
     hash_token,
-    validation_code,
     outcome_email,
     outcome_recipients,
     token_email,
     token_expiry,
+    validation_code,
 )
 from contacts_shared.contracts import ContactChangeStateChanged, Party, RequestState
 

@@ -11,7 +11,7 @@ from collections.abc import Callable
 import asyncpg
 from contacts_notifier.handlers import HANDLERS
 from contacts_notifier.store import PRUNERS
-from contacts_shared.bus import Selective
+from contacts_shared.consumer import Selective
 from contacts_shared.contracts import (
     ContactChangeStateChanged,
     ContactChangeValidationRequested,

@@ -21,7 +21,8 @@ import asyncpg
 import structlog
 import uvloop
 
-from contacts_shared.bus import GRACE_SECONDS, Handler, ServiceBus
+from contacts_shared.bus import GRACE_SECONDS, ServiceBus
+from contacts_shared.consumer import Handler
 from contacts_shared.db import create_pool, drain_on_notify, migrate, schema_name
 from contacts_shared.graceful import InFlight
 from contacts_shared.logs import configure_logging

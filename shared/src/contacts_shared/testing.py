@@ -11,7 +11,8 @@ from collections.abc import AsyncIterator, Sequence
 import aio_pika
 import asyncpg
 
-from contacts_shared.bus import Handler, ServiceBus
+from contacts_shared.bus import ServiceBus
+from contacts_shared.consumer import Handler
 from contacts_shared.db import create_pool, migrate
 
 TEST_DATABASE_URL = os.environ.get("CONTACTS_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncpg
 import structlog
-from contacts_shared.bus import ClaimsItself, Handler
+from contacts_shared.consumer import ClaimsItself, Handler
 from contacts_shared.contracts import (
     ContactChangeRequested,
     ContactChangeVetted,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncpg
-from contacts_shared.bus import ClaimsItself, Handler, Selective
+from contacts_shared.consumer import ClaimsItself, Handler, Selective
 from contacts_shared.contracts import (
     ContactChangeStateChanged,
     ContactChangeValidationRequested,

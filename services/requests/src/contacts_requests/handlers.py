@@ -14,7 +14,7 @@ from typing import Any
 
 import asyncpg
 import structlog
-from contacts_shared.bus import ClaimsItself, Handler
+from contacts_shared.consumer import ClaimsItself, Handler
 from contacts_shared.contracts import (
     AccountDeleted,
     AccountUpserted,
