@@ -56,7 +56,9 @@ async def test_postgres_restart(faulty_system: System, own_infrastructure: OwnIn
 
 
 async def test_kill_each_service_in_turn(faulty_system: System, own_infrastructure: OwnInfrastructure) -> None:
-    rng = random.Random()
+    seed = random.randrange(1 << 30)
+    print(f"\n[kill -9 each service in turn] order and moments: seed={seed}")  # to replay a failure
+    rng = random.Random(seed)
 
     async def kill_in_turn(flows: list[Flow]) -> None:
         await when_in_flight(flows, share=0.2)

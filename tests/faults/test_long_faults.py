@@ -1,7 +1,8 @@
 """Longer and nastier faults: the database away for a minute, the billing check away for longer
 than a request waits before asking it again, a recipient the mail server refuses for good, the
 notifier's clock off. The same audit as tests/faults/test_faults.py: nothing lost, stuck,
-doubled or missing."""
+doubled or missing. The two outages are marked `long` (out of the default run, for CI's 30
+minutes): `./scripts/test -m long` runs them."""
 
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ FLOWS = 200
 REASK_SECONDS = 10
 
 
+@pytest.mark.long
 async def test_postgres_down_60_seconds(faulty_system: System, own_infrastructure: OwnInfrastructure) -> None:
     async def outage(flows: list[Flow]) -> None:
         await when_in_flight(flows)
@@ -41,6 +43,7 @@ async def test_postgres_down_60_seconds(faulty_system: System, own_infrastructur
 
 
 # Shortened through its setting: requests waiting REASK_SECONDS for the verdict ask again.
+@pytest.mark.long
 @pytest.mark.parametrize("service_settings", [{"CONTACTS_VETTING_REASK": str(REASK_SECONDS)}])
 async def test_billing_check_down_longer_than_the_reask(
     faulty_system: System, own_infrastructure: OwnInfrastructure, service_settings: dict[str, str]
