@@ -25,6 +25,7 @@ async def test_a_confirmer_the_mail_server_refuses_is_named_in_the_history(world
     (note,) = await eventually(noted, timeout=30, what="the history to name the unreachable confirmer", interval=0.2)
     assert note["actor"] == "system" and note["state"] == "validating"
     assert WEBMASTER in note["reason"] and "550" in note["reason"] and email_of(WEBMASTER) not in note["reason"]
+    assert "ask for new codes (Resend), or cancel" in note["reason"]  # what the parties can do
     mails = await world.sql("notifier", "SELECT state, refusals FROM mails WHERE request_id = $1 AND nic = $2", uuid.UUID(request_id), WEBMASTER)
     assert [(m["state"], m["refusals"]) for m in mails] == [("failed", 5)]
     assert world.mails(email_of(WEBMASTER)) == []

@@ -70,7 +70,6 @@ class ClaimsItself:
 MAX_BODY_BYTES = 1024 * 1024
 
 
-
 class Consumer:
     """Handles what arrives on `queue` with `handlers` (routing key -> handler)."""
 

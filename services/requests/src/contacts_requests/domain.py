@@ -277,7 +277,10 @@ def unreachable(nic: str, kind: str, smtp_code: int) -> str:
     """The history's note that an email to `nic` was given up (the mail server's words may hold
     the address, which the other parties must not see: only its reply code)."""
     what = "validation code" if kind == "token" else "outcome"
-    return f"{nic} could not be reached: the mail server refused the {what} email for good ({smtp_code})"
+    note = f"{nic} could not be reached: the mail server refused the {what} email for good ({smtp_code})"
+    if kind == "token":
+        note += "; once their email address is corrected, ask for new codes (Resend), or cancel the request"
+    return note
 
 
 def hash_token(token: str) -> str:
