@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from faults.flows import RESULTS, SUMMARY_COLUMNS, assert_no_secrets_in_logs
+from faults.audit import RESULTS, SUMMARY_COLUMNS
+from faults.flows import assert_no_secrets_in_logs
 from support import System, free_port, running_system
 
 

@@ -7,15 +7,14 @@ import asyncio
 import random
 
 import pytest
+from faults.audit import queues_drained
 from faults.conftest import OwnInfrastructure
-from faults.flows import (
-    Flow,
+from faults.scenario import (
     Republisher,
+    Scenario,
     kill_and_restart,
-    queues_drained,
     run_scenario,
     smtp_outage,
-    when_in_flight,
 )
 from support import SCHEMAS, SERVICES, System, consumer_count, eventually
 
@@ -25,9 +24,10 @@ FLOWS = 200
 
 
 async def test_rabbitmq_restart(faulty_system: System, own_infrastructure: OwnInfrastructure) -> None:
-    async def restart_broker(flows: list[Flow]) -> None:
-        await when_in_flight(flows)
-        await own_infrastructure.rabbit.restart()
+    async def restart_broker(scenario: Scenario) -> None:
+        await scenario.in_flight()
+        async with scenario.fault():
+            await own_infrastructure.rabbit.restart()
 
         # The consumers come back by themselves (a known FastStream pitfall is that they don't).
         async def consuming_again() -> bool:
@@ -46,9 +46,10 @@ async def test_rabbitmq_restart(faulty_system: System, own_infrastructure: OwnIn
 
 
 async def test_postgres_restart(faulty_system: System, own_infrastructure: OwnInfrastructure) -> None:
-    async def restart_database(flows: list[Flow]) -> None:
-        await when_in_flight(flows)
-        await own_infrastructure.postgres.restart()
+    async def restart_database(scenario: Scenario) -> None:
+        await scenario.in_flight()
+        async with scenario.fault():
+            await own_infrastructure.postgres.restart()
 
     result = await run_scenario(faulty_system, "PostgreSQL restart", FLOWS, restart_database)
     assert result.problems == []
@@ -56,15 +57,12 @@ async def test_postgres_restart(faulty_system: System, own_infrastructure: OwnIn
 
 
 async def test_kill_each_service_in_turn(faulty_system: System, own_infrastructure: OwnInfrastructure) -> None:
-    seed = random.randrange(1 << 30)
-    print(f"\n[kill -9 each service in turn] order and moments: seed={seed}")  # to replay a failure
-    rng = random.Random(seed)
-
-    async def kill_in_turn(flows: list[Flow]) -> None:
-        await when_in_flight(flows, share=0.2)
-        for name in rng.sample(SERVICES, len(SERVICES)):
-            await asyncio.sleep(rng.uniform(0.5, 4))  # a random moment
-            await kill_and_restart(faulty_system, name, down_for=rng.uniform(0.5, 2))
+    async def kill_in_turn(scenario: Scenario) -> None:
+        await scenario.in_flight(0.1, 0.5)
+        for name in scenario.rng.sample(SERVICES, len(SERVICES)):
+            await asyncio.sleep(scenario.rng.uniform(0.5, 4))  # a random moment
+            async with scenario.fault():
+                await kill_and_restart(faulty_system, name, down_for=scenario.rng.uniform(0.5, 2))
 
     result = await run_scenario(faulty_system, "kill -9 each service in turn", FLOWS, kill_in_turn)
     assert result.problems == []
@@ -72,9 +70,10 @@ async def test_kill_each_service_in_turn(faulty_system: System, own_infrastructu
 
 
 async def test_smtp_down_30_seconds(faulty_system: System, own_infrastructure: OwnInfrastructure) -> None:
-    async def smtp_down(flows: list[Flow]) -> None:
-        await when_in_flight(flows)
-        await smtp_outage(faulty_system, 30)
+    async def smtp_down(scenario: Scenario) -> None:
+        await scenario.in_flight()
+        async with scenario.fault():
+            await smtp_outage(faulty_system, 30)
 
     result = await run_scenario(faulty_system, "SMTP down 30 s", FLOWS, smtp_down)
     assert result.problems == []
@@ -87,10 +86,7 @@ async def test_two_replicas_of_every_service(
 ) -> None:
     assert len(faulty_system.processes) == 2 * len(SERVICES) and faulty_system.replica_api_urls
 
-    async def nothing(flows: list[Flow]) -> None:
-        return None
-
-    result = await run_scenario(faulty_system, "two replicas of every service", FLOWS, nothing)
+    result = await run_scenario(faulty_system, "two replicas of every service", FLOWS)
     assert result.problems == []
     await queues_drained(faulty_system, own_infrastructure.rabbit.queues)
 
@@ -101,11 +97,8 @@ async def test_every_message_twice_and_out_of_order(
     republisher = Republisher(faulty_system, random.Random())
     await republisher.start()
 
-    async def nothing(flows: list[Flow]) -> None:
-        return None
-
     try:
-        result = await run_scenario(faulty_system, "every message twice, out of order", FLOWS, nothing)
+        result = await run_scenario(faulty_system, "every message twice, out of order", FLOWS)
     finally:
         await republisher.stop()
     assert republisher.copies > 10 * FLOWS

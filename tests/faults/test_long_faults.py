@@ -11,15 +11,10 @@ import re
 from datetime import UTC, datetime
 
 import pytest
+from faults.audit import queues_drained
 from faults.conftest import OwnInfrastructure
-from faults.flows import (
-    MIXED,
-    Flow,
-    kill_and_restart,
-    queues_drained,
-    run_scenario,
-    when_in_flight,
-)
+from faults.flows import MIXED
+from faults.scenario import Scenario, kill_and_restart, run_scenario
 from support import System, eventually
 
 LIBFAKETIME = next(iter(sorted(glob.glob("/usr/lib/*/faketime/libfaketime.so.1"))), None)
@@ -33,9 +28,10 @@ REASK_SECONDS = 10
 
 @pytest.mark.long
 async def test_postgres_down_60_seconds(faulty_system: System, own_infrastructure: OwnInfrastructure) -> None:
-    async def outage(flows: list[Flow]) -> None:
-        await when_in_flight(flows)
-        await own_infrastructure.postgres.down_for(60)
+    async def outage(scenario: Scenario) -> None:
+        await scenario.in_flight()
+        async with scenario.fault():
+            await own_infrastructure.postgres.down_for(60)
 
     result = await run_scenario(faulty_system, "PostgreSQL down 60 s", FLOWS, outage, flow_timeout=60 + 300)
     assert result.problems == []
@@ -48,9 +44,10 @@ async def test_postgres_down_60_seconds(faulty_system: System, own_infrastructur
 async def test_billing_check_down_longer_than_the_reask(
     faulty_system: System, own_infrastructure: OwnInfrastructure, service_settings: dict[str, str]
 ) -> None:
-    async def billing_check_away(flows: list[Flow]) -> None:
-        await when_in_flight(flows)
-        await kill_and_restart(faulty_system, "contacts-billing-check", down_for=3 * REASK_SECONDS)
+    async def billing_check_away(scenario: Scenario) -> None:
+        await scenario.in_flight()
+        async with scenario.fault():
+            await kill_and_restart(faulty_system, "contacts-billing-check", down_for=3 * REASK_SECONDS)
 
     result = await run_scenario(faulty_system, f"billing-check down {3 * REASK_SECONDS} s (re-ask {REASK_SECONDS} s)", FLOWS, billing_check_away)
     assert result.problems == []
@@ -60,10 +57,7 @@ async def test_billing_check_down_longer_than_the_reask(
 
 
 async def test_smtp_refusing_one_recipient_for_good(faulty_system: System, own_infrastructure: OwnInfrastructure) -> None:
-    async def nothing(flows: list[Flow]) -> None:
-        return None
-
-    result = await run_scenario(faulty_system, "SMTP refusing one recipient for good", FLOWS, nothing, unreachable=1)
+    result = await run_scenario(faulty_system, "SMTP refusing one recipient for good", FLOWS, unreachable=1)
     assert result.problems == []
     await queues_drained(faulty_system, own_infrastructure.rabbit.queues)
 
@@ -91,11 +85,8 @@ async def test_notifier_clock_off(faulty_system: System, own_infrastructure: Own
     logged = datetime.fromisoformat(LOG_TIME.findall(log)[-1]).replace(tzinfo=UTC)
     assert abs((logged - datetime.now(UTC)).total_seconds() - offset) < 2, "the notifier's clock is not off"
 
-    async def nothing(flows: list[Flow]) -> None:
-        return None
-
     result = await run_scenario(
-        faulty_system, f"notifier clock {abs(offset)} s {'behind' if offset < 0 else 'ahead'}", FLOWS, nothing,
+        faulty_system, f"notifier clock {abs(offset)} s {'behind' if offset < 0 else 'ahead'}", FLOWS,
         kinds=MIXED + ("resent",) * 5,
     )
     assert result.problems == []

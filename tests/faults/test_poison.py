@@ -14,8 +14,9 @@ import aio_pika
 import pytest
 from contacts_shared.consumer import MAX_BODY_BYTES
 from contacts_shared.contracts import AccountUpserted, InvoicePaid, Zone, envelope_for
+from faults.audit import queues_drained
 from faults.conftest import OwnInfrastructure
-from faults.flows import Flow, queues_drained, run_scenario, when_in_flight
+from faults.scenario import Scenario, run_scenario
 from support import System, eventually
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
@@ -129,10 +130,10 @@ async def test_poison_on_every_queue_is_dead_lettered_and_nothing_waits(
 ) -> None:
     sent: dict[str, list[tuple[str, str, str]]] = {}
 
-    async def poison(flows: list[Flow]) -> None:
+    async def poison(scenario: Scenario) -> None:
         nonlocal sent
-        await when_in_flight(flows)
-        sent = await publish_poison(faulty_system)
+        await scenario.in_flight()
+        sent = await publish_poison(faulty_system)  # no window: the users must not notice
 
     result = await run_scenario(faulty_system, "poison on every queue", 100, poison)
     assert result.problems == []

@@ -7,15 +7,10 @@ from collections import Counter
 
 import pytest
 from contacts_shared.contracts import AccountUpserted, Zone
+from faults.audit import queues_drained
 from faults.conftest import OwnInfrastructure
-from faults.flows import (
-    Flow,
-    email_of,
-    feed,
-    queues_drained,
-    run_scenario,
-    tokens_mailed,
-)
+from faults.flows import Flow, email_of, feed, tokens_mailed
+from faults.scenario import run_scenario
 from support import System, eventually
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
@@ -29,16 +24,11 @@ async def test_both_confirmers_answer_at_the_same_instant_100_times(
         faulty_system,
         "both confirmers answer at once x100",
         100,
-        _nothing,
         kinds=("done",) * 4 + ("declined",),
         answer_together=True,
     )
     assert result.problems == []
     await queues_drained(faulty_system, own_infrastructure.rabbit.queues)
-
-
-async def _nothing(flows: list[Flow]) -> None:
-    return None
 
 
 async def test_twenty_concurrent_submissions_for_one_service_and_type(
