@@ -30,7 +30,7 @@ import asyncpg
 import httpx
 from contacts_shared.auth import mint_token
 from contacts_shared.bus import exchange_for, new_broker
-from contacts_shared.contracts import Contract, envelope_for
+from contacts_shared.contracts import Contract, Envelope, envelope_for
 from contacts_shared.mailsink import MailSink
 from contacts_shared.outbox import publish_envelope
 
@@ -117,14 +117,15 @@ class System:
         headers = {"Authorization": f"Bearer {self.jwt(nic)}"} if nic else {}
         return httpx.AsyncClient(base_url=self.api_url, headers=headers, timeout=15)
 
-    async def publish(self, *messages: Contract) -> None:
+    async def publish(self, *messages: Contract | Envelope) -> None:
+        """Publish each message (in an envelope of its own, unless given one) in this order."""
         broker = new_broker(self.amqp_url)
         await broker.connect()
         try:
             exchange = exchange_for(self.namespace)
             await broker.declare_exchange(exchange)
             for message in messages:
-                await publish_envelope(broker, exchange, envelope_for(message))
+                await publish_envelope(broker, exchange, message if isinstance(message, Envelope) else envelope_for(message))
         finally:
             await broker.stop()
 

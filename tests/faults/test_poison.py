@@ -133,7 +133,8 @@ async def test_poison_on_every_queue_is_dead_lettered_and_nothing_waits(
     async def poison(scenario: Scenario) -> None:
         nonlocal sent
         await scenario.in_flight()
-        sent = await publish_poison(faulty_system)  # no window: the users must not notice
+        async with scenario.fault(noticeable=False):
+            sent = await publish_poison(faulty_system)
 
     result = await run_scenario(faulty_system, "poison on every queue", 100, poison)
     assert result.problems == []
