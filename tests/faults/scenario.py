@@ -85,7 +85,11 @@ class Scenario:
     async def fault(self, *, noticeable: bool = True) -> AsyncIterator[None]:
         """Mark the fault's window and note the requests' states when it struck. A fault that
         users must not notice at all (poison, stale messages) has an empty window."""
-        rows = await self.system.sql("requests", "SELECT state, count(*) AS n FROM contact_changes GROUP BY state")
+        rows = await self.system.sql(
+            "requests",
+            "SELECT state, count(*) AS n FROM contact_changes WHERE service LIKE $1 GROUP BY state",
+            f"%.{self.flows[0].tag}.web-hosting",
+        )
         states = Counter({r["state"]: r["n"] for r in rows})
         states["unsubmitted"] = sum(f.request_id is None for f in self.flows)
         window = FaultWindow(time.monotonic(), +states)
@@ -112,6 +116,7 @@ async def run_scenario(
     kinds: tuple[str, ...] = MIXED,
     answer_together: bool = False,
     unreachable: int = 0,
+    tag: str = "ovh",
 ) -> Audit:
     """Feed `count` flows, run them concurrently, call `inject` while they are in flight, audit.
     The first `unreachable` flows name a new contact whose mail server refuses them for good.
@@ -119,7 +124,7 @@ async def run_scenario(
     seed = seed if seed is not None else random.randrange(1 << 30)
     print(f"\n[{fault}] seed={seed}")
     rng = random.Random(seed)
-    flows = make_flows(count, rng, kinds=kinds)
+    flows = make_flows(count, rng, tag=tag, kinds=kinds)
     for flow in flows[:unreachable]:
         flow.kind = "unreachable"
         system.sink.refuse(email_of(flow.nic("new")))

@@ -157,3 +157,63 @@ async def test_poison_on_every_queue_is_dead_lettered_and_nothing_waits(
             got = reasons[message_id or unnamed]
             assert reason in got, f"{service} / {name}: reason {got!r}, expected {reason!r}"
     await queues_drained(faulty_system, own_infrastructure.rabbit.queues)
+
+
+FLAKY_NIC = "fl00001-flaky"
+# A message the requests service fails to handle 5 times, then handles: a trigger of the test's own
+# raises on the first 5 writes of one account (a sequence counts them: it survives the rollback).
+FLAKY_TRIGGER = (
+    "CREATE SEQUENCE flaky_attempts",
+    """CREATE FUNCTION flaky() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER AS $$
+    BEGIN
+        IF nextval('flaky_attempts') <= 5 THEN
+            RAISE EXCEPTION 'flaky: failing on purpose';
+        END IF;
+        RETURN NEW;
+    END $$""",
+    f"""CREATE TRIGGER flaky BEFORE INSERT OR UPDATE ON account_rows
+    FOR EACH ROW WHEN (NEW.nic = '{FLAKY_NIC}') EXECUTE FUNCTION flaky()""",
+)
+
+
+async def flow_seconds_p99(system: System, tag: str) -> float:
+    """p99 of submission → final state of the requests of the flows tagged `tag`."""
+    rows = await system.sql(
+        "requests",
+        "SELECT extract(epoch FROM max(h.at) - min(h.at)) AS seconds FROM history h"
+        " JOIN contact_changes c ON c.id = h.request_id WHERE c.service LIKE $1 GROUP BY h.request_id",
+        f"%.{tag}.web-hosting",
+    )
+    seconds = sorted(float(r["seconds"]) for r in rows)
+    return seconds[min(len(seconds) - 1, round(0.99 * len(seconds)))]
+
+
+async def test_a_message_failing_5_times_while_100_flows_pass(
+    faulty_system: System, own_infrastructure: OwnInfrastructure
+) -> None:
+    """The failing message waits its turns in the retry queue, not in front of the others: the
+    100 flows beside it take as long as 100 flows with nothing failing, just before."""
+    for statement in FLAKY_TRIGGER:
+        await faulty_system.sql("requests", statement)
+    baseline = await run_scenario(faulty_system, "100 flows, nothing failing (for the next row)", 100, tag="base")
+    assert baseline.problems == []
+
+    async def flaky_message(scenario: Scenario) -> None:
+        await scenario.in_flight(0.1, 0.3)
+        async with scenario.fault(noticeable=False):
+            await faulty_system.publish(AccountUpserted(nic=FLAKY_NIC, email="flaky@example.test", zone=Zone.EU))
+
+    result = await run_scenario(faulty_system, "a message failing 5 times, 100 flows", 100, flaky_message, tag="beside")
+    assert result.problems == []
+
+    async def handled() -> bool:
+        return bool(await faulty_system.sql("requests", "SELECT 1 FROM accounts WHERE nic = $1", FLAKY_NIC))
+
+    await eventually(handled, timeout=120, what="the flaky message to be handled at its 6th attempt")
+    (attempts,) = await faulty_system.sql("requests", "SELECT last_value FROM flaky_attempts")
+    assert attempts["last_value"] == 6
+    await queues_drained(faulty_system, own_infrastructure.rabbit.queues)  # its dead-letter queue is empty
+    before, beside = await flow_seconds_p99(faulty_system, "base"), await flow_seconds_p99(faulty_system, "beside")
+    print(f"\n[a message failing 5 times] p99 submission → final: {before:.2f} s alone, {beside:.2f} s beside it")
+    # Queued behind it, they would wait its five 5 s turns in the retry queue.
+    assert beside <= 1.5 * before + 1.0, f"p99 {beside:.2f} s beside the failing message, {before:.2f} s without"
