@@ -8,6 +8,7 @@ import contextlib
 import os
 import random
 import signal
+import subprocess
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -183,6 +184,27 @@ async def kill_and_restart(system: System, name: str, down_for: float) -> None:
         replica = int(key.split("#")[1]) if "#" in key else 1
         spawn(system, name, replica)
     await wait_ready(system, consumers=len(keys), timeout=60)
+
+
+async def crash_at(system: System, name: str, point: str, nth: int) -> None:
+    """Restart service `name` (a clean stop) armed to kill itself the `nth` time it reaches the
+    crash point `point` (contacts_shared.crashpoints), wait until it died there, start it again."""
+    process = system.processes[name]
+    process.send_signal(signal.SIGTERM)
+    await eventually(lambda: _exited(process), timeout=30, what=f"{name} to stop")
+    system.service_env[name] = {**system.service_env.get(name, {}), "CONTACTS_CRASH_AT": f"{point}:{nth}"}
+    try:
+        armed = spawn(system, name)
+    finally:
+        del system.service_env[name]["CONTACTS_CRASH_AT"]
+    await eventually(lambda: _exited(armed), timeout=90, what=f"{name} to reach {point} {nth} times")
+    assert armed.returncode == -signal.SIGKILL, f"{name} exited with {armed.returncode}, not killed at {point}"
+    spawn(system, name)
+    await wait_ready(system, timeout=60)
+
+
+async def _exited(process: subprocess.Popen) -> bool:
+    return process.poll() is not None
 
 
 async def smtp_outage(system: System, seconds: float) -> None:

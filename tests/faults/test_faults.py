@@ -20,6 +20,7 @@ from faults.flows import email_of
 from faults.scenario import (
     Republisher,
     Scenario,
+    crash_at,
     kill_and_restart,
     run_scenario,
     smtp_outage,
@@ -73,6 +74,34 @@ async def test_kill_each_service_in_turn(faulty_system: System, own_infrastructu
                 await kill_and_restart(faulty_system, name, down_for=scenario.rng.uniform(0.5, 2))
 
     result = await run_scenario(faulty_system, "kill -9 each service in turn", FLOWS, kill_in_turn)
+    assert result.problems == []
+    await queues_drained(faulty_system, own_infrastructure.rabbit.queues)
+
+
+# The crash points of contacts_shared.crashpoints, each with the services that reach it in a flow.
+# The apply step first: it comes late in a flow, and the later crashes would find few flows left there.
+CRASH_POINTS = {
+    "during-apply": ("contacts-requests",),
+    "after-commit-before-ack": SERVICES,
+    "after-publish-before-delete": ("contacts-requests", "contacts-billing-check"),
+    "after-smtp-before-mark": ("contacts-notifier",),
+}
+
+
+async def test_kill_at_each_named_crash_point(faulty_system: System, own_infrastructure: OwnInfrastructure) -> None:
+    """Each crash point in turn, at its n-th passage (seeded): the process dies there, with no
+    cleanup, and is started again."""
+
+    async def crash_in_turn(scenario: Scenario) -> None:
+        await scenario.in_flight(0.2, 0.5)
+        for point, services in CRASH_POINTS.items():
+            name = scenario.rng.choice(services)
+            nth = scenario.rng.randint(1, 5)
+            print(f"  crash: {name} at {point}, passage {nth}")
+            async with scenario.fault():
+                await crash_at(faulty_system, name, point, nth)
+
+    result = await run_scenario(faulty_system, "kill -9 at each named crash point", FLOWS, crash_in_turn)
     assert result.problems == []
     await queues_drained(faulty_system, own_infrastructure.rabbit.queues)
 

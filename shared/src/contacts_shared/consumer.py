@@ -20,6 +20,7 @@ from faststream.rabbit import RabbitBroker, RabbitQueue
 from faststream.rabbit.annotations import RabbitMessage
 
 from contacts_shared.contracts import Envelope, MalformedMessage, parse_message
+from contacts_shared.crashpoints import crash_point
 from contacts_shared.db import DatabaseGate, claim_message, is_database_outage
 from contacts_shared.observability import MESSAGE_SECONDS, MESSAGES_HANDLED
 from contacts_shared.retry import (
@@ -146,6 +147,7 @@ class Consumer:
                     continue
                 await self._failed(message, routing_key, envelope, exc, bound)
                 return
+        crash_point("after-commit-before-ack")
         await message.ack()
         MESSAGE_SECONDS.labels(routing_key).observe(time.monotonic() - started)
         MESSAGES_HANDLED.labels(routing_key, "handled" if fresh else "duplicate").inc()

@@ -18,6 +18,7 @@ import structlog
 from faststream.rabbit import RabbitBroker, RabbitExchange
 
 from contacts_shared.contracts import Contract, Envelope, envelope_for
+from contacts_shared.crashpoints import crash_point
 from contacts_shared.db import IF_CLAIMED, claim_cte
 from contacts_shared.observability import MESSAGES_UNROUTABLE, OUTBOX_PUBLISHED
 
@@ -191,6 +192,7 @@ class OutboxRelay:
             routed = await asyncio.gather(
                 *(publish_body(self.broker, self.exchange, r["routing_key"], r["message_id"], r["body"]) for r in rows)
             )
+            crash_point("after-publish-before-delete")
             returned = [r for r, ok in zip(rows, routed, strict=True) if not ok]
             kept = [r for r in returned if r["routing_key"] not in FOR_OTHER_SYSTEMS_ONLY]
             if kept:

@@ -35,6 +35,7 @@ from contacts_shared.contracts import (
     ContactChangeTokenIssued,
     utcnow,
 )
+from contacts_shared.crashpoints import crash_point
 from contacts_shared.observability import EMAILS_FAILED, EMAILS_SENT
 from contacts_shared.settings import NotifierSettings
 
@@ -126,6 +127,7 @@ class Mailer:
                     smtp = None  # closed by the client; the next email starts afresh
                     await self._failed(conn, mail, f"{type(exc).__name__}: {exc}", refusal=refusal_code(exc))
                     continue
+                crash_point("after-smtp-before-mark")
                 await store.mark_sent(conn, mail["id"], token)
                 EMAILS_SENT.labels(mail["kind"]).inc()
                 log.info("email sent", mail_id=mail["id"], request_id=str(mail["request_id"]), kind=mail["kind"], nic=mail["nic"])

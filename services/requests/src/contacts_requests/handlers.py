@@ -37,6 +37,7 @@ from contacts_shared.contracts import (
     ServiceUpserted,
     utcnow,
 )
+from contacts_shared.crashpoints import crash_point
 from contacts_shared.outbox import enqueue
 
 from contacts_requests import store
@@ -396,6 +397,7 @@ async def on_vetted(conn: asyncpg.Connection, _: Envelope, data: ContactChangeVe
     completed: tuple[Contract, ...] = ()
     if t.state == RequestState.done:
         await store.set_contact(conn, change.service, change.type, change.to)
+        crash_point("during-apply")
         completed = (ContactChangeCompleted(**_about(change), completed_at=utcnow()),)
     await _transition(conn, change, t, accounts=accounts, after=completed)
 
