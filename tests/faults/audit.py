@@ -125,10 +125,11 @@ class Audit:
             self.states_hit,
         )
 
-    def users_met(self, windows: list[FaultWindow], mishaps: list[tuple[float, str, str]]) -> None:
-        """Sort what the users met into inside a fault's window and outside (each a failure)."""
-        for moment, kind, what in mishaps:
-            if any(w.start <= moment <= w.end for w in windows):
+    def users_met(self, windows: list[FaultWindow], mishaps: list[tuple[float, float, str, str]]) -> None:
+        """Sort what the users met into inside a fault's window (the call began or failed in
+        it) and outside (each a failure)."""
+        for began, failed, kind, what in mishaps:
+            if any(w.start <= failed <= w.end or w.start <= began <= w.end for w in windows):
                 self.in_window[kind] += 1
             else:
                 self.outside[kind] += 1
@@ -181,7 +182,7 @@ async def audit(
     *,
     fault_ended: float,
     windows: list[FaultWindow],
-    mishaps: list[tuple[float, str, str]],
+    mishaps: list[tuple[float, float, str, str]],
     settle_timeout: float = 240,
 ) -> Audit:
     """Wait for every flow to end (at most STUCK_AFTER_SECONDS after the fault ended: what is

@@ -143,10 +143,14 @@ class Users:
         self.answer_together = answer_together
         self.urls = [system.api_url, *system.replica_api_urls]
         self.client = httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_connections=64))
-        self.mishaps: list[tuple[float, str, str]] = []  # (monotonic time, UNANSWERED | REFUSED, what)
+        self.mishaps: list[tuple[float, float, str, str]] = []  # (began, failed, UNANSWERED | REFUSED, what)
 
-    def noted(self, kind: str, what: str) -> None:
-        self.mishaps.append((time.monotonic(), kind, what))
+    def noted(self, kind: str, what: str, since: float | None = None) -> None:
+        """A mishap, with when the call that met it began (`since`: a call made while a fault
+        lasted may fail a moment after the fault is over, on a connection the fault cut) and
+        when it failed."""
+        now = time.monotonic()
+        self.mishaps.append((since if since is not None else now, now, kind, what))
 
     async def close(self) -> None:
         await self.client.aclose()
@@ -157,16 +161,20 @@ class Users:
             **kwargs.pop("headers", {}),
         }  # type: ignore[dict-item]
         pause = 0.1
+        lost = False  # a try got no reply: it may have been done all the same
         while True:
             url = self.rng.choice(self.urls) + path
+            sent = time.monotonic()
             try:
                 response = await self.client.request(method, url, headers=headers, **kwargs)  # type: ignore[arg-type]
                 if response.status_code < 500:
+                    response.after_a_lost_reply = lost  # type: ignore[attr-defined]
                     return response
                 last = f"{response.status_code} {response.text[:200]}"
             except httpx.TransportError as exc:
                 last = f"{type(exc).__name__}: {exc}"
-            self.noted(UNANSWERED, f"{method} {path}: {last}")
+                lost = True
+            self.noted(UNANSWERED, f"{method} {path}: {last}", since=sent)
             if time.monotonic() > deadline:
                 raise AssertionError(f"{method} {path} as {nic} kept failing: {last}")
             await asyncio.sleep(pause)  # a user (or a client library) backs off and tries again
@@ -221,10 +229,20 @@ async def answer(
             return
         if response.status_code != 422:
             raise AssertionError(f"{action} as {role}: {response.status_code} {response.text}")
+        if response.after_a_lost_reply and await answered_already(users, flow, nic, action, deadline):
+            return  # the try whose reply was lost (the service died) went through: the code is spent
         if (await tokens_mailed(users.system, flow.request_id, email_of(nic)))[-1] == token:
-            users.noted(REFUSED, f"{action} as {role} of flow {flow.index}")
+            users.noted(REFUSED, f"{action} as {role} of flow {flow.index}: {response.text[:200]}")
         await asyncio.sleep(2)  # a user would try again, with the newest code they hold
     raise AssertionError(f"{action} as {role} was refused 4 times")
+
+
+async def answered_already(users: Users, flow: Flow, nic: str, action: str, deadline: float) -> bool:
+    """Whether the request already shows this answer of `nic`, as a person reloading its page after
+    an error would see (their earlier try may have gone through while its reply was lost)."""
+    response = await users.call("GET", f"/v1/contact-changes/{flow.request_id}", nic, deadline=deadline)
+    wanted = "accepted" if action == "accept" else "declined"
+    return any(c["nic"] == nic and c["state"] == wanted for c in response.json()["confirmers"])
 
 
 async def run_flow(users: Users, flow: Flow, timeout: float) -> None:

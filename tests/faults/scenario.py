@@ -122,7 +122,7 @@ async def run_scenario(
     """Feed `count` flows, run them concurrently, call `inject` while they are in flight, audit.
     The first `unreachable` flows name a new contact whose mail server refuses them for good.
     The seed (printed) replays the flows' kinds and the fault's moments."""
-    seed = seed if seed is not None else random.randrange(1 << 30)
+    seed = seed if seed is not None else int(os.environ.get("FAULTS_SEED") or random.randrange(1 << 30))
     print(f"\n[{fault}] seed={seed}")
     rng = random.Random(seed)
     flows = make_flows(count, rng, tag=tag, kinds=kinds)
@@ -186,21 +186,22 @@ async def kill_and_restart(system: System, name: str, down_for: float) -> None:
     await wait_ready(system, consumers=len(keys), timeout=60)
 
 
-async def crash_at(system: System, name: str, point: str, nth: int) -> None:
-    """Restart service `name` (a clean stop) armed to kill itself the `nth` time it reaches the
-    crash point `point` (contacts_shared.crashpoints), wait until it died there, start it again."""
+async def crash_at(system: System, name: str, crashes: list[tuple[str, int]]) -> None:
+    """Restart service `name` (a clean stop) armed to kill itself the n-th time it reaches a
+    crash point (contacts_shared.crashpoints), for each (point, n) in turn, then start it unarmed
+    (not waiting for it to be ready: `Scenario.fault` does, once every crash is over)."""
     process = system.processes[name]
     process.send_signal(signal.SIGTERM)
     await eventually(lambda: _exited(process), timeout=30, what=f"{name} to stop")
-    system.service_env[name] = {**system.service_env.get(name, {}), "CONTACTS_CRASH_AT": f"{point}:{nth}"}
-    try:
-        armed = spawn(system, name)
-    finally:
-        del system.service_env[name]["CONTACTS_CRASH_AT"]
-    await eventually(lambda: _exited(armed), timeout=90, what=f"{name} to reach {point} {nth} times")
-    assert armed.returncode == -signal.SIGKILL, f"{name} exited with {armed.returncode}, not killed at {point}"
+    for point, nth in crashes:
+        system.service_env[name] = {**system.service_env.get(name, {}), "CONTACTS_CRASH_AT": f"{point}:{nth}"}
+        try:
+            armed = spawn(system, name)
+        finally:
+            del system.service_env[name]["CONTACTS_CRASH_AT"]
+        await eventually(lambda armed=armed: _exited(armed), timeout=90, what=f"{name} to reach {point} {nth} times")
+        assert armed.returncode == -signal.SIGKILL, f"{name} exited with {armed.returncode}, not killed at {point}"
     spawn(system, name)
-    await wait_ready(system, timeout=60)
 
 
 async def _exited(process: subprocess.Popen) -> bool:

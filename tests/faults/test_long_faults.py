@@ -1,8 +1,8 @@
-"""Longer and nastier faults: the database away for a minute, the billing check away for longer
-than a request waits before asking it again, a recipient the mail server refuses for good, the
-notifier's clock off. The same audit as tests/faults/test_faults.py: nothing lost, stuck,
-doubled or missing. The two outages are marked `long` (out of the default run, for CI's 30
-minutes): `./scripts/test -m long` runs them."""
+"""Longer and nastier faults: the database away for a minute and for five, the broker away for
+two, the billing check away for longer than a request waits before asking it again, a recipient
+the mail server refuses for good, the notifier's clock off. The same audit as
+tests/faults/test_faults.py: nothing lost, stuck, doubled or missing. The outages are marked
+`long`: `./scripts/test -m long` runs them."""
 
 from __future__ import annotations
 
@@ -34,6 +34,30 @@ async def test_postgres_down_60_seconds(faulty_system: System, own_infrastructur
             await own_infrastructure.postgres.down_for(60)
 
     result = await run_scenario(faulty_system, "PostgreSQL down 60 s", FLOWS, outage, flow_timeout=60 + 300)
+    assert result.problems == []
+    await queues_drained(faulty_system, own_infrastructure.rabbit.queues)
+
+
+@pytest.mark.long
+async def test_postgres_down_5_minutes(faulty_system: System, own_infrastructure: OwnInfrastructure) -> None:
+    async def outage(scenario: Scenario) -> None:
+        await scenario.in_flight()
+        async with scenario.fault():
+            await own_infrastructure.postgres.down_for(300)
+
+    result = await run_scenario(faulty_system, "PostgreSQL down 5 min", FLOWS, outage, flow_timeout=300 + 300)
+    assert result.problems == []
+    await queues_drained(faulty_system, own_infrastructure.rabbit.queues)
+
+
+@pytest.mark.long
+async def test_rabbitmq_down_2_minutes(faulty_system: System, own_infrastructure: OwnInfrastructure) -> None:
+    async def outage(scenario: Scenario) -> None:
+        await scenario.in_flight()
+        async with scenario.fault():
+            await own_infrastructure.rabbit.down_for(120)
+
+    result = await run_scenario(faulty_system, "RabbitMQ down 2 min", FLOWS, outage, flow_timeout=120 + 300)
     assert result.problems == []
     await queues_drained(faulty_system, own_infrastructure.rabbit.queues)
 
