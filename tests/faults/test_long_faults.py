@@ -26,38 +26,25 @@ FLOWS = 200
 REASK_SECONDS = 10
 
 
-@pytest.mark.long
-async def test_postgres_down_60_seconds(faulty_system: System, own_infrastructure: OwnInfrastructure) -> None:
-    async def outage(scenario: Scenario) -> None:
-        await scenario.in_flight()
-        async with scenario.fault():
-            await own_infrastructure.postgres.down_for(60)
-
-    result = await run_scenario(faulty_system, "PostgreSQL down 60 s", FLOWS, outage, flow_timeout=60 + 300)
-    assert result.problems == []
-    await queues_drained(faulty_system, own_infrastructure.rabbit.queues)
+# Outages of the servers the services depend on: (server, seconds down).
+OUTAGES = {
+    "PostgreSQL down 60 s": ("postgres", 60),
+    "PostgreSQL down 5 min": ("postgres", 300),
+    "RabbitMQ down 2 min": ("rabbit", 120),
+}
 
 
 @pytest.mark.long
-async def test_postgres_down_5_minutes(faulty_system: System, own_infrastructure: OwnInfrastructure) -> None:
+@pytest.mark.parametrize("fault", list(OUTAGES))
+async def test_an_outage_is_waited_out(faulty_system: System, own_infrastructure: OwnInfrastructure, fault: str) -> None:
+    server, seconds = OUTAGES[fault]
+
     async def outage(scenario: Scenario) -> None:
         await scenario.in_flight()
         async with scenario.fault():
-            await own_infrastructure.postgres.down_for(300)
+            await getattr(own_infrastructure, server).down_for(seconds)
 
-    result = await run_scenario(faulty_system, "PostgreSQL down 5 min", FLOWS, outage, flow_timeout=300 + 300)
-    assert result.problems == []
-    await queues_drained(faulty_system, own_infrastructure.rabbit.queues)
-
-
-@pytest.mark.long
-async def test_rabbitmq_down_2_minutes(faulty_system: System, own_infrastructure: OwnInfrastructure) -> None:
-    async def outage(scenario: Scenario) -> None:
-        await scenario.in_flight()
-        async with scenario.fault():
-            await own_infrastructure.rabbit.down_for(120)
-
-    result = await run_scenario(faulty_system, "RabbitMQ down 2 min", FLOWS, outage, flow_timeout=120 + 300)
+    result = await run_scenario(faulty_system, fault, FLOWS, outage, flow_timeout=seconds + 300)
     assert result.problems == []
     await queues_drained(faulty_system, own_infrastructure.rabbit.queues)
 
