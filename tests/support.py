@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import random
 import re
 import shutil
 import signal
@@ -45,10 +46,28 @@ if TYPE_CHECKING:
     from capture import MessageCapture
 
 
+# Ports for the servers a test starts are drawn below the kernel's ephemeral range (32768 and
+# up), which every outgoing connection takes its local port from: a port found free there can
+# be taken by a client socket before the server binds it ("address already in use").
+_PORTS = range(20000, 32768)
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port free on 127.0.0.1 now, outside the ephemeral range, never handed out twice by this
+    process (a random start keeps two test processes on one machine apart)."""
+    for _ in range(1000):
+        port = random.choice(_PORTS)
+        if port in _handed_out:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    raise RuntimeError("no free port found between 20000 and 32767")
 
 
 async def eventually(

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import socket
 import sys
 import time
 import uuid
@@ -21,6 +20,7 @@ from contacts_shared import cli
 from contacts_shared.auth import verify_token
 from contacts_shared.contracts import ROUTING_KEYS, AccountUpserted, ServiceUpserted
 from contacts_shared.demo import demo_messages
+from support import free_port
 
 CONTACTS = Path(sys.executable).parent / "contacts"
 AMQP_URL = os.environ.get("CONTACTS_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f")
@@ -47,12 +47,6 @@ async def run_contacts(*args: str, env: dict[str, str] | None = None, stdin: str
     )
     out, err = await asyncio.wait_for(process.communicate(stdin.encode() if stdin else None), 60)
     return Completed(process.returncode or 0, out.decode(), err.decode())
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass

@@ -11,12 +11,7 @@ from email.message import EmailMessage
 import httpx
 import pytest
 from contacts_shared.mailsink import MailSink
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from support import free_port
 
 
 @pytest.fixture

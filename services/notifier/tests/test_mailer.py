@@ -5,7 +5,6 @@ for good is given up after the set number of refusals."""
 
 from __future__ import annotations
 
-import socket
 import uuid
 from collections.abc import AsyncIterator, Callable
 
@@ -21,15 +20,9 @@ from contacts_shared.contracts import (
 )
 from contacts_shared.mailsink import MailSink
 from contacts_shared.settings import NotifierSettings
-from support import eventually
+from support import eventually, free_port
 
 Validation = Callable[..., ContactChangeValidationRequested]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def settings(sink: MailSink, **changes: object) -> NotifierSettings:
@@ -42,7 +35,7 @@ async def no_broker_needed(*_: ContactChangeTokenIssued) -> None:
 
 @pytest.fixture
 async def sink() -> AsyncIterator[MailSink]:
-    sink = MailSink("127.0.0.1", _free_port(), _free_port())
+    sink = MailSink("127.0.0.1", free_port(), free_port())
     await sink.start_in_this_loop()
     yield sink
     sink.stop()
