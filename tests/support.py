@@ -230,9 +230,12 @@ class System:
 
 def service_env(system: System, http_port: int, extra: dict[str, str] | None = None) -> dict[str, str]:
     """The environment the three services run with: this process's, minus any CONTACTS_*,
-    plus the settings of `system` (its namespace, infrastructure, sink and HTTP port)."""
+    plus the settings of `system` (its namespace, infrastructure, sink and HTTP port). They run in
+    development mode, which allows the fault tests' crash points; the production checks have their
+    own tests (tests/test_settings.py, tests/security)."""
     return {
         **{k: v for k, v in os.environ.items() if not k.startswith("CONTACTS_")},
+        "CONTACTS_ENV": "development",
         "CONTACTS_DATABASE_URL": system.database_url,
         "CONTACTS_AMQP_URL": system.amqp_url,
         "CONTACTS_NAMESPACE": system.namespace,
@@ -349,20 +352,7 @@ async def running_system(
         sink=sink,
         log_dir=log_dir,
     )
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("CONTACTS_")},
-        "CONTACTS_DATABASE_URL": database_url,
-        "CONTACTS_AMQP_URL": amqp_url,
-        "CONTACTS_NAMESPACE": namespace,
-        "CONTACTS_JWT_SECRET": system.jwt_secret,
-        "CONTACTS_HTTP_PORT": str(http_port),
-        "CONTACTS_PUBLIC_URL": system.api_url,
-        "CONTACTS_SMTP_HOST": "127.0.0.1",
-        "CONTACTS_SMTP_PORT": str(smtp_port),
-        "CONTACTS_MAIL_FROM": "contacts@example.test",
-        "CONTACTS_TOKEN_SECRET": system.token_secret,
-        **(settings or {}),
-    }
+    env = service_env(system, http_port, settings)
     try:
         await start(system, env, replicas)
         yield system

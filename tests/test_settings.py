@@ -28,3 +28,52 @@ def test_bad_setting_stops_with_one_line(program: str, settings: dict[str, str],
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and expected in lines[0], result.stderr
+
+
+# Settings that make each service start in production (CONTACTS_ENV unset means production).
+SAFE = {
+    "contacts-requests": {"CONTACTS_JWT_SECRET": "s" * 32, "CONTACTS_PUBLIC_URL": "https://contacts.example.com"},
+    "contacts-notifier": {"CONTACTS_TOKEN_SECRET": "t" * 32, "CONTACTS_PUBLIC_URL": "https://contacts.example.com"},
+    "contacts-billing-check": {},
+}
+
+
+def start(program: str, settings: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """Run `program` with only `settings` among CONTACTS_*. PostgreSQL's address is a closed
+    port: a program that gets past its settings stops at its first connection."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONTACTS_")} | settings
+    env.setdefault("CONTACTS_DATABASE_URL", "postgresql://postgres@127.0.0.1:1/postgres")
+    return subprocess.run([str(BIN / program)], env=env, capture_output=True, text=True, timeout=30)
+
+
+@pytest.mark.parametrize(
+    ("program", "unsafe", "setting"),
+    [
+        ("contacts-requests", {"CONTACTS_JWT_SECRET": "contacts-development-secret-not-for-production"}, "CONTACTS_JWT_SECRET"),
+        ("contacts-requests", {"CONTACTS_JWT_SECRET": "x" * 31}, "CONTACTS_JWT_SECRET"),
+        ("contacts-requests", {"CONTACTS_DEV_LOGIN": "true"}, "CONTACTS_DEV_LOGIN"),
+        ("contacts-requests", {"CONTACTS_PUBLIC_URL": "http://contacts.example.com"}, "CONTACTS_PUBLIC_URL"),
+        ("contacts-notifier", {"CONTACTS_PUBLIC_URL": "http://10.0.0.1:8000"}, "CONTACTS_PUBLIC_URL"),
+        ("contacts-notifier", {"CONTACTS_TOKEN_SECRET": "contacts-development-token-key-not-for-production"}, "CONTACTS_TOKEN_SECRET"),
+        ("contacts-billing-check", {"CONTACTS_CRASH_AT": "during-apply:1"}, "CONTACTS_CRASH_AT"),
+    ],
+)
+def test_production_refuses_development_conveniences(program: str, unsafe: dict[str, str], setting: str) -> None:
+    result = start(program, SAFE[program] | unsafe)
+    assert result.returncode == 2, result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith(f"{program}: setting {setting} ") and "refused in production" in line
+
+
+@pytest.mark.parametrize("public_url", ["https://contacts.example.com", "http://127.0.0.1:8000", "http://localhost:8000", "http://[::1]:8000"])
+def test_production_starts_with_safe_settings(public_url: str) -> None:
+    result = start("contacts-requests", SAFE["contacts-requests"] | {"CONTACTS_PUBLIC_URL": public_url})
+    assert "Connection refused" in result.stderr and result.returncode != 2, result.stderr
+    assert "development mode" not in result.stderr
+
+
+def test_development_allows_them_and_says_so_once() -> None:
+    unsafe = {"CONTACTS_ENV": "development", "CONTACTS_JWT_SECRET": "x" * 16, "CONTACTS_DEV_LOGIN": "1", "CONTACTS_PUBLIC_URL": "http://example.com"}
+    result = start("contacts-requests", unsafe)
+    assert "Connection refused" in result.stderr and result.returncode != 2, result.stderr
+    assert result.stderr.count("development mode") == 1, result.stderr

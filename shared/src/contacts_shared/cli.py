@@ -32,7 +32,7 @@ from pydantic import ValidationError
 from contacts_shared import demo
 from contacts_shared.auth import mint_token
 from contacts_shared.contracts import MESSAGE_TYPES, Contract, Envelope, envelope_for
-from contacts_shared.settings import CommonSettings, load_settings
+from contacts_shared.settings import DEV_JWT_SECRET, CommonSettings, load_settings
 
 if TYPE_CHECKING:
     import aio_pika
@@ -47,8 +47,6 @@ SERVICE_PROGRAMS = ("contacts-requests", "contacts-billing-check", "contacts-not
 # The services' queues: each must have a consumer before the services count as up, and before
 # demo data is published (a message sent while a queue is not yet bound would be dropped).
 SERVICE_QUEUES = ("requests", "billing_check", "notifier")
-# Only ever used when CONTACTS_JWT_SECRET is unset, and said out loud when it is.
-DEV_JWT_SECRET = "contacts-development-secret-not-for-production"
 STOP_GRACE_SECONDS = 10.0
 
 
@@ -397,6 +395,9 @@ async def announce_when_ready(
 def dev_environment(args: argparse.Namespace, out: Output) -> dict[str, str]:
     """The children's environment: the user's, plus what makes them work together locally."""
     env = dict(os.environ)
+    # A local session: the development secret, sign-in and plain http are what it is for.
+    env["CONTACTS_ENV"] = "development"
+    # The published development secret only ever when CONTACTS_JWT_SECRET is unset, said out loud.
     if not env.get("CONTACTS_JWT_SECRET"):
         env["CONTACTS_JWT_SECRET"] = DEV_JWT_SECRET
         out(PROGRAM, f"CONTACTS_JWT_SECRET was not set: using the development secret {DEV_JWT_SECRET}")

@@ -219,8 +219,10 @@ async def wait_for_stop_signal(*also: Awaitable[object]) -> None:
 
 
 def run_service(settings_class: type[SettingsT], program: str, serve: Callable[[SettingsT], Awaitable[None]]) -> None:
-    """A service's console script: settings (one clear line and exit 2 when one is missing or
-    malformed), logging, then `serve` on uvloop (a faster event loop: see bench/README.md)."""
+    """A service's console script: settings (one clear line and exit 2 when one is missing,
+    malformed or unsafe in production), logging, then `serve` on uvloop (a faster event loop: see bench/README.md)."""
     settings = load_settings(settings_class, program)
     configure_logging(program.removeprefix("contacts-"), settings.log_format, settings.log_level)
+    if settings.env == "development":
+        log.warning("development mode: the checks that make a deployment safe are off (CONTACTS_ENV=development)")
     uvloop.run(serve(settings))

@@ -6,14 +6,22 @@ malformed setting stops the service at start with one line naming the variable.
 
 from __future__ import annotations
 
+import ipaddress
+import os
 import sys
 from datetime import timedelta
-from typing import Annotated, Literal, TypeVar
+from typing import Annotated, Literal, NoReturn, TypeVar
 
 from pydantic import AfterValidator, BeforeValidator, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_TTL = timedelta(days=14)
+
+# Secrets published in this repository for the demo and `contacts dev`: refused in production.
+DEV_JWT_SECRET = "contacts-development-secret-not-for-production"
+DEV_TOKEN_SECRET = "contacts-development-token-key-not-for-production"
+# Shortest secret production accepts for signing (HS256 keys shorter than its hash are weak).
+MIN_SECRET_BYTES = 32
 
 
 def _seconds_or_iso(value: object) -> object:
@@ -37,8 +45,31 @@ def _upper(value: object) -> object:
 Duration = Annotated[timedelta, BeforeValidator(_seconds_or_iso), AfterValidator(_positive)]
 
 
+def _is_https_or_loopback(url: str) -> bool:
+    """Production's public address: https, or plain http only to this machine itself."""
+    scheme, _, rest = url.partition("://")
+    if scheme == "https":
+        return True
+    host = rest.split("/", 1)[0].rsplit("@", 1)[-1]
+    host = host[1:].split("]", 1)[0] if host.startswith("[") else host.split(":", 1)[0]
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+# A setting production refuses, and why: (setting, reason).
+Refused = tuple[str, str]
+
+
 class CommonSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="CONTACTS_", extra="ignore")
+
+    # `production` (the default) refuses to start with a development convenience switched on
+    # (see `refused_in_production`); `development` allows them and says so once at start.
+    env: Literal["production", "development"] = "production"
 
     database_url: str = Field("postgresql://postgres@127.0.0.1:5432/postgres", pattern=r"^postgres(ql)?://")
     # Connections each process may hold (PostgreSQL's max_connections bounds replicas x this);
@@ -58,6 +89,18 @@ class CommonSettings(BaseSettings):
     def exchange_name(self) -> str:
         return f"{self.namespace}contacts"
 
+    def refused_in_production(self) -> list[Refused]:
+        """The settings that make this process unsafe to run for real."""
+        if os.environ.get("CONTACTS_CRASH_AT"):
+            return [("CONTACTS_CRASH_AT", "makes the process kill itself on purpose (a fault-test switch)")]
+        return []
+
+
+def _public_url_refused(url: str) -> list[Refused]:
+    if _is_https_or_loopback(url):
+        return []
+    return [("CONTACTS_PUBLIC_URL", "is not https:// (codes and sessions would cross the network in clear)")]
+
 
 class RequestsSettings(CommonSettings):
     jwt_secret: str = Field(min_length=16)
@@ -69,6 +112,16 @@ class RequestsSettings(CommonSettings):
     vetting_reask: Duration = timedelta(minutes=5)
     # Development only: a sign-in page where anyone may pick a NIC (CONTACTS_DEV_LOGIN=1).
     dev_login: bool = False
+
+    def refused_in_production(self) -> list[Refused]:
+        refused = super().refused_in_production()
+        if self.jwt_secret == DEV_JWT_SECRET:
+            refused.append(("CONTACTS_JWT_SECRET", "is the development secret published with the code: anyone could sign tokens"))
+        elif len(self.jwt_secret.encode()) < MIN_SECRET_BYTES:
+            refused.append(("CONTACTS_JWT_SECRET", f"is shorter than {MIN_SECRET_BYTES} bytes"))
+        if self.dev_login:
+            refused.append(("CONTACTS_DEV_LOGIN", "is on: anyone could sign in as any NIC"))
+        return refused + _public_url_refused(self.public_url)
 
 
 class MetricsServerSettings(CommonSettings):
@@ -108,17 +161,32 @@ class NotifierSettings(MetricsServerSettings):
     # is given up: marked failed, and the request's history says who could not be reached.
     smtp_max_refusals: int = Field(5, ge=1, le=100)
 
+    def refused_in_production(self) -> list[Refused]:
+        refused = super().refused_in_production()
+        if self.token_secret.get_secret_value() == DEV_TOKEN_SECRET:
+            refused.append(("CONTACTS_TOKEN_SECRET", "is the development key published with the code: anyone could compute the codes"))
+        return refused + _public_url_refused(self.public_url)
 
-S = TypeVar("S", bound=BaseSettings)
+
+S = TypeVar("S", bound=CommonSettings)
 
 
 def load_settings(cls: type[S], program: str) -> S:
-    """Read the settings or exit with one clear line (never a traceback)."""
+    """Read the settings or exit 2 with one clear line (never a traceback): a setting missing or
+    malformed, or, in production, one only development may use."""
     try:
-        return cls()
+        settings = cls()
     except ValidationError as exc:
         error = exc.errors()[0]
         name = "CONTACTS_" + str(error["loc"][0]).upper() if error["loc"] else "CONTACTS_*"
         problem = "is missing" if error["type"] == "missing" else f"is invalid: {error['msg']}"
-        print(f"{program}: setting {name} {problem}", file=sys.stderr)
-        raise SystemExit(2) from None
+        _stop(program, f"setting {name} {problem}")
+    if settings.env == "production" and (refused := settings.refused_in_production()):
+        name, reason = refused[0]
+        _stop(program, f"setting {name} {reason}; refused in production (CONTACTS_ENV=development allows it, for a demo)")
+    return settings
+
+
+def _stop(program: str, line: str) -> NoReturn:
+    print(f"{program}: {line}", file=sys.stderr)
+    raise SystemExit(2)
