@@ -23,6 +23,7 @@ from contacts_shared.settings import RequestsSettings
 
 from contacts_requests import store
 from contacts_requests.api import create_api
+from contacts_requests.body_limit import BodyLimit
 from contacts_requests.handlers import (
     ask_vetting_again,
     expire_overdue,
@@ -67,7 +68,7 @@ async def serve(settings: RequestsSettings) -> None:
         )
         app.state.metric_refreshers = runtime.refreshers
         config = uvicorn.Config(
-            RequestContextMiddleware(app),
+            RequestContextMiddleware(BodyLimit(app)),
             host="0.0.0.0",
             port=settings.http_port,
             log_config=None,
