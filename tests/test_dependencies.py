@@ -62,7 +62,8 @@ def imported_distributions(folders: list[Path]) -> dict[str, set[str]]:
 def _local_modules() -> set[str]:
     """Modules of the tests' own (tests/ is on the path: support, capture, seed, ...)."""
     names = {p.stem for folder in TOOLING if folder.exists() for p in folder.rglob("*.py")}
-    return {_normalise(n) for n in names} | {"bench", "browser", "e2e", "deploy", "faults", "contract", "conftest"}
+    folders = {p.name for p in (ROOT / "tests").iterdir() if p.is_dir()}  # faults, security, …
+    return {_normalise(n) for n in names | folders} | {"bench", "conftest"}
 
 
 @pytest.mark.parametrize("member", WORKSPACE_MEMBERS, ids=lambda p: p.name)

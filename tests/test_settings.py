@@ -54,6 +54,7 @@ def start(program: str, settings: dict[str, str]) -> subprocess.CompletedProcess
         ("contacts-requests", {"CONTACTS_DEV_LOGIN": "true"}, "CONTACTS_DEV_LOGIN"),
         ("contacts-requests", {"CONTACTS_PUBLIC_URL": "http://contacts.example.com"}, "CONTACTS_PUBLIC_URL"),
         ("contacts-notifier", {"CONTACTS_PUBLIC_URL": "http://10.0.0.1:8000"}, "CONTACTS_PUBLIC_URL"),
+        ("contacts-requests", {"CONTACTS_JWT_JWKS_URL": "http://idp.example.com/certs"}, "CONTACTS_JWT_JWKS_URL"),
         ("contacts-notifier", {"CONTACTS_TOKEN_SECRET": "contacts-development-token-key-not-for-production"}, "CONTACTS_TOKEN_SECRET"),
         ("contacts-billing-check", {"CONTACTS_CRASH_AT": "during-apply:1"}, "CONTACTS_CRASH_AT"),
     ],

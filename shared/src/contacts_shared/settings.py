@@ -60,6 +60,20 @@ def _is_https_or_loopback(url: str) -> bool:
         return False
 
 
+def _empty_is_none(value: object) -> object:
+    # An empty variable (as a compose file sets it) means "not set".
+    return None if value == "" else value
+
+
+OptionalText = Annotated[str | None, BeforeValidator(_empty_is_none)]
+
+
+def _http_url(value: str | None) -> str | None:
+    if value is not None and not value.startswith(("http://", "https://")):
+        raise ValueError("must be an http:// or https:// address")
+    return value
+
+
 # A setting production refuses, and why: (setting, reason).
 Refused = tuple[str, str]
 
@@ -112,9 +126,20 @@ class RequestsSettings(CommonSettings):
     vetting_reask: Duration = timedelta(minutes=5)
     # Development only: a sign-in page where anyone may pick a NIC (CONTACTS_DEV_LOGIN=1).
     dev_login: bool = False
+    # An identity provider signing with its own private key (Keycloak, Auth0, a cloud IAM): the
+    # address of its JSON Web Key Set. RS256 and ES256 tokens are then verified against it,
+    # besides HS256 ones under CONTACTS_JWT_SECRET.
+    jwt_jwks_url: Annotated[OptionalText, AfterValidator(_http_url)] = None
+    # When set, a token must name this issuer (`iss`) / this audience (`aud`).
+    jwt_issuer: OptionalText = None
+    jwt_audience: OptionalText = None
+    # The longest a token may live (`exp` - `iat`): a stolen one is of use for no longer.
+    jwt_max_lifetime: Duration = timedelta(hours=24)
 
     def refused_in_production(self) -> list[Refused]:
         refused = super().refused_in_production()
+        if self.jwt_jwks_url and not _is_https_or_loopback(self.jwt_jwks_url):
+            refused.append(("CONTACTS_JWT_JWKS_URL", "is not https:// (anyone on the way could hand out their own keys)"))
         if self.jwt_secret == DEV_JWT_SECRET:
             refused.append(("CONTACTS_JWT_SECRET", "is the development secret published with the code: anyone could sign tokens"))
         elif len(self.jwt_secret.encode()) < MIN_SECRET_BYTES:
@@ -133,14 +158,6 @@ class MetricsServerSettings(CommonSettings):
 
 class BillingCheckSettings(MetricsServerSettings):
     pass
-
-
-def _empty_is_none(value: object) -> object:
-    # An empty variable (as a compose file sets it) means "not set".
-    return None if value == "" else value
-
-
-OptionalText = Annotated[str | None, BeforeValidator(_empty_is_none)]
 
 
 class NotifierSettings(MetricsServerSettings):

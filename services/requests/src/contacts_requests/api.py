@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 
 import asyncpg
 import structlog
-from contacts_shared.auth import NotAuthenticated, verify_token
+from contacts_shared.auth import TokenVerifier
 from contacts_shared.contracts import ContactType, Nic, RequestState, utcnow
 from contacts_shared.observability import render_metrics
 from fastapi import Depends, FastAPI, Header, Query, Request, Security
@@ -29,10 +29,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from contacts_requests import api_docs, handlers, store
 from contacts_requests.api_docs import PROBLEM
 from contacts_requests.domain import Refusal, may_view, not_found
+from contacts_requests.identity import SESSION_COOKIE, Identity
 
 log = structlog.get_logger("contacts.requests.api")
 
-SESSION_COOKIE = "contacts_session"
 
 
 class ContactChangeBody(BaseModel):
@@ -68,15 +68,11 @@ class NotSignedIn(Exception):
 
 
 def current_nic(request: Request) -> str:
-    header = request.headers.get("authorization", "")
-    scheme, _, credentials = header.partition(" ")
-    token = credentials.strip() if scheme.lower() == "bearer" else request.cookies.get(SESSION_COOKIE)
-    if not token:
+    """The caller's NIC, as the Identity step found it."""
+    nic = getattr(request.state, "nic", None)
+    if nic is None:
         raise NotSignedIn
-    try:
-        return verify_token(request.app.state.jwt_secret, token)
-    except NotAuthenticated:
-        raise NotSignedIn from None
+    return nic
 
 
 # The two ways in, for the OpenAPI document only: `current_nic` reads them itself.
@@ -113,8 +109,16 @@ def _parse_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
 
 
 def create_api(
-    *, pool: asyncpg.Pool, jwt_secret: str, request_ttl: timedelta, dev_login: bool = False, ready: Any = None
+    *,
+    pool: asyncpg.Pool,
+    jwt_secret: str,
+    request_ttl: timedelta,
+    dev_login: bool = False,
+    ready: Any = None,
+    verifier: TokenVerifier | None = None,
 ) -> FastAPI:
+    """The API and the pages. Tokens are checked by `verifier` (by default HS256 under
+    `jwt_secret`, which also keys the pages' CSRF tokens and the development sign-in)."""
     app = FastAPI(
         title="Contacts",
         version="1.0.0",
@@ -127,6 +131,8 @@ def create_api(
     api_docs.complete_document(app)
     app.state.pool = pool
     app.state.jwt_secret = jwt_secret
+    app.state.verifier = verifier or TokenVerifier(jwt_secret)
+    app.add_middleware(Identity, verifier=app.state.verifier)
 
     @app.exception_handler(Refusal)
     async def _refusal(_: Request, exc: Refusal) -> JSONResponse:

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 
 import uvicorn
+from contacts_shared.auth import TokenVerifier
 from contacts_shared.contracts import RequestState
 from contacts_shared.observability import (
     REQUESTS_BY_STATE,
@@ -62,6 +63,13 @@ async def serve(settings: RequestsSettings) -> None:
         app = create_api(
             pool=runtime.pool,
             jwt_secret=settings.jwt_secret,
+            verifier=TokenVerifier(
+                settings.jwt_secret,
+                jwks_url=settings.jwt_jwks_url,
+                issuer=settings.jwt_issuer,
+                audience=settings.jwt_audience,
+                max_lifetime=settings.jwt_max_lifetime,
+            ),
             request_ttl=settings.request_ttl,
             dev_login=settings.dev_login,
             ready=runtime.bus.ready,

@@ -22,7 +22,7 @@ from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
 import asyncpg
 import structlog
-from contacts_shared.auth import NotAuthenticated, mint_token, verify_token
+from contacts_shared.auth import NotAuthenticated, mint_token
 from contacts_shared.contracts import ContactType, RequestState, normalize_nic, utcnow
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -31,7 +31,6 @@ from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescap
 
 from contacts_requests import handlers, store
 from contacts_requests.api import (
-    SESSION_COOKIE,
     NotSignedIn,
     _cursor,
     _parse_cursor,
@@ -47,6 +46,7 @@ from contacts_requests.domain import (
     may_view,
     plan_submission,
 )
+from contacts_requests.identity import SESSION_COOKIE
 
 log = structlog.get_logger("contacts.requests.pages")
 
@@ -339,7 +339,7 @@ async def signin(request: Request) -> Response:
         if request.app.state.dev_login:
             token = mint_token(secret, normalize_nic(value), DEV_SESSION_SECONDS)
         else:
-            verify_token(secret, value)
+            await request.app.state.verifier.verify(value)
             token = value
     except (ValueError, NotAuthenticated):
         error = (
