@@ -64,7 +64,13 @@ def problem(status: int, title: str, detail: str, *, field: str | None = None, *
 
 
 class NotSignedIn(Exception):
-    pass
+    def __init__(self, detail: str = "Sign in again: a valid identity token is required.") -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+# Methods that change nothing: the only ones the API serves to a session cookie alone.
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 def current_nic(request: Request) -> str:
@@ -83,7 +89,13 @@ async def _me(
     request: Request, _header: Annotated[Any, Security(_bearer)], _cookie: Annotated[Any, Security(_session)]
 ) -> str:
     # Dependencies are async so that FastAPI does not hop to a worker thread for each one.
-    return current_nic(request)
+    nic = current_nic(request)
+    # A browser sends the session cookie with any cross-site form: a change through the API
+    # needs the Bearer header, which no other site can make a browser send (the pages have
+    # their own CSRF check).
+    if request.state.by_cookie and request.method not in SAFE_METHODS:
+        raise NotSignedIn("A change through the API needs the identity token as an `Authorization: Bearer` header; the session cookie is for the pages.")
+    return nic
 
 
 Me = Annotated[str, Depends(_me)]
@@ -139,8 +151,8 @@ def create_api(
         return problem(exc.status, exc.title, exc.detail, field=exc.field, **exc.extra)
 
     @app.exception_handler(NotSignedIn)
-    async def _not_signed_in(_: Request, __: NotSignedIn) -> JSONResponse:
-        return problem(401, "Not signed in", "Sign in again: a valid identity token is required.")
+    async def _not_signed_in(_: Request, exc: NotSignedIn) -> JSONResponse:
+        return problem(401, "Not signed in", exc.detail)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:

@@ -27,7 +27,9 @@ Change the administrative, technical and billing contacts of your services throu
 that the people concerned confirm with a personal code sent to them by email.
 
 - **Signing in**: every `/v1` operation needs the identity provider's JWT, sent as
-  `Authorization: Bearer <jwt>` or in the `contacts_session` cookie (the web pages' session).
+  `Authorization: Bearer <jwt>`; reads also take it from the `contacts_session` cookie (the web
+  pages' session), changes (POST) only from the header, so that no other site can make a
+  signed-in browser change anything.
 - **Errors** are RFC 9457 problem details (`application/problem+json`, schema `Problem`).
 - **Retries**: a submission with an `Idempotency-Key` header is created once however many times
   it is sent.
@@ -59,7 +61,7 @@ def ways_in(session_cookie: str) -> tuple[HTTPBearer, APIKeyCookie]:
         name=session_cookie,
         auto_error=False,
         scheme_name="session",
-        description="The same JWT in the web pages' session cookie (read when there is no Bearer header).",
+        description="The same JWT in the web pages' session cookie (read when there is no Bearer header), for GET only.",
     )
     return bearer, session
 
