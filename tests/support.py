@@ -330,13 +330,25 @@ async def stop(system: System) -> None:
             process.wait()
 
 
+def new_namespace() -> str:
+    return f"t{uuid.uuid4().hex[:10]}_"
+
+
 @contextlib.asynccontextmanager
 async def running_system(
-    database_url: str, amqp_url: str, log_name: str, settings: dict[str, str] | None = None, replicas: int = 1
+    database_url: str,
+    amqp_url: str,
+    log_name: str,
+    settings: dict[str, str] | None = None,
+    replicas: int = 1,
+    *,
+    namespace: str | None = None,
+    per_service: dict[str, dict[str, str]] | None = None,
 ) -> AsyncIterator[System]:
-    """The three services (each `replicas` times) in a fresh namespace with their own SMTP sink;
-    logs in `test-artifacts/<log_name>/`; everything is stopped and dropped afterwards."""
-    namespace = f"t{uuid.uuid4().hex[:10]}_"
+    """The three services (each `replicas` times) in a fresh namespace (or `namespace`) with their
+    own SMTP sink, each also with its `per_service` settings; logs in `test-artifacts/<log_name>/`;
+    everything is stopped and dropped afterwards."""
+    namespace = namespace or new_namespace()
     http_port, smtp_port, inbox_port = free_port(), free_port(), free_port()
     sink = MailSink("127.0.0.1", smtp_port, inbox_port)
     sink.start()
@@ -352,6 +364,7 @@ async def running_system(
         sink=sink,
         log_dir=log_dir,
     )
+    system.service_env.update(per_service or {})
     env = service_env(system, http_port, settings)
     try:
         await start(system, env, replicas)

@@ -14,9 +14,11 @@ import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import pytest
 import yaml
+from contacts_shared import bus_access
 from contacts_shared.settings import (
     BillingCheckSettings,
     NotifierSettings,
@@ -35,6 +37,10 @@ PRODUCTION_VARIABLES = {
     "NOTIFIER_DB_PASSWORD": "nt-" + "n" * 29,
     "RABBITMQ_USER": "contacts",
     "RABBITMQ_PASSWORD": "mq-" + "m" * 29,
+    "BUS_PASSWORD_REQUESTS": "br-" + "r" * 29,
+    "BUS_PASSWORD_BILLING_CHECK": "bb-" + "b" * 29,
+    "BUS_PASSWORD_NOTIFIER": "bn-" + "n" * 29,
+    "BUS_PASSWORD_OTHER_SYSTEMS": "bo-" + "o" * 29,
     "CONTACTS_JWT_SECRET": "jwt-" + "j" * 40,
     "CONTACTS_TOKEN_SECRET": "tok-" + "t" * 40,
     "CONTACTS_PUBLIC_URL": "https://contacts.example.com",
@@ -83,7 +89,7 @@ def compose() -> dict[str, Any]:
 
 def test_compose_file_is_valid_and_has_the_whole_system(compose: dict[str, Any]) -> None:
     services = compose["services"]
-    assert set(services) == {"postgres", "rabbitmq", "mailpit", "requests", "billing-check", "notifier", "demo"}
+    assert set(services) == {"postgres", "rabbitmq", "mailpit", "bus-users", "requests", "billing-check", "notifier", "demo"}
     assert "management" in services["rabbitmq"]["image"]
     assert services["demo"]["command"] == ["contacts", "demo"] and services["demo"].get("restart") == "no"
     # Data survives `docker compose down` (without -v).
@@ -103,6 +109,8 @@ def test_everything_waits_for_what_it_needs_to_be_healthy(compose: dict[str, Any
         needs = services[name]["depends_on"]
         for dependency in ("postgres", "rabbitmq"):
             assert needs[dependency]["condition"] == "service_healthy", (name, dependency)
+        # Their RabbitMQ users exist before they connect with them.
+        assert needs["bus-users"]["condition"] == "service_completed_successfully", name
     # The notifier does not wait for SMTP: emails wait in its table until the server answers.
     assert "mailpit" not in services["notifier"]["depends_on"]
     # The demo data is published once every consumer's queue is bound (the services are ready).
@@ -150,6 +158,21 @@ def test_ports_agree_between_settings_images_and_compose(compose: dict[str, Any]
     assert {int(p["target"]) for p in services["mailpit"]["ports"]} == {8025}
     assert _environment(services["notifier"])["CONTACTS_SMTP_PORT"] == "1025"  # Mailpit's SMTP port
     assert _environment(services["requests"])["CONTACTS_PUBLIC_URL"] == "http://localhost:8000"
+
+
+@pytest.mark.parametrize("variant", ["demo", "production"])
+def test_each_service_connects_as_its_own_rabbitmq_user_made_by_bus_users(variant: str) -> None:
+    files = (COMPOSE,) if variant == "demo" else (COMPOSE, PRODUCTION)
+    result = resolve(*files, env=_without_contacts_variables() | (PRODUCTION_VARIABLES if variant == "production" else {}))
+    assert result.returncode == 0, result.stderr
+    services = yaml.safe_load(result.stdout)["services"]
+    job = _environment(services["bus-users"])
+    assert services["bus-users"]["command"][:2] == ["contacts", "bus-users"]
+    users = {**{name: name for name in SERVICE_SETTINGS}, "demo": "other-systems"}  # the demo publishes as other systems do
+    for service, user in users.items():
+        url = urlsplit(_environment(services[service])["CONTACTS_AMQP_URL"])
+        assert url.username == bus_access.user_name("", user), service
+        assert unquote(url.password or "") == job[bus_access.password_variable(user)], service
 
 
 def test_the_demo_says_it_is_development(compose: dict[str, Any]) -> None:

@@ -29,7 +29,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import ValidationError
 
-from contacts_shared import demo
+from contacts_shared import bus_access, demo
 from contacts_shared.auth import mint_token
 from contacts_shared.contracts import MESSAGE_TYPES, Contract, Envelope, envelope_for
 from contacts_shared.settings import DEV_JWT_SECRET, CommonSettings, load_settings
@@ -598,6 +598,8 @@ getting started (PostgreSQL and RabbitMQ running locally):
     token.add_argument("nic", metavar="NIC", help="the account's NIC handle, e.g. aa11111-ovh")
     token.add_argument("--ttl", type=positive_int, default=3600, metavar="SECONDS", help="lifetime (default 3600)")
     token.set_defaults(run=run_token)
+
+    bus_access.add_command(commands)
 
     docs = _subcommand(
         commands,
