@@ -135,6 +135,11 @@ class RequestsSettings(CommonSettings):
     jwt_audience: OptionalText = None
     # The longest a token may live (`exp` - `iat`): a stolen one is of use for no longer.
     jwt_max_lifetime: Duration = timedelta(hours=24)
+    # What one person may make the service mail (kept in PostgreSQL: they hold across replicas).
+    # A request's codes may be sent again once at any time, then once per interval, so often in all.
+    resend_interval: Duration = timedelta(minutes=1)
+    resends_per_request: int = Field(5, ge=1, le=100)
+    submissions_per_hour: int = Field(30, ge=1, le=100000)
 
     def refused_in_production(self) -> list[Refused]:
         refused = super().refused_in_production()

@@ -30,6 +30,7 @@ from contacts_requests import api_docs, handlers, store
 from contacts_requests.api_docs import PROBLEM
 from contacts_requests.domain import Refusal, may_view, not_found
 from contacts_requests.identity import SESSION_COOKIE, Identity
+from contacts_requests.rate_limits import RateLimits
 
 log = structlog.get_logger("contacts.requests.api")
 
@@ -59,7 +60,9 @@ def problem(status: int, title: str, detail: str, *, field: str | None = None, *
     if field:
         body["errors"] = [{"field": field, "message": detail}]
     body.update(extra)
-    headers = {"WWW-Authenticate": 'Bearer realm="contacts"'} if status == 401 else None
+    headers = {"WWW-Authenticate": 'Bearer realm="contacts"'} if status == 401 else {}
+    if "retry_after" in extra:
+        headers["Retry-After"] = str(extra["retry_after"])
     return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
 
 
@@ -128,6 +131,7 @@ def create_api(
     dev_login: bool = False,
     ready: Any = None,
     verifier: TokenVerifier | None = None,
+    rate_limits: RateLimits | None = None,
 ) -> FastAPI:
     """The API and the pages. Tokens are checked by `verifier` (by default HS256 under
     `jwt_secret`, which also keys the pages' CSRF tokens and the development sign-in)."""
@@ -144,6 +148,7 @@ def create_api(
     app.state.pool = pool
     app.state.jwt_secret = jwt_secret
     app.state.verifier = verifier or TokenVerifier(jwt_secret)
+    app.state.rate_limits = rate_limits = rate_limits or RateLimits()
     app.add_middleware(Identity, verifier=app.state.verifier)
 
     @app.exception_handler(Refusal)
@@ -265,6 +270,7 @@ def create_api(
                     changes=body.changes(),
                     idempotency_key=idempotency_key,
                     request_ttl=request_ttl,
+                    rate_limits=rate_limits,
                 )
             items = [await store.request_view(conn, i) for i in ids]
         return JSONResponse(jsonable_encoder({"items": items}), status_code=202)
@@ -349,7 +355,7 @@ def create_api(
     async def resend(request_id: uuid.UUID, me: Me, db: Pool) -> JSONResponse:
         async with db.acquire() as conn:
             async with conn.transaction():
-                await handlers.resend(conn, request_id=request_id, nic=me)
+                await handlers.resend(conn, request_id=request_id, nic=me, rate_limits=rate_limits)
             return JSONResponse(await _visible_view(conn, request_id, me), status_code=202)
 
     @app.post(

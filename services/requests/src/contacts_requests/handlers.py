@@ -54,6 +54,12 @@ from contacts_requests.domain import (
     plan_submission,
     unreachable,
 )
+from contacts_requests.rate_limits import (
+    HOUR,
+    RateLimits,
+    check_resend,
+    check_submission,
+)
 
 log = structlog.get_logger("contacts.requests")
 
@@ -152,14 +158,21 @@ async def submit(
     changes: dict[ContactType, str],
     idempotency_key: str | None,
     request_ttl: timedelta,
+    rate_limits: RateLimits | None = None,
 ) -> list[uuid.UUID]:
-    """Create one request per type (all or nothing); the same idempotency key returns the same ids."""
+    """Create one request per type (all or nothing); the same idempotency key returns the same ids.
+    With `rate_limits` (a person through the API or the pages, not another system's message),
+    a requester over the hourly limit is refused."""
 
     async def earlier_submission() -> list[uuid.UUID] | None:
         return await store.submission_by_key(conn, requester, idempotency_key) if idempotency_key else None
 
     if (existing := await earlier_submission()) is not None:
         return existing
+    if rate_limits is not None:
+        now = utcnow()
+        recent = await store.recent_submissions(conn, requester, now - HOUR)
+        check_submission(rate_limits, recent=recent, now=now)
     context = await store.submission_context(conn, service_id, [requester, *changes.values()])
     try:
         plans = plan_submission(requester, context.service, changes, context.accounts, context.open_requests)
@@ -293,9 +306,14 @@ async def _answer_once(
         return True
 
 
-async def resend(conn: asyncpg.Connection, *, request_id: uuid.UUID, nic: str) -> list[str]:
+async def resend(conn: asyncpg.Connection, *, request_id: uuid.UUID, nic: str, rate_limits: RateLimits) -> list[str]:
     change = await _load_visible(conn, request_id, nic)
     pending = change.check_resend(nic)
+    record = await store.resend_record(conn, request_id)
+    now = utcnow()
+    assert change.expires_at is not None
+    check_resend(rate_limits, resends=record["resends"], last_resend_at=record["last_resend_at"], expires_at=change.expires_at, now=now)
+    await store.count_resend(conn, request_id, now)
     generations = await store.new_round_of_codes(conn, request_id, pending)
     asked = _validation_request(change, pending, await store.accounts_by_nic(conn, pending), generations)
     if isinstance(asked, str):

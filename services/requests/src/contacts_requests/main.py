@@ -30,6 +30,7 @@ from contacts_requests.handlers import (
     expire_overdue,
     message_handlers,
 )
+from contacts_requests.rate_limits import RateLimits
 from contacts_requests.store import MIGRATIONS
 
 PROGRAM = "contacts-requests"
@@ -70,6 +71,7 @@ async def serve(settings: RequestsSettings) -> None:
                 audience=settings.jwt_audience,
                 max_lifetime=settings.jwt_max_lifetime,
             ),
+            rate_limits=RateLimits(settings.resend_interval, settings.resends_per_request, settings.submissions_per_hour),
             request_ttl=settings.request_ttl,
             dev_login=settings.dev_login,
             ready=runtime.bus.ready,

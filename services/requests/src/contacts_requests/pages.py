@@ -461,6 +461,7 @@ async def modify(request: Request) -> Response:
                 changes=changes,
                 idempotency_key=form.get("idempotency_key") or None,
                 request_ttl=request.app.state.request_ttl,
+                rate_limits=request.app.state.rate_limits,
             )
     except Refusal as refusal:
         if refusal.status == 404:
@@ -547,7 +548,7 @@ async def request_action(request: Request, request_id: str) -> Response:
         else:
             async with pool.acquire() as conn, conn.transaction():
                 if action == "resend":
-                    await handlers.resend(conn, request_id=rid, nic=me)
+                    await handlers.resend(conn, request_id=rid, nic=me, rate_limits=request.app.state.rate_limits)
                 else:
                     await handlers.cancel(conn, request_id=rid, nic=me)
     except Refusal as refusal:

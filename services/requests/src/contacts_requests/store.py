@@ -140,6 +140,13 @@ MIGRATIONS = [
     """
     ALTER TABLE confirmers ADD COLUMN generation int NOT NULL DEFAULT 1;
     """,
+    # Resends per request and when the last one was (rate_limits: at most one a minute, five
+    # in all).
+    """
+    ALTER TABLE contact_changes
+        ADD COLUMN resends int NOT NULL DEFAULT 0,
+        ADD COLUMN last_resend_at timestamptz;
+    """,
 ]
 
 
@@ -654,3 +661,26 @@ async def record_submission(conn: asyncpg.Connection, requester: str, key: str, 
         request_ids,
     )
     return row is not None
+
+
+# --- rate limits ----------------------------------------------------------------------------------
+
+
+async def resend_record(conn: asyncpg.Connection, request_id: uuid.UUID) -> asyncpg.Record:
+    """How often the request's codes were sent again, and when last (`resends`, `last_resend_at`)."""
+    return await conn.fetchrow("SELECT resends, last_resend_at FROM contact_changes WHERE id = $1", request_id)
+
+
+async def count_resend(conn: asyncpg.Connection, request_id: uuid.UUID, at: datetime) -> None:
+    await conn.execute("UPDATE contact_changes SET resends = resends + 1, last_resend_at = $2 WHERE id = $1", request_id, at)
+
+
+async def recent_submissions(conn: asyncpg.Connection, requester: str, since: datetime) -> list[datetime]:
+    """When the requester's submissions since `since` were made, after taking the requester's
+    submission lock (held to the end of the transaction: two replicas cannot both let the 31st
+    in). The requests of one submission share their `created_at`."""
+    await conn.execute("SELECT pg_advisory_xact_lock(hashtext('submit:' || $1))", requester)
+    rows = await conn.fetch(
+        "SELECT DISTINCT created_at FROM contact_changes WHERE requester = $1 AND created_at > $2", requester, since
+    )
+    return [r["created_at"] for r in rows]
