@@ -89,8 +89,8 @@ def message_model(routing_key: str) -> type[BaseModel]:
         message_id=(uuid.UUID, Field(description="unique per message; consumers drop a message_id seen before")),
         type=(Literal[routing_key], Field(description="the routing key")),  # type: ignore[valid-type]
         version=(
-            int,
-            Field(ge=1, description="contract version; 1 until a breaking change (see docs/integration.md)"),
+            Literal[CURRENT_VERSION],  # type: ignore[valid-type]
+            Field(description="contract version; 1 until a breaking change (see docs/integration.md); another is dead-lettered"),
         ),
         data=(data_model, ...),
     )

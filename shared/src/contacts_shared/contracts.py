@@ -106,6 +106,19 @@ class Contract(BaseModel):
 # --- published by other systems -------------------------------------------------------------
 
 
+# One address, nothing else: the local part's dot-atom characters (no comma, semicolon, quote,
+# angle bracket or space, which would let an email header name more than one recipient) and a
+# domain of letters, digits and hyphens.
+EMAIL_PATTERN = r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
+
+
+
+def _one_address(value: str) -> str:
+    if not re.fullmatch(EMAIL_PATTERN, value):
+        raise ValueError("must be one email address such as owner@example.com (no list, display name or spaces)")
+    return value
+
+
 class AccountUpserted(Contract):
     """A customer account was created or changed (accounts system)."""
 
@@ -114,7 +127,7 @@ class AccountUpserted(Contract):
     )
 
     nic: Nic
-    email: str = Field(min_length=3, max_length=320, pattern=r"^[^@\s]+@[^@\s]+$")
+    email: Annotated[str, Field(min_length=3, max_length=320, json_schema_extra={"pattern": EMAIL_PATTERN}), AfterValidator(_one_address)]
     zone: Zone
 
 
@@ -531,6 +544,7 @@ class Envelope(BaseModel):
 
     message_id: uuid.UUID
     type: str
+    # Any is read; only the one this release knows is acted on (parse_message dead-letters others).
     version: int = Field(ge=1)
     occurred_at: UtcDatetime
     data: dict[str, Any]
@@ -561,6 +575,10 @@ def parse_message(body: bytes, routing_key: str) -> tuple[Envelope, Contract]:
     model = MESSAGE_TYPES.get(envelope.type)
     if model is None:
         raise MalformedMessage(f"unknown message type {envelope.type!r}")
+    # A later version may mean something else by the same fields: read it as version 1 and the
+    # service could act wrongly, so it waits in the dead-letter queue for a release that knows it.
+    if envelope.version != CURRENT_VERSION:
+        raise MalformedMessage(f"version {envelope.version} of {envelope.type} is not one this service knows (it knows {CURRENT_VERSION})")
     try:
         data = model.model_validate(envelope.data)
     except ValueError as exc:
