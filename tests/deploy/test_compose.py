@@ -44,6 +44,7 @@ PRODUCTION_VARIABLES = {
     "CONTACTS_JWT_SECRET": "jwt-" + "j" * 40,
     "CONTACTS_TOKEN_SECRET": "tok-" + "t" * 40,
     "CONTACTS_PUBLIC_URL": "https://contacts.example.com",
+    "CONTACTS_FORWARDED_ALLOW_IPS": "10.0.0.2",
     "CONTACTS_SMTP_HOST": "smtp.example.com",
     "CONTACTS_MAIL_FROM": "Contacts <contacts@example.com>",
 }

@@ -137,6 +137,9 @@ class RequestsSettings(CommonSettings):
     jwt_max_lifetime: Duration = timedelta(hours=24)
     # What one person may make the service mail (kept in PostgreSQL: they hold across replicas).
     # A request's codes may be sent again once at any time, then once per interval, so often in all.
+    # The TLS proxy's addresses (comma-separated, or * for any): its X-Forwarded-Proto makes
+    # cookies Secure and pages send HSTS. Unset: such headers are ignored.
+    forwarded_allow_ips: OptionalText = None
     resend_interval: Duration = timedelta(minutes=1)
     resends_per_request: int = Field(5, ge=1, le=100)
     submissions_per_hour: int = Field(30, ge=1, le=100000)

@@ -31,6 +31,7 @@ from contacts_requests.handlers import (
     message_handlers,
 )
 from contacts_requests.rate_limits import RateLimits
+from contacts_requests.transport import StrictTransportSecurity
 from contacts_requests.store import MIGRATIONS
 
 PROGRAM = "contacts-requests"
@@ -78,13 +79,16 @@ async def serve(settings: RequestsSettings) -> None:
         )
         app.state.metric_refreshers = runtime.refreshers
         config = uvicorn.Config(
-            RequestContextMiddleware(BodyLimit(app)),
+            RequestContextMiddleware(StrictTransportSecurity(BodyLimit(app))),
             host="0.0.0.0",
             port=settings.http_port,
             log_config=None,
             access_log=False,
             lifespan="off",
             timeout_graceful_shutdown=HTTP_GRACE_SECONDS,
+            # The TLS proxy's X-Forwarded-Proto and -For, believed from its addresses only.
+            proxy_headers=bool(settings.forwarded_allow_ips),
+            forwarded_allow_ips=settings.forwarded_allow_ips or "",
         )
         server = _Server(config)
         serving = asyncio.create_task(server.serve())
