@@ -31,8 +31,8 @@ from contacts_requests.handlers import (
     message_handlers,
 )
 from contacts_requests.rate_limits import RateLimits
-from contacts_requests.transport import StrictTransportSecurity
 from contacts_requests.store import MIGRATIONS
+from contacts_requests.transport import StrictTransportSecurity
 
 PROGRAM = "contacts-requests"
 # In-flight HTTP requests get this long after SIGTERM (the consumers stop at the same time).
