@@ -28,12 +28,14 @@ def test_clean_accounts_are_approved() -> None:
 def test_unpaid_invoice_on_previous_account() -> None:
     verdict = vet(unpaid_from=["INV-1"])
     assert not verdict.approved
-    assert verdict.reasons == ["the previous contact aa1-ovh has an unpaid invoice (INV-1)"]
+    assert verdict.reasons == ["the previous contact aa1-ovh has an unpaid invoice"]
+    assert verdict.evidence == ["INV-1"]
 
 
 def test_unpaid_invoice_on_new_account() -> None:
     verdict = vet(unpaid_to=["INV-2", "INV-1"])
-    assert verdict.reasons == ["the new contact bb2-ovh has an unpaid invoice (INV-1, INV-2)"]
+    assert verdict.reasons == ["the new contact bb2-ovh has an unpaid invoice"]
+    assert verdict.evidence == ["INV-1", "INV-2"]
 
 
 def test_both_reasons_are_given() -> None:

@@ -66,7 +66,10 @@ async def on_contact_change_requested(conn: asyncpg.Connection, envelope: Envelo
     )
     vetted = ContactChangeVetted(request_id=data.request_id, phase=data.phase, approved=verdict.approved, reasons=verdict.reasons)
     if fresh := await claim_and_enqueue(conn, envelope, vetted):
-        log.info("contact change vetted", request_id=str(data.request_id), phase=data.phase.value, approved=verdict.approved)
+        # The invoices behind a refusal stay here, for support: the reasons name none.
+        log.info(
+            "contact change vetted", request_id=str(data.request_id), phase=data.phase.value, approved=verdict.approved, unpaid_invoices=verdict.evidence
+        )
     return fresh
 
 
