@@ -43,7 +43,7 @@ async def system(infrastructure: tuple[str, str], request: pytest.FixtureRequest
     log_dir = ARTIFACTS / re.sub(r"[^A-Za-z0-9_.-]+", "_", request.node.name)
     shutil.rmtree(log_dir, ignore_errors=True)
     log_dir.mkdir(parents=True)
-    http_port = free_port()
+    http_port, metrics_port = free_port(), free_port()
     system = System(
         namespace=f"t{uuid.uuid4().hex[:10]}_",
         database_url=database_url,
@@ -54,6 +54,7 @@ async def system(infrastructure: tuple[str, str], request: pytest.FixtureRequest
         log_dir=log_dir,
     )
     system.env = service_env(system, http_port)
+    system.service_env["contacts-requests"] = {"CONTACTS_METRICS_PORT": str(metrics_port)}
     try:
         for name in ("contacts-requests", "contacts-notifier"):
             spawn(system, name)
@@ -86,8 +87,9 @@ async def consuming(system: System, *queues: str) -> None:
 
 async def returns_counted(system: System) -> float:
     """contacts_messages_unroutable_total{routing_key="contact_change.requested"} of the requests service."""
+    port = system.service_env["contacts-requests"]["CONTACTS_METRICS_PORT"]
     async with httpx.AsyncClient(timeout=10) as client:
-        text = (await client.get(f"{system.api_url}/metrics")).text
+        text = (await client.get(f"http://127.0.0.1:{port}/metrics")).text
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             if sample.name == "contacts_messages_unroutable_total" and sample.labels == {"routing_key": REQUESTED}:

@@ -51,7 +51,8 @@ MESSAGES_UNROUTABLE = Counter(
 )
 OUTBOX_BACKLOG = Gauge("contacts_outbox_backlog", "Messages in this service's outbox not yet published.")
 DEAD_LETTERS = Gauge("contacts_dead_letter_queue_depth", "Messages in this service's dead-letter queue.", ["queue"])
-REQUESTS_BY_STATE = Gauge("contacts_requests_by_state", "Contact-change requests in each state.", ["state"])
+# Open states only (how many ended each way: contacts_request_flow_seconds_count{state}).
+REQUESTS_BY_STATE = Gauge("contacts_requests_by_state", "Open contact-change requests in each open state.", ["state"])
 FLOW_SECONDS = Histogram(
     "contacts_request_flow_seconds",
     "From submission to the final state of a request, by final state.",

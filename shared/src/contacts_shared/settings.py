@@ -116,7 +116,16 @@ def _public_url_refused(url: str) -> list[Refused]:
     return [("CONTACTS_PUBLIC_URL", "is not https:// (codes and sessions would cross the network in clear)")]
 
 
-class RequestsSettings(CommonSettings):
+class MetricsServerSettings(CommonSettings):
+    """/healthz, /readyz and /metrics on a port of their own: the consumers' only HTTP, and the
+    requests service's metrics (kept off its public port)."""
+
+    # 0 = no server (the default, so that several services on one machine never clash).
+    metrics_port: int = Field(0, ge=0, le=65535)
+
+
+
+class RequestsSettings(MetricsServerSettings):
     jwt_secret: str = Field(min_length=16)
     http_port: int = Field(8000, ge=1, le=65535)
     public_url: str = Field("http://127.0.0.1:8000", pattern=r"^https?://")
@@ -155,13 +164,6 @@ class RequestsSettings(CommonSettings):
         if self.dev_login:
             refused.append(("CONTACTS_DEV_LOGIN", "is on: anyone could sign in as any NIC"))
         return refused + _public_url_refused(self.public_url)
-
-
-class MetricsServerSettings(CommonSettings):
-    """Services without an HTTP API serve /healthz, /readyz and /metrics on a port of their own."""
-
-    # 0 = no server (the default, so that several services on one machine never clash).
-    metrics_port: int = Field(0, ge=0, le=65535)
 
 
 class BillingCheckSettings(MetricsServerSettings):

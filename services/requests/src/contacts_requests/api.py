@@ -17,12 +17,10 @@ import asyncpg
 import structlog
 from contacts_shared.auth import TokenVerifier
 from contacts_shared.contracts import ContactType, Nic, RequestState, utcnow
-from contacts_shared.observability import render_metrics
 from fastapi import Depends, FastAPI, Header, Query, Request, Security
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -214,12 +212,6 @@ def create_api(
         checks["broker"] = bool(await broker if inspect.isawaitable(broker) else broker)
         status = 200 if all(checks.values()) else 503
         return JSONResponse({"status": "ready" if status == 200 else "not ready", "checks": checks}, status_code=status)
-
-    @app.get("/metrics", tags=["operations"], include_in_schema=False)
-    async def metrics(request: Request) -> Response:
-        # Gauges of shared state are refreshed first by what the service registered.
-        refreshers = getattr(request.app.state, "metric_refreshers", [])
-        return Response(await render_metrics(refreshers), media_type=CONTENT_TYPE_LATEST)
 
     # --- contacts -------------------------------------------------------------------------------
 

@@ -7,7 +7,6 @@ import contextlib
 
 import uvicorn
 from contacts_shared.auth import TokenVerifier
-from contacts_shared.contracts import RequestState
 from contacts_shared.observability import (
     REQUESTS_BY_STATE,
     Refresher,
@@ -25,6 +24,7 @@ from contacts_shared.settings import RequestsSettings
 from contacts_requests import store
 from contacts_requests.api import create_api
 from contacts_requests.body_limit import BodyLimit
+from contacts_requests.domain import OPEN_STATES
 from contacts_requests.handlers import (
     ask_vetting_again,
     expire_overdue,
@@ -49,15 +49,18 @@ class _Server(uvicorn.Server):
 def requests_by_state_refresher(runtime: Runtime) -> Refresher:
     async def refresh() -> None:
         async with runtime.pool.acquire() as conn:
-            counts = await store.requests_by_state(conn)
-        for state in RequestState:
+            counts = await store.open_requests_by_state(conn)
+        for state in OPEN_STATES:
             REQUESTS_BY_STATE.labels(state.value).set(counts.get(state.value, 0))
 
     return refresh
 
 
 async def serve(settings: RequestsSettings) -> None:
-    async with service_runtime("requests", settings, MIGRATIONS, message_handlers(settings.request_ttl)) as runtime:
+    # /metrics on a port of its own (CONTACTS_METRICS_PORT), never the public one.
+    async with service_runtime(
+        "requests", settings, MIGRATIONS, message_handlers(settings.request_ttl), metrics_port=settings.metrics_port
+    ) as runtime:
         runtime.every(1.0, lambda: expire_overdue(runtime.pool), name="expire-overdue")
         reask = settings.vetting_reask
         runtime.every(min(reask.total_seconds() / 4, 30.0), lambda: ask_vetting_again(runtime.pool, reask), name="ask-vetting-again")
@@ -77,7 +80,6 @@ async def serve(settings: RequestsSettings) -> None:
             dev_login=settings.dev_login,
             ready=runtime.bus.ready,
         )
-        app.state.metric_refreshers = runtime.refreshers
         config = uvicorn.Config(
             RequestContextMiddleware(StrictTransportSecurity(BodyLimit(app))),
             host="0.0.0.0",
