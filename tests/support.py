@@ -250,6 +250,22 @@ def service_env(system: System, http_port: int, extra: dict[str, str] | None = N
     }
 
 
+async def dead_letters(system: System, service: str, *, take: bool = False) -> list[aio_pika.abc.AbstractIncomingMessage]:
+    """The messages in the service's dead-letter queue: looked at and put back, or, with
+    `take`, removed."""
+    connection = await aio_pika.connect(system.amqp_url)
+    async with connection:
+        channel = await connection.channel()
+        queue = await channel.declare_queue(f"{system.namespace}{service}.dlq", passive=True)
+        found = []
+        while (message := await queue.get(no_ack=take, fail=False)) is not None:
+            found.append(message)
+        if not take:
+            for message in found:
+                await message.nack(requeue=True)
+        return found
+
+
 async def queue_state(amqp_url: str, queue: str) -> tuple[int, int]:
     """(messages ready, consumers) of `queue`; (0, 0) when it does not exist (yet)."""
     connection = await aio_pika.connect(amqp_url)

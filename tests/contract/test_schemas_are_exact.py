@@ -17,7 +17,12 @@ from typing import Any
 import jsonschema
 import pytest
 from contacts_shared.contract_docs import message_example
-from contacts_shared.contracts import MESSAGE_TYPES, MalformedMessage, envelope_for, parse_message
+from contacts_shared.contracts import (
+    MESSAGE_TYPES,
+    MalformedMessage,
+    envelope_for,
+    parse_message,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMAS = ROOT / "docs" / "schemas"

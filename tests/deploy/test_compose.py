@@ -131,12 +131,7 @@ def test_each_service_sets_exactly_the_settings_its_code_reads(
         f"and misses {sorted(env_names(settings_class) - set(environment))}"
     )
     # The values pass the validation the service applies at start.
-    for name in list(os.environ):
-        if name.startswith("CONTACTS_"):
-            monkeypatch.delenv(name)
-    for name, value in environment.items():
-        monkeypatch.setenv(name, value)
-    settings = settings_class()
+    settings = settings_from(settings_class, environment, monkeypatch)
     assert settings.log_format == "json"
     # Each service connects as its own role (deploy/postgres/init-roles.sh creates them).
     assert settings.database_url.startswith(f"postgresql://{SERVICE_ROLES[service]}:")
@@ -202,12 +197,7 @@ def test_the_production_variant_runs_in_production_on_the_operators_secrets(serv
     environment = _environment(resolved[service])
     settings_class = SERVICE_SETTINGS[service]
     assert set(environment) == env_names(settings_class)
-    for name in list(os.environ):
-        if name.startswith("CONTACTS_"):
-            monkeypatch.delenv(name)
-    for name, value in environment.items():
-        monkeypatch.setenv(name, value)
-    settings = settings_class()
+    settings = settings_from(settings_class, environment, monkeypatch)
     assert settings.env == "production" and settings.refused_in_production() == []
 
 
@@ -237,6 +227,16 @@ def test_images_are_multi_stage_slim_non_root_with_a_healthcheck(service: str) -
     assert re.search(rf'^CMD \["{program}"\]$', final, re.MULTILINE)
     pyproject = (ROOT / Path(dockerfile).parent / "pyproject.toml").read_text()
     assert f"{program} = " in pyproject
+
+
+def settings_from(settings_class: type[BaseSettings], environment: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The settings a service reads from exactly `environment` (validated as at its start)."""
+    for name in list(os.environ):
+        if name.startswith("CONTACTS_"):
+            monkeypatch.delenv(name)
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    return settings_class()
 
 
 def _environment(service: dict[str, Any]) -> dict[str, str]:

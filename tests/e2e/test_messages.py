@@ -21,7 +21,7 @@ from contacts_shared.contracts import (
     envelope_for,
 )
 from seed import HOSTING, OLD_TECH, OWNER, WEBMASTER, email_of
-from support import System, eventually, queue_depth
+from support import System, dead_letters, eventually, queue_depth
 
 pytestmark = pytest.mark.e2e
 
@@ -51,19 +51,6 @@ def _publish_without_message_id(system: System, routing_key: str, body: bytes, *
         connection.close()
 
 
-async def _dead_letters(system: System, service: str) -> list[aio_pika.abc.AbstractIncomingMessage]:
-    connection = await aio_pika.connect(system.amqp_url)
-    async with connection:
-        channel = await connection.channel()
-        queue = await channel.declare_queue(f"{system.namespace}{service}.dlq", passive=True)
-        found = []
-        while (message := await queue.get(no_ack=False, fail=False)) is not None:
-            found.append(message)
-        for message in found:
-            await message.nack(requeue=True)
-        return found
-
-
 @pytest.mark.parametrize(
     ("routing_key", "body", "reason"),
     [
@@ -76,7 +63,7 @@ async def test_malformed_message_is_dead_lettered_with_reason_and_consuming_goes
     world: System, routing_key: str, body: bytes, reason: str
 ) -> None:
     await _raw_publish(world, routing_key, body)
-    letters = await eventually(lambda: _dead_letters(world, "requests"), what="a dead letter")
+    letters = await eventually(lambda: dead_letters(world, "requests"), what="a dead letter")
     assert reason in letters[0].headers["x-reason"]
     assert letters[0].body == body
     # The queue is not blocked: the next message is handled.
@@ -91,7 +78,7 @@ async def test_wrong_payload_names_the_field(world: System) -> None:
     body = envelope.model_dump(mode="json")
     body["data"]["zone"] = "MARS"
     await _raw_publish(world, "account.upserted", json.dumps(body).encode())
-    letters = await eventually(lambda: _dead_letters(world, "requests"), what="a dead letter")
+    letters = await eventually(lambda: dead_letters(world, "requests"), what="a dead letter")
     assert "zone" in letters[0].headers["x-reason"]
 
 
@@ -113,7 +100,7 @@ async def test_without_the_amqp_message_id_the_envelope_names_the_message_everyw
         correlation_id="billing-batch-7",
         app_id="billing-system",
     )
-    (letter,) = await eventually(lambda: _dead_letters(world, "requests"), what="a dead letter")
+    (letter,) = await eventually(lambda: dead_letters(world, "requests"), what="a dead letter")
     assert letter.message_id == bad["message_id"]
     assert letter.headers["x-original-message-id"] == bad["message_id"]
     assert "zone" in letter.headers["x-reason"] and letter.headers["x-routing-key"] == "account.upserted"
@@ -148,7 +135,7 @@ async def test_routing_key_the_service_does_not_consume_is_dead_lettered(world: 
         queue = await channel.declare_queue(f"{world.namespace}notifier", passive=True)
         await queue.bind(f"{world.namespace}contacts", "account.upserted")
     await world.publish(AccountUpserted(nic="hh88888-ovh", email="h@example.test", zone=Zone.EU))
-    letters = await eventually(lambda: _dead_letters(world, "notifier"), what="a dead letter")
+    letters = await eventually(lambda: dead_letters(world, "notifier"), what="a dead letter")
     assert "does not consume" in letters[0].headers["x-reason"]
     assert uuid.UUID(json.loads(letters[0].body)["message_id"])
 
@@ -189,4 +176,4 @@ async def test_a_state_that_mails_nobody_leaves_no_trace_and_the_next_one_mails(
     assert [r["message_id"] for r in inbox] == [done.message_id]
     assert len(mails_of_the_request()) == 3  # the done emails only: `validating` mailed nobody
     assert await queue_depth(world.amqp_url, f"{world.namespace}notifier") == 0
-    assert await _dead_letters(world, "notifier") == []
+    assert await dead_letters(world, "notifier") == []

@@ -17,7 +17,7 @@ from contacts_shared.contracts import AccountUpserted, InvoicePaid, Zone, envelo
 from faults.audit import queues_drained
 from faults.conftest import OwnInfrastructure
 from faults.scenario import Scenario, run_scenario
-from support import System, eventually
+from support import System, dead_letters, eventually
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -113,18 +113,6 @@ async def publish_poison(system: System) -> dict[str, list[tuple[str, str, str]]
     return sent
 
 
-async def dead_letters(system: System, service: str) -> list[aio_pika.abc.AbstractIncomingMessage]:
-    """Take every dead letter of the service's DLQ (they are removed)."""
-    connection = await aio_pika.connect(system.amqp_url)
-    async with connection:
-        channel = await connection.channel()
-        queue = await channel.declare_queue(f"{system.namespace}{service}.dlq", passive=True)
-        found = []
-        while (message := await queue.get(no_ack=True, fail=False)) is not None:
-            found.append(message)
-        return found
-
-
 async def test_poison_on_every_queue_is_dead_lettered_and_nothing_waits(
     faulty_system: System, own_infrastructure: OwnInfrastructure
 ) -> None:
@@ -145,7 +133,7 @@ async def test_poison_on_every_queue_is_dead_lettered_and_nothing_waits(
 
     await eventually(all_dead_lettered, timeout=60, what="every poison in its dead-letter queue")
     for service, expected in sent.items():
-        letters = await dead_letters(faulty_system, service)
+        letters = await dead_letters(faulty_system, service, take=True)
         reasons = {
             str((m.headers or {}).get("x-original-message-id", "")): str((m.headers or {}).get("x-reason", ""))
             for m in letters

@@ -12,7 +12,7 @@ import pytest
 from contacts_shared.contracts import AccountUpserted, Zone, envelope_for
 from security.table import tried
 from seed import WEBMASTER
-from support import System, eventually
+from support import System, dead_letters, eventually
 
 NIC = "hh88888-ovh"
 
@@ -26,16 +26,7 @@ async def publish_raw(world: System, routing_key: str, body: dict[str, object]) 
 
 
 async def dead_letter_reasons(world: System, service: str) -> list[str]:
-    connection = await aio_pika.connect(world.amqp_url)
-    async with connection:
-        channel = await connection.channel()
-        queue = await channel.declare_queue(f"{world.namespace}{service}.dlq", passive=True)
-        found = []
-        while (message := await queue.get(no_ack=False, fail=False)) is not None:
-            found.append(message)
-        for message in found:
-            await message.nack(requeue=True)
-        return [str(m.headers.get("x-reason", "")) for m in found]
+    return [str(m.headers.get("x-reason", "")) for m in await dead_letters(world, service)]
 
 
 def account(email: str, nic: str = NIC, **envelope: object) -> dict[str, object]:
