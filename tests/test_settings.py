@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from security.table import tried
 
 BIN = Path(sys.executable).parent
 
@@ -24,7 +25,7 @@ BIN = Path(sys.executable).parent
 )
 def test_bad_setting_stops_with_one_line(program: str, settings: dict[str, str], expected: str) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CONTACTS_")} | settings
-    result = subprocess.run([str(BIN / program)], env=env, capture_output=True, text=True, timeout=30)
+    result = subprocess.run([str(BIN / program)], env=env, capture_output=True, text=True, timeout=30, check=False)
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and expected in lines[0], result.stderr
@@ -64,6 +65,7 @@ def test_production_refuses_development_conveniences(program: str, unsafe: dict[
     assert result.returncode == 2, result.stderr
     (line,) = result.stderr.strip().splitlines()
     assert line.startswith(f"{program}: setting {setting} ") and "refused in production" in line
+    tried(f"{program} started in production with {setting}={next(iter(unsafe.values()))[:48]}", "refuses to start: exit 2, one line naming the setting")
 
 
 @pytest.mark.parametrize("public_url", ["https://contacts.example.com", "http://127.0.0.1:8000", "http://localhost:8000", "http://[::1]:8000"])

@@ -19,6 +19,7 @@ from faults.conftest import OwnInfrastructure
 from faults.flows import assert_no_secrets_in_logs
 from hypothesis import HealthCheck, given, settings
 from hypothesis.errors import Unsatisfiable
+from security.table import tried
 from seed import HOSTING, OLD_TECH, OWNER, STRANGER, WEBMASTER, email_of, feed_world
 from support import System, running_system
 
@@ -69,8 +70,9 @@ def assert_problem(response: httpx.Response, status: int) -> dict:
 
 
 async def test_every_route_as_a_nic_that_is_no_party_shows_nothing(world: System, open_request: str) -> None:
+    tried_routes = await routes(world, open_request)
     async with world.api(STRANGER) as client:
-        for method, path, body in await routes(world, open_request):
+        for method, path, body in tried_routes:
             response = await client.request(method, path, json=body)
             if path.startswith("/v1/me/"):
                 # The stranger's own lists: empty, never someone else's data.
@@ -86,6 +88,10 @@ async def test_every_route_as_a_nic_that_is_no_party_shows_nothing(world: System
         "checking",
         "validating",
     )
+    for method, path, _ in tried_routes:
+        shown = path.replace(open_request, "{id}")
+        answer = "200 with an empty list (own lists)" if path.startswith("/v1/me/") else "404, nothing of the request in it"
+        tried(f"BOLA: {method} {shown} as a NIC that is no party", answer)
 
 
 def _bad_tokens(system: System) -> dict[str, str | None]:
@@ -115,6 +121,7 @@ async def test_every_route_refuses_missing_expired_forged_and_unsigned_jwts(worl
         if token:
             async with httpx.AsyncClient(base_url=world.api_url, cookies={"contacts_session": token}) as client:
                 assert_problem(await client.get("/v1/me/contacts"), 401)
+        tried(f"every route with {name} (header and cookie)", "401 problem details with WWW-Authenticate: Bearer")
 
 
 async def test_wrong_tries_lock_only_that_confirmer(world: System, open_request: str) -> None:
