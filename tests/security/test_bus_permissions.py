@@ -116,6 +116,15 @@ async def test_the_other_systems_user_still_publishes_what_other_systems_own(bus
         return bool(await world.sql("requests", "SELECT 1 FROM accounts WHERE nic = 'zz99999-ovh'"))
 
     await eventually(known, what="the account published by the other systems' user")
+    # `contacts publish` (and compose's demo job, `contacts demo`) works with it too.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONTACTS_")}
+    env |= {"CONTACTS_AMQP_URL": other_systems, "CONTACTS_NAMESPACE": world.namespace}
+    data = '{"nic": "zz99998-ovh", "email": "zz8@example.test", "zone": "EU"}'
+    published = await asyncio.to_thread(
+        subprocess.run, [str(BIN / "contacts"), "publish", "account.upserted", data], env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert published.returncode == 0, published.stderr
+    await eventually(lambda: world.sql("requests", "SELECT 1 FROM accounts WHERE nic = 'zz99998-ovh'"), what="the account published with contacts publish")
 
 
 async def test_a_change_completes_with_every_service_on_its_own_user(bus_world: tuple[System, str]) -> None:

@@ -58,8 +58,10 @@ GRACE_SECONDS = 5.0
 # back; 200 is far above what a consumer has in hand at full load (bench/README.md).
 PREFETCH = 200
 
-def exchange_for(namespace: str) -> RabbitExchange:
-    return RabbitExchange(f"{namespace}contacts", type=ExchangeType.TOPIC, durable=True)
+def exchange_for(namespace: str, *, declare: bool = True) -> RabbitExchange:
+    """The namespace's exchange; `declare=False` only looks it up (passively), which needs no
+    `configure` permission: other systems' users publish on it without being able to change it."""
+    return RabbitExchange(f"{namespace}contacts", type=ExchangeType.TOPIC, durable=True, declare=declare)
 
 
 def dead_letter_queue_for(namespace: str, service: str) -> RabbitQueue:

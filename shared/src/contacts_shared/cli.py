@@ -117,7 +117,9 @@ async def publish_all(
     broker = new_broker(settings.amqp_url)
     try:
         await broker.connect()
-        exchange = exchange_for(settings.namespace)
+        # Looked up, not declared: an integrating system's user may not configure it (the
+        # services declare it when they start).
+        exchange = exchange_for(settings.namespace, declare=False)
         await broker.declare_exchange(exchange)
         for message in messages:
             envelope = envelope_for(message, message_id)
