@@ -14,6 +14,7 @@ import argparse
 import asyncio
 import os
 import re
+import time
 from dataclasses import dataclass
 from urllib.parse import quote
 
@@ -77,6 +78,7 @@ async def apply(management_url: str, admin: tuple[str, str], vhost: str, namespa
     the management API; returns the user names."""
     done = []
     async with httpx.AsyncClient(base_url=management_url.rstrip("/"), auth=admin, timeout=15) as api:
+        await _until_it_answers(api)
         for user, password in passwords.items():
             name = quote(user_name(namespace, user), safe="")
             granted = permissions(namespace, user)
@@ -91,6 +93,22 @@ async def apply(management_url: str, admin: tuple[str, str], vhost: str, namespa
                     raise RuntimeError(f"{path}: {response.status_code} {response.text[:200]}")
             done.append(user_name(namespace, user))
     return done
+
+
+async def _until_it_answers(api: httpx.AsyncClient, seconds: float = 60) -> None:
+    """The management API may come up a little after the broker's port (compose starts this job
+    once RabbitMQ is healthy): wait for it, up to `seconds`."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            response = await api.get("/api/overview")
+        except httpx.TransportError:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(1)
+            continue
+        response.raise_for_status()  # wrong admin credentials: no use waiting
+        return
 
 
 async def remove(management_url: str, admin: tuple[str, str], namespace: str) -> None:
