@@ -33,7 +33,6 @@ from contacts_requests.rate_limits import RateLimits
 log = structlog.get_logger("contacts.requests.api")
 
 
-
 class ContactChangeBody(BaseModel):
     """The new holders wanted, by contact type; at least one."""
 
