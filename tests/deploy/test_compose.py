@@ -8,6 +8,7 @@ No Docker engine is needed: `docker-compose config` resolves the file without on
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -35,12 +36,10 @@ PRODUCTION_VARIABLES = {
     "REQUESTS_DB_PASSWORD": "rq-" + "r" * 29,
     "BILLING_CHECK_DB_PASSWORD": "bc-" + "b" * 29,
     "NOTIFIER_DB_PASSWORD": "nt-" + "n" * 29,
-    "RABBITMQ_USER": "contacts",
-    "RABBITMQ_PASSWORD": "mq-" + "m" * 29,
+    "RABBITMQ_DEFINITIONS": "/srv/contacts/rabbitmq-definitions.json",
     "BUS_PASSWORD_REQUESTS": "br-" + "r" * 29,
     "BUS_PASSWORD_BILLING_CHECK": "bb-" + "b" * 29,
     "BUS_PASSWORD_NOTIFIER": "bn-" + "n" * 29,
-    "BUS_PASSWORD_OTHER_SYSTEMS": "bo-" + "o" * 29,
     "CONTACTS_JWT_SECRET": "jwt-" + "j" * 40,
     "CONTACTS_TOKEN_SECRET": "tok-" + "t" * 40,
     "CONTACTS_PUBLIC_URL": "https://contacts.example.com",
@@ -90,7 +89,7 @@ def compose() -> dict[str, Any]:
 
 def test_compose_file_is_valid_and_has_the_whole_system(compose: dict[str, Any]) -> None:
     services = compose["services"]
-    assert set(services) == {"postgres", "rabbitmq", "mailpit", "bus-users", "requests", "billing-check", "notifier", "demo"}
+    assert set(services) == {"postgres", "rabbitmq", "mailpit", "requests", "billing-check", "notifier", "demo"}
     assert "management" in services["rabbitmq"]["image"]
     assert services["demo"]["command"] == ["contacts", "demo"] and services["demo"].get("restart") == "no"
     # Data survives `docker compose down` (without -v).
@@ -110,8 +109,6 @@ def test_everything_waits_for_what_it_needs_to_be_healthy(compose: dict[str, Any
         needs = services[name]["depends_on"]
         for dependency in ("postgres", "rabbitmq"):
             assert needs[dependency]["condition"] == "service_healthy", (name, dependency)
-        # Their RabbitMQ users exist before they connect with them.
-        assert needs["bus-users"]["condition"] == "service_completed_successfully", name
     # The notifier does not wait for SMTP: emails wait in its table until the server answers.
     assert "mailpit" not in services["notifier"]["depends_on"]
     # The demo data is published once every consumer's queue is bound (the services are ready).
@@ -156,19 +153,59 @@ def test_ports_agree_between_settings_images_and_compose(compose: dict[str, Any]
     assert _environment(services["requests"])["CONTACTS_PUBLIC_URL"] == "http://localhost:8000"
 
 
-@pytest.mark.parametrize("variant", ["demo", "production"])
-def test_each_service_connects_as_its_own_rabbitmq_user_made_by_bus_users(variant: str) -> None:
-    files = (COMPOSE,) if variant == "demo" else (COMPOSE, PRODUCTION)
-    result = resolve(*files, env=_without_contacts_variables() | (PRODUCTION_VARIABLES if variant == "production" else {}))
-    assert result.returncode == 0, result.stderr
-    services = yaml.safe_load(result.stdout)["services"]
-    job = _environment(services["bus-users"])
-    assert services["bus-users"]["command"][:2] == ["contacts", "bus-users"]
-    users = {**{name: name for name in SERVICE_SETTINGS}, "demo": "other-systems"}  # the demo publishes as other systems do
+DEFINITIONS = ROOT / "deploy/rabbitmq/definitions.json"
+DEFINITIONS_IN_RABBITMQ = "/etc/rabbitmq/definitions.json"
+# The demo's console administrator, as the README and the compose file's header give it.
+DEMO_ADMIN = ("contacts", "contacts-dev-password")
+
+
+def _bus_users(services: dict[str, Any]) -> dict[str, tuple[str, str]]:
+    """{bus_access user: (RabbitMQ user, password)} from the services' AMQP URLs; the demo job
+    publishes as the other systems do."""
+    users = {**{name: name for name in SERVICE_SETTINGS}, "demo": "other-systems"}
+    found = {}
     for service, user in users.items():
         url = urlsplit(_environment(services[service])["CONTACTS_AMQP_URL"])
-        assert url.username == bus_access.user_name("", user), service
-        assert unquote(url.password or "") == job[bus_access.password_variable(user)], service
+        found[user] = (url.username or "", unquote(url.password or ""))
+    return found
+
+
+def test_rabbitmq_loads_the_bus_users_and_their_permissions_at_start(compose: dict[str, Any]) -> None:
+    rabbitmq = compose["services"]["rabbitmq"]
+    mounted = {v["target"]: Path(v["source"]).resolve() for v in _volumes(rabbitmq) if v.get("type", "bind") == "bind"}
+    assert mounted[DEFINITIONS_IN_RABBITMQ] == DEFINITIONS.resolve()
+    config = mounted["/etc/rabbitmq/conf.d/20-contacts.conf"]
+    assert f"definitions.local.path = {DEFINITIONS_IN_RABBITMQ}" in config.read_text()
+    assert not any(k.startswith("RABBITMQ_DEFAULT") for k in _environment(rabbitmq))  # no guest-style user besides
+
+
+def test_the_demo_definitions_are_what_bus_definitions_makes_of_the_demo_passwords(compose: dict[str, Any]) -> None:
+    """Each service (and the demo job) connects as its own user, whose password the committed
+    definitions hold hashed, with exactly the permissions `contacts bus-definitions` gives."""
+    committed = json.loads(DEFINITIONS.read_text())
+    users = _bus_users(compose["services"])
+    for user, (name, _) in users.items():
+        assert name == bus_access.user_name("", user), user
+    expected = bus_access.definitions("", "/", {u: p for u, (_, p) in users.items()}, DEMO_ADMIN)
+    hashes = {u["name"]: u.pop("password_hash") for u in committed["users"]}
+    for u in expected["users"]:
+        u.pop("password_hash")
+    assert committed == expected
+    for name, password in [DEMO_ADMIN, *users.values()]:
+        assert bus_access.hash_matches(hashes[name], password), name
+    assert f"user `{DEMO_ADMIN[0]}`, password `{DEMO_ADMIN[1]}`" in (ROOT / "README.md").read_text()
+
+
+def test_the_production_variant_takes_the_operators_definitions_and_bus_passwords() -> None:
+    result = resolve(COMPOSE, PRODUCTION, env=_without_contacts_variables() | PRODUCTION_VARIABLES)
+    assert result.returncode == 0, result.stderr
+    services = yaml.safe_load(result.stdout)["services"]
+    mounted = {v["target"]: v["source"] for v in _volumes(services["rabbitmq"])}
+    assert mounted[DEFINITIONS_IN_RABBITMQ] == PRODUCTION_VARIABLES["RABBITMQ_DEFINITIONS"]
+    for user, (name, password) in _bus_users(services).items():
+        if user != "other-systems":  # the demo job, in the demo profile only
+            variable = bus_access.password_variable(user).removeprefix("CONTACTS_")  # BUS_PASSWORD_REQUESTS…
+            assert (name, password) == (bus_access.user_name("", user), PRODUCTION_VARIABLES[variable])
 
 
 def test_the_demo_says_it_is_development(compose: dict[str, Any]) -> None:
