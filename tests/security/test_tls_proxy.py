@@ -1,7 +1,12 @@
 """Behind a TLS proxy (CONTACTS_FORWARDED_ALLOW_IPS names it), what the browser reaches over
-HTTPS gets `Secure` cookies and HSTS; without the setting nobody can claim HTTPS with a header."""
+HTTPS gets `Secure` cookies and HSTS; without the setting nobody can claim HTTPS with a header.
+An idle connection outlives the proxy's and clients' keep-alive, so that it is never closed by
+the server just as they reuse it."""
 
 from __future__ import annotations
+
+import asyncio
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -39,3 +44,28 @@ async def test_without_the_setting_the_header_is_not_believed(infrastructure: tu
     assert "strict-transport-security" not in response.headers
     assert not any("Secure" in c for c in response.headers.get_list("set-cookie"))
     tried("X-Forwarded-Proto: https from a client that is not the configured proxy", "ignored: no HSTS, cookies as for http")
+
+
+async def test_an_idle_connection_is_kept_longer_than_a_client_keeps_it(world: System) -> None:
+    """httpx keeps an idle connection 5 s, and so did the server: a request sent as the server
+    closed it got no answer (seen once in the fault suite as a ReadError)."""
+    address = urlsplit(world.api_url)
+    reader, writer = await asyncio.open_connection(address.hostname, address.port)
+
+    async def health() -> bytes:
+        writer.write(f"GET /healthz HTTP/1.1\r\nHost: {address.netloc}\r\n\r\n".encode())
+        await writer.drain()
+        status = await asyncio.wait_for(reader.readline(), timeout=5)
+        length = 0
+        while (line := await reader.readline()) not in (b"\r\n", b""):
+            if line.lower().startswith(b"content-length:"):
+                length = int(line.split(b":")[1])
+        await reader.readexactly(length)
+        return status
+
+    try:
+        assert (await health()).startswith(b"HTTP/1.1 200")
+        await asyncio.sleep(6)  # the idle time under test, longer than httpx's 5 s
+        assert (await health()).startswith(b"HTTP/1.1 200"), "the server closed the idle connection"
+    finally:
+        writer.close()

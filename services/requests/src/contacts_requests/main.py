@@ -37,6 +37,10 @@ from contacts_requests.transport import StrictTransportSecurity
 PROGRAM = "contacts-requests"
 # In-flight HTTP requests get this long after SIGTERM (the consumers stop at the same time).
 HTTP_GRACE_SECONDS = 4
+# An idle connection is kept longer than proxies and clients keep theirs (nginx and load
+# balancers 60 s, httpx 5 s), so that it is always the client that closes it: a server closing
+# at the moment the client reuses it makes that request fail with no answer.
+KEEP_ALIVE_SECONDS = 75
 
 
 class _Server(uvicorn.Server):
@@ -88,6 +92,7 @@ async def serve(settings: RequestsSettings) -> None:
             access_log=False,
             lifespan="off",
             timeout_graceful_shutdown=HTTP_GRACE_SECONDS,
+            timeout_keep_alive=KEEP_ALIVE_SECONDS,
             # The TLS proxy's X-Forwarded-Proto and -For, believed from its addresses only.
             proxy_headers=bool(settings.forwarded_allow_ips),
             forwarded_allow_ips=settings.forwarded_allow_ips or "",
