@@ -8,6 +8,7 @@ import pytest
 from contacts_requests.domain import (
     Account,
     ContactChange,
+    Kind,
     Refusal,
     ServiceContacts,
     TokenSlot,
@@ -57,7 +58,7 @@ def test_table_rows_allowed(requester: str, changes: dict[str, str], confirmers:
 def test_other_cases_are_forbidden_with_a_reason(requester: str, changes: dict[str, str]) -> None:
     with pytest.raises(Refusal) as refused:
         plan(requester, changes)
-    assert refused.value.status == 403
+    assert refused.value.kind is Kind.forbidden
     assert "only replace yourself" in refused.value.detail
 
 
@@ -65,30 +66,30 @@ def test_no_contact_gets_not_found_as_for_an_unknown_service() -> None:
     for service in (SERVICE, None):
         with pytest.raises(Refusal) as refused:
             plan(STRANGER, {"tech": NEW}, service=service)
-        assert refused.value.status == 404
+        assert refused.value.kind is Kind.not_found
 
 
 @pytest.mark.parametrize(
-    ("changes", "status", "field", "words"),
+    ("changes", "kind", "field", "words"),
     [
-        ({"tech": "zz9-ovh"}, 422, "tech", "not a known"),
-        ({"tech": TECH}, 422, "tech", "already"),
-        ({"tech": OTHER_ZONE}, 422, "tech", "zone"),
-        ({"tech": NEW, "billing": "zz9-ovh"}, 422, "billing", "not a known"),  # all or nothing
-        ({}, 422, "body", "at least one"),
+        ({"tech": "zz9-ovh"}, Kind.invalid, "tech", "not a known"),
+        ({"tech": TECH}, Kind.invalid, "tech", "already"),
+        ({"tech": OTHER_ZONE}, Kind.invalid, "tech", "zone"),
+        ({"tech": NEW, "billing": "zz9-ovh"}, Kind.invalid, "billing", "not a known"),  # all or nothing
+        ({}, Kind.invalid, "body", "at least one"),
     ],
 )
-def test_refusals(changes: dict[str, str], status: int, field: str, words: str) -> None:
+def test_refusals(changes: dict[str, str], kind: Kind, field: str, words: str) -> None:
     with pytest.raises(Refusal) as refused:
         plan(ADMIN, changes)
-    assert (refused.value.status, refused.value.field) == (status, field)
+    assert (refused.value.kind, refused.value.field) == (kind, field)
     assert words in refused.value.detail
 
 
 def test_open_request_is_a_conflict_naming_it() -> None:
     with pytest.raises(Refusal) as refused:
         plan(ADMIN, {"tech": NEW}, open_requests={ContactType.tech: "r-1"})
-    assert refused.value.status == 409 and refused.value.extra == {"open_request_id": "r-1"}
+    assert refused.value.kind is Kind.conflict and refused.value.extra == {"open_request_id": "r-1"}
 
 
 def change(state=RequestState.validating, confirmers=None) -> ContactChange:
@@ -110,7 +111,7 @@ def test_decline_ends_it_and_answers_are_final() -> None:
     assert t.state == RequestState.declined and t.actor == NEW
     with pytest.raises(Refusal) as refused:
         declined.answer(ADMIN, accept=True)
-    assert refused.value.status == 409
+    assert refused.value.kind is Kind.conflict
     partial, _ = change().answer(NEW, accept=True)
     with pytest.raises(Refusal):
         partial.answer(NEW, accept=True)
@@ -138,7 +139,7 @@ def test_cancel_by_requester_only_while_open() -> None:
     assert change().cancel(ADMIN).state == RequestState.cancelled
     with pytest.raises(Refusal) as refused:
         change().cancel(NEW)
-    assert refused.value.status == 403
+    assert refused.value.kind is Kind.forbidden
     with pytest.raises(Refusal):
         change(RequestState.done).cancel(ADMIN)
 
@@ -148,17 +149,17 @@ def test_resend_goes_to_those_who_have_not_answered() -> None:
     assert change(confirmers={ADMIN: "accepted", NEW: "pending"}).check_resend(ADMIN) == [NEW]
     with pytest.raises(Refusal) as refused:
         change().check_resend(STRANGER)
-    assert refused.value.status == 404
+    assert refused.value.kind is Kind.not_found
     # The previous contact is a party (sees the request) but neither requester nor confirmer.
     with pytest.raises(Refusal) as refused:
         change().check_resend(TECH)
-    assert refused.value.status == 403
+    assert refused.value.kind is Kind.forbidden
 
 
 def test_a_used_code_gets_the_generic_refusal() -> None:
     with pytest.raises(Refusal) as refused:
         change(confirmers={ADMIN: "accepted", NEW: "pending"}).answer(ADMIN, accept=True)
-    assert (refused.value.status, refused.value.title) == (422, "Invalid validation code")
+    assert (refused.value.kind, refused.value.title) == (Kind.invalid, "Invalid validation code")
 
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)

@@ -7,10 +7,9 @@ OpenAPI document says of the routes beyond their signatures is declared in `api_
 
 from __future__ import annotations
 
-import base64
 import inspect
 import uuid
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Annotated, Any, Literal
 
 import asyncpg
@@ -28,7 +27,17 @@ from contacts_requests import api_docs, handlers, store
 from contacts_requests.api_docs import PROBLEM
 from contacts_requests.domain import Refusal, may_view, not_found
 from contacts_requests.identity import SESSION_COOKIE, Identity
+from contacts_requests.pages import install_pages
 from contacts_requests.rate_limits import RateLimits
+from contacts_requests.web import (
+    SAFE_METHODS,
+    NotSignedIn,
+    current_nic,
+    cursor_after,
+    parse_cursor,
+    problem,
+    status_of,
+)
 
 log = structlog.get_logger("contacts.requests.api")
 
@@ -50,35 +59,6 @@ class TokenBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     token: str = Field(min_length=1, max_length=200, description="the validation code from the email")
-
-
-def problem(status: int, title: str, detail: str, *, field: str | None = None, **extra: Any) -> JSONResponse:
-    body: dict[str, Any] = {"type": "about:blank", "title": title, "status": status, "detail": detail}
-    if field:
-        body["errors"] = [{"field": field, "message": detail}]
-    body.update(extra)
-    headers = {"WWW-Authenticate": 'Bearer realm="contacts"'} if status == 401 else {}
-    if "retry_after" in extra:
-        headers["Retry-After"] = str(extra["retry_after"])
-    return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
-
-
-class NotSignedIn(Exception):
-    def __init__(self, detail: str = "Sign in again: a valid identity token is required.") -> None:
-        super().__init__(detail)
-        self.detail = detail
-
-
-# Methods that change nothing: the only ones the API serves to a session cookie alone.
-SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-
-
-def current_nic(request: Request) -> str:
-    """The caller's NIC, as the Identity step found it."""
-    nic = getattr(request.state, "nic", None)
-    if nic is None:
-        raise NotSignedIn
-    return nic
 
 
 # The two ways in, for the OpenAPI document only: `current_nic` reads them itself.
@@ -106,18 +86,6 @@ async def _pool(request: Request) -> asyncpg.Pool:
 
 
 Pool = Annotated[asyncpg.Pool, Depends(_pool)]
-
-
-def _cursor(created_at: datetime, request_id: uuid.UUID) -> str:
-    return base64.urlsafe_b64encode(f"{created_at.isoformat()}|{request_id}".encode()).decode()
-
-
-def _parse_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
-    try:
-        at, _, rid = base64.urlsafe_b64decode(cursor.encode()).decode().partition("|")
-        return datetime.fromisoformat(at), uuid.UUID(rid)
-    except ValueError:
-        raise Refusal(422, "Invalid cursor", "The cursor is not one this API gave out.", field="cursor") from None
 
 
 def create_api(
@@ -150,7 +118,7 @@ def create_api(
 
     @app.exception_handler(Refusal)
     async def _refusal(_: Request, exc: Refusal) -> JSONResponse:
-        return problem(exc.status, exc.title, exc.detail, field=exc.field, **exc.extra)
+        return problem(status_of(exc), exc.title, exc.detail, field=exc.field, **exc.extra)
 
     @app.exception_handler(NotSignedIn)
     async def _not_signed_in(_: Request, exc: NotSignedIn) -> JSONResponse:
@@ -281,7 +249,7 @@ def create_api(
         limit: Annotated[int, Query(ge=1, le=200)] = 50,
         cursor: Annotated[str | None, Query(max_length=200)] = None,
     ) -> dict[str, Any]:
-        before = _parse_cursor(cursor) if cursor else None
+        before = parse_cursor(cursor) if cursor else None
         async with db.acquire() as conn:
             ids = await store.requests_of(
                 conn, me, state=state.value if state else None, role=role, limit=limit + 1, before=before
@@ -291,7 +259,7 @@ def create_api(
         next_cursor = None
         if len(ids) > limit and items:
             last = items[-1]
-            next_cursor = _cursor(last["created_at"], uuid.UUID(last["id"]))
+            next_cursor = cursor_after(last["created_at"], uuid.UUID(last["id"]))
         return jsonable_encoder({"items": items, "next_cursor": next_cursor})
 
     async def _visible_view(conn: asyncpg.Connection, request_id: uuid.UUID, me: str) -> dict[str, Any]:
@@ -361,10 +329,6 @@ def create_api(
             async with conn.transaction():
                 await handlers.cancel(conn, request_id=request_id, nic=me)
             return await _visible_view(conn, request_id, me)
-
-    from contacts_requests.pages import (
-        install_pages,  # the pages import this module's helpers
-    )
 
     install_pages(app, request_ttl=request_ttl, dev_login=dev_login)
     return app

@@ -13,6 +13,7 @@ import hmac
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
+from enum import StrEnum
 
 from contacts_shared.contracts import ContactType, Phase, RequestState
 
@@ -52,11 +53,21 @@ class ServiceContacts:
 # --- refusals ---------------------------------------------------------------------------------
 
 
+class Kind(StrEnum):
+    """What sort of refusal: the web layer answers each with its HTTP status."""
+
+    not_found = "not_found"  # no such thing among what the NIC is party to
+    forbidden = "forbidden"  # a party, but not one the rule lets do this
+    conflict = "conflict"  # not in the state it needs to be (another request open, already ended)
+    invalid = "invalid"  # what was given breaks a rule (unknown NIC, other zone, bad code)
+    too_many = "too_many"  # over a rate limit
+
+
 @dataclass
 class Refusal(Exception):
-    """A submission or action the rules refuse; maps to a problem-details response."""
+    """A submission or action the rules refuse, of a kind, with words for the person asking."""
 
-    status: int
+    kind: Kind
     title: str
     detail: str
     field: str | None = None
@@ -68,7 +79,7 @@ class Refusal(Exception):
 
 def not_found() -> Refusal:
     # One answer for "does not exist" and "not yours": never reveal what a NIC is not party to.
-    return Refusal(404, "Not found", "No such service or request among those you are a contact of.")
+    return Refusal(Kind.not_found, "Not found", "No such service or request among those you are a contact of.")
 
 
 # --- who may ask for what (section 2) ---------------------------------------------------------
@@ -97,12 +108,12 @@ def plan_submission(
     if service is None or not service.roles_of(requester):
         raise not_found()
     if not changes:
-        raise Refusal(422, "Nothing to change", "Name at least one of admin, tech or billing.", field="body")
+        raise Refusal(Kind.invalid, "Nothing to change", "Name at least one of admin, tech or billing.", field="body")
     plans = [_plan_one(requester, service, ctype, new, accounts) for ctype, new in changes.items()]
     for plan in plans:
         if plan.type in open_requests:
             raise Refusal(
-                409,
+                Kind.conflict,
                 "A request is already open",
                 f"A change of the {ROLE_NAMES[plan.type]} contact of this service is already under way; "
                 "wait for it to finish or cancel it.",
@@ -121,24 +132,24 @@ def _plan_one(
         if ctype not in roles:
             mine = " and ".join(ROLE_NAMES[r] for r in roles)
             raise Refusal(
-                403,
+                Kind.forbidden,
                 "Not allowed",
                 f"As {mine} contact you may only replace yourself; "
                 f"the {ROLE_NAMES[ctype]} contact can be changed by the administrative contact.",
                 field=ctype.value,
             )
     if new not in accounts:
-        raise Refusal(422, "Unknown NIC handle", f"{new} is not a known customer account.", field=ctype.value)
+        raise Refusal(Kind.invalid, "Unknown NIC handle", f"{new} is not a known customer account.", field=ctype.value)
     if new == current:
         raise Refusal(
-            422, "Nothing to change", f"{new} is already the {ROLE_NAMES[ctype]} contact of this service.", field=ctype.value
+            Kind.invalid, "Nothing to change", f"{new} is already the {ROLE_NAMES[ctype]} contact of this service.", field=ctype.value
         )
     mine = accounts.get(requester)
     if mine is None:
-        raise Refusal(422, "Unknown account", "Your customer account is not known here yet; try again shortly.", field=ctype.value)
+        raise Refusal(Kind.invalid, "Unknown account", "Your customer account is not known here yet; try again shortly.", field=ctype.value)
     if mine.zone != accounts[new].zone:
         raise Refusal(
-            422,
+            Kind.invalid,
             "Different zone",
             f"{new} belongs to another geographical zone; contacts can only be managed between accounts of the same zone.",
             field=ctype.value,
@@ -189,7 +200,7 @@ class ContactChange:
     def _require(self, *states: RequestState) -> None:
         if self.state not in states:
             raise Refusal(
-                409,
+                Kind.conflict,
                 "Request not open for this",
                 f"This request is {self.state.value}; it can no longer be changed that way.",
                 extra={"state": self.state.value},
@@ -226,7 +237,7 @@ class ContactChange:
 
     def cancel(self, nic: str) -> Transition:
         if nic != self.requester:
-            raise Refusal(403, "Not allowed", "Only the requester can cancel a request.")
+            raise Refusal(Kind.forbidden, "Not allowed", "Only the requester can cancel a request.")
         self._require(RequestState.checking, RequestState.validating)
         return Transition(RequestState.cancelled, nic, f"cancelled by {nic}")
 
@@ -236,7 +247,7 @@ class ContactChange:
         if not may_view(nic, self.requester, self.from_, self.to):
             raise not_found()
         if nic != self.requester and nic not in self.confirmers:
-            raise Refusal(403, "Not allowed", "Only the requester and the confirmers can ask for new validation codes.")
+            raise Refusal(Kind.forbidden, "Not allowed", "Only the requester and the confirmers can ask for new validation codes.")
         self._require(RequestState.validating)
         return [n for n, s in self.confirmers.items() if s == ConfirmerState.pending]
 
@@ -298,7 +309,7 @@ class TokenSlot:
 
 def invalid_token() -> Refusal:
     return Refusal(
-        422,
+        Kind.invalid,
         "Invalid validation code",
         "This validation code is not valid for you on this request: it may be mistyped, already used, expired or "
         "locked after too many tries. Use Resend to get a new one.",

@@ -45,6 +45,7 @@ from contacts_requests.domain import (
     Account,
     ConfirmerState,
     ContactChange,
+    Kind,
     Refusal,
     Transition,
     check_token,
@@ -250,7 +251,7 @@ async def _load_visible(conn: asyncpg.Connection, request_id: uuid.UUID, nic: st
 
 
 def _visible(change: ContactChange | None, nic: str) -> ContactChange:
-    """The request if `nic` is party to it; 404 otherwise, as for one that does not exist."""
+    """The request if `nic` is party to it; refused as not found otherwise, as one that does not exist."""
     if change is None or not may_view(nic, change.requester, change.from_, change.to):
         raise not_found()
     return change
@@ -286,7 +287,7 @@ async def _answer_once(
         change = _visible(loaded.change, nic)
         slot = loaded.slots.get(nic)
         if nic not in change.confirmers:
-            raise Refusal(403, "Not asked to confirm", "You are informed of this request but not asked to confirm it.")
+            raise Refusal(Kind.forbidden, "Not asked to confirm", "You are informed of this request but not asked to confirm it.")
         if change.state != RequestState.validating or change.confirmers[nic] != ConfirmerState.pending:
             change.answer(nic, accept)  # raises the precise refusal
         if wait and (slot is None or slot.token_hash is None):
@@ -317,7 +318,7 @@ async def resend(conn: asyncpg.Connection, *, request_id: uuid.UUID, nic: str, r
     generations = await store.new_round_of_codes(conn, request_id, pending)
     asked = _validation_request(change, pending, await store.accounts_by_nic(conn, pending), generations)
     if isinstance(asked, str):
-        raise Refusal(409, "Cannot resend", f"The validation codes cannot be sent: {asked}.")
+        raise Refusal(Kind.conflict, "Cannot resend", f"The validation codes cannot be sent: {asked}.")
     await enqueue(conn, asked)
     await store.record_history(conn, request_id, change.state, nic, f"validation codes sent again to {', '.join(pending)}")
     return pending

@@ -30,23 +30,25 @@ from fastapi.staticfiles import StaticFiles
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
 from contacts_requests import handlers, store
-from contacts_requests.api import (
-    NotSignedIn,
-    _cursor,
-    _parse_cursor,
-    current_nic,
-)
 from contacts_requests.domain import (
     ROLE_NAMES,
     Account,
     ConfirmerState,
     ContactChange,
+    Kind,
     Refusal,
     ServiceContacts,
     may_view,
     plan_submission,
 )
 from contacts_requests.identity import SESSION_COOKIE
+from contacts_requests.web import (
+    NotSignedIn,
+    current_nic,
+    cursor_after,
+    parse_cursor,
+    status_of,
+)
 
 log = structlog.get_logger("contacts.requests.pages")
 
@@ -464,11 +466,11 @@ async def modify(request: Request) -> Response:
                 rate_limits=request.app.state.rate_limits,
             )
     except Refusal as refusal:
-        if refusal.status == 404:
+        if refusal.kind is Kind.not_found:
             return not_found_page(request)
         field = refusal.field if refusal.field in values else "form"
         return await _modify_form(
-            request, me, service_id, values=values, errors={field: refusal.detail}, status=refusal.status
+            request, me, service_id, values=values, errors={field: refusal.detail}, status=status_of(refusal)
         )
     if len(ids) == 1:
         return RedirectResponse(f"/requests/{ids[0]}?notice=submitted", status_code=303)
@@ -480,7 +482,7 @@ async def my_requests(request: Request, state: str = "", cursor: str = "") -> Re
     me = _me(request)
     wanted = state if state in {s.value for s in RequestState} else None
     try:
-        before = _parse_cursor(cursor) if cursor else None
+        before = parse_cursor(cursor) if cursor else None
     except Refusal:
         before = None
     async with _pool(request).acquire() as conn:
@@ -490,7 +492,7 @@ async def my_requests(request: Request, state: str = "", cursor: str = "") -> Re
     older = None
     if len(ids) > PAGE_SIZE and items:
         older = "/requests?" + urlencode(
-            {**({"state": wanted} if wanted else {}), "cursor": _cursor(items[-1]["created_at"], uuid.UUID(items[-1]["id"]))}
+            {**({"state": wanted} if wanted else {}), "cursor": cursor_after(items[-1]["created_at"], uuid.UUID(items[-1]["id"]))}
         )
     return render(request, "requests.html", items=items, state=wanted or "", states=list(RequestState), older=older)
 
@@ -552,7 +554,7 @@ async def request_action(request: Request, request_id: str) -> Response:
                 else:
                     await handlers.cancel(conn, request_id=rid, nic=me)
     except Refusal as refusal:
-        if refusal.status == 404:
+        if refusal.kind is Kind.not_found:
             return not_found_page(request)
-        return await _request_page(request, me, request_id, token=token, error=refusal.detail, status=refusal.status)
+        return await _request_page(request, me, request_id, token=token, error=refusal.detail, status=status_of(refusal))
     return RedirectResponse(f"/requests/{quote(str(rid))}?notice={action}", status_code=303)

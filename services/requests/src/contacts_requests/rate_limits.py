@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from contacts_requests.domain import Refusal
+from contacts_requests.domain import Kind, Refusal
 
 HOUR = timedelta(hours=1)
 
@@ -26,9 +26,9 @@ class RateLimits:
 
 
 def too_many(detail: str, retry_after: timedelta) -> Refusal:
-    """429, with the seconds to wait (the API sends them as `Retry-After` too)."""
+    """Over a limit, with the seconds to wait (the API sends them as `Retry-After` too)."""
     seconds = max(1, math.ceil(retry_after.total_seconds()))
-    return Refusal(429, "Too many requests", f"{detail} Try again in {seconds} s.", extra={"retry_after": str(seconds)})
+    return Refusal(Kind.too_many, "Too many requests", f"{detail} Try again in {seconds} s.", extra={"retry_after": str(seconds)})
 
 
 def check_resend(limits: RateLimits, *, resends: int, last_resend_at: datetime | None, expires_at: datetime, now: datetime) -> None:

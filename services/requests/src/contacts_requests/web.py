@@ -1,0 +1,69 @@
+"""What the JSON API and the pages share: who is asking, the domain's refusals as HTTP
+statuses, problem details (RFC 9457), and the paging cursor of "my requests"."""
+
+from __future__ import annotations
+
+import base64
+import uuid
+from datetime import datetime
+from typing import Any
+
+from fastapi import Request
+from fastapi.responses import JSONResponse
+
+from contacts_requests.api_docs import PROBLEM
+from contacts_requests.domain import Kind, Refusal
+
+# The HTTP status of each kind of refusal.
+STATUS = {
+    Kind.not_found: 404,
+    Kind.forbidden: 403,
+    Kind.conflict: 409,
+    Kind.invalid: 422,
+    Kind.too_many: 429,
+}
+
+# Methods that change nothing: the only ones the API serves to a session cookie alone.
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def status_of(refusal: Refusal) -> int:
+    return STATUS[refusal.kind]
+
+
+def problem(status: int, title: str, detail: str, *, field: str | None = None, **extra: Any) -> JSONResponse:
+    body: dict[str, Any] = {"type": "about:blank", "title": title, "status": status, "detail": detail}
+    if field:
+        body["errors"] = [{"field": field, "message": detail}]
+    body.update(extra)
+    headers = {"WWW-Authenticate": 'Bearer realm="contacts"'} if status == 401 else {}
+    if "retry_after" in extra:
+        headers["Retry-After"] = str(extra["retry_after"])
+    return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
+
+
+class NotSignedIn(Exception):
+    def __init__(self, detail: str = "Sign in again: a valid identity token is required.") -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+def current_nic(request: Request) -> str:
+    """The caller's NIC, as the Identity step found it."""
+    nic = getattr(request.state, "nic", None)
+    if nic is None:
+        raise NotSignedIn
+    return nic
+
+
+def cursor_after(created_at: datetime, request_id: uuid.UUID) -> str:
+    """Where the next page of "my requests" starts: after this request."""
+    return base64.urlsafe_b64encode(f"{created_at.isoformat()}|{request_id}".encode()).decode()
+
+
+def parse_cursor(text: str) -> tuple[datetime, uuid.UUID]:
+    try:
+        at, _, rid = base64.urlsafe_b64decode(text.encode()).decode().partition("|")
+        return datetime.fromisoformat(at), uuid.UUID(rid)
+    except ValueError:
+        raise Refusal(Kind.invalid, "Invalid cursor", "The cursor is not one this API gave out.", field="cursor") from None
