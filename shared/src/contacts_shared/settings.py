@@ -99,10 +99,6 @@ class CommonSettings(BaseSettings):
     # periodic pruning drops it (contacts_shared.retention); requests and their history are kept.
     retention_days: int = Field(30, ge=1, le=36500)
 
-    @property
-    def exchange_name(self) -> str:
-        return f"{self.namespace}contacts"
-
     def refused_in_production(self) -> list[Refused]:
         """The settings that make this process unsafe to run for real."""
         if os.environ.get("CONTACTS_CRASH_AT"):

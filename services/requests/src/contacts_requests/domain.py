@@ -193,10 +193,6 @@ class ContactChange:
     confirmers: Mapping[str, str]  # nic -> ConfirmerState
     expires_at: datetime | None = None  # as stored (when it is known)
 
-    @property
-    def is_open(self) -> bool:
-        return self.state in OPEN_STATES
-
     def _require(self, *states: RequestState) -> None:
         if self.state not in states:
             raise Refusal(

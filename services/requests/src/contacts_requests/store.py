@@ -291,7 +291,7 @@ async def set_contact(conn: asyncpg.Connection, service: str, ctype: ContactType
 
 async def open_requests_for(conn: asyncpg.Connection, service: str) -> dict[ContactType, str]:
     rows = await conn.fetch(
-        "SELECT type, id FROM contact_changes WHERE service = $1 AND state IN ('checking', 'validating', 'applying')",
+        f"SELECT type, id FROM contact_changes WHERE service = $1 AND {_state_in(OPEN_STATES)}",
         service,
     )
     return {ContactType(r["type"]): str(r["id"]) for r in rows}
@@ -314,7 +314,7 @@ async def submission_context(conn: asyncpg.Connection, service: str, nics: list[
         f" {_accounts_of('$2::text[] || (SELECT ARRAY[s.admin, s.tech, s.billing] FROM services s WHERE s.service = $1)')}"
         " AS accounts,"
         " ARRAY(SELECT ROW(r.type, r.id) FROM contact_changes r"
-        " WHERE r.service = $1 AND r.state IN ('checking', 'validating', 'applying')) AS open_requests",
+        f" WHERE r.service = $1 AND r.{_state_in(OPEN_STATES)}) AS open_requests",
         service,
         nics,
     )
@@ -459,7 +459,7 @@ async def open_requests_by_state(conn: asyncpg.Connection) -> dict[str, int]:
     """Open requests per state, read through the partial index of open ones: a scrape costs what
     is open (at most one per service and type), never the whole history."""
     rows = await conn.fetch(
-        "SELECT state, count(*) AS n FROM contact_changes WHERE state IN ('applying', 'checking', 'validating') GROUP BY state"
+        f"SELECT state, count(*) AS n FROM contact_changes WHERE {_state_in(OPEN_STATES)} GROUP BY state"
     )
     return {r["state"]: r["n"] for r in rows}
 
