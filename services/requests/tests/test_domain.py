@@ -117,6 +117,18 @@ def test_decline_ends_it_and_answers_are_final() -> None:
         partial.answer(NEW, accept=True)
 
 
+def test_who_may_answer_is_decided_before_the_code_is_checked() -> None:
+    change().check_answerable(NEW)  # a pending confirmer of an open request
+    for who, request, kind in [
+        (TECH, change(), Kind.forbidden),  # the previous contact is informed, not asked
+        (NEW, change(state=RequestState.checking), Kind.conflict),
+        (NEW, change(confirmers={ADMIN: "pending", NEW: "accepted"}), Kind.invalid),  # a used code
+    ]:
+        with pytest.raises(Refusal) as refused:
+            request.check_answerable(who)
+        assert refused.value.kind is kind, who
+
+
 def test_vetting_moves_checking_and_ignores_stale_answers() -> None:
     checking = change(RequestState.checking)
     assert checking.vetted("submit", True, []).state == RequestState.validating

@@ -216,12 +216,19 @@ class ContactChange:
             return Transition(RequestState.done, "system")
         return Transition(RequestState.failed, "billing-check", "; ".join(reasons) or "refused by the billing check")
 
-    def answer(self, nic: str, accept: bool) -> tuple[ContactChange, Transition | None]:
-        """A confirmer accepts or declines (token already checked)."""
+    def check_answerable(self, nic: str) -> None:
+        """Refused unless `nic` may answer now, whatever the code: a party not asked to confirm,
+        a request no longer waiting for answers, a confirmer who has answered already."""
+        if nic not in self.confirmers:
+            raise Refusal(Kind.forbidden, "Not asked to confirm", "You are informed of this request but not asked to confirm it.")
         self._require(RequestState.validating)
-        if self.confirmers.get(nic) != ConfirmerState.pending:
+        if self.confirmers[nic] != ConfirmerState.pending:
             # The code was used: refused like any invalid one (spec 4: one generic message).
             raise invalid_token()
+
+    def answer(self, nic: str, accept: bool) -> tuple[ContactChange, Transition | None]:
+        """A confirmer accepts or declines (token already checked)."""
+        self.check_answerable(nic)
         new_state = ConfirmerState.accepted if accept else ConfirmerState.declined
         confirmers = {**self.confirmers, nic: new_state}
         changed = replace(self, confirmers=confirmers)

@@ -286,10 +286,7 @@ async def _answer_once(
             raise not_found()
         change = _visible(loaded.change, nic)
         slot = loaded.slots.get(nic)
-        if nic not in change.confirmers:
-            raise Refusal(Kind.forbidden, "Not asked to confirm", "You are informed of this request but not asked to confirm it.")
-        if change.state != RequestState.validating or change.confirmers[nic] != ConfirmerState.pending:
-            change.answer(nic, accept)  # raises the precise refusal
+        change.check_answerable(nic)
         if wait and (slot is None or slot.token_hash is None):
             # A confirmer quick enough to answer before the hash of the token just mailed to
             # them got here must not see a good token refused.
