@@ -15,6 +15,7 @@ from contacts_requests.domain import (
     check_token,
     hash_token,
     plan_submission,
+    refusal_to_change,
 )
 from contacts_shared.contracts import ContactType, Phase, RequestState
 
@@ -127,6 +128,16 @@ def test_who_may_answer_is_decided_before_the_code_is_checked() -> None:
         with pytest.raises(Refusal) as refused:
             request.check_answerable(who)
         assert refused.value.kind is kind, who
+
+
+def test_what_a_party_may_do_is_asked_of_the_domain() -> None:
+    assert refusal_to_change(ADMIN, SERVICE, ContactType.billing) is None
+    assert refusal_to_change(TECH, SERVICE, ContactType.tech) is None  # replaces itself
+    assert "may only replace yourself" in (refusal_to_change(TECH, SERVICE, ContactType.admin) or "")
+    assert "No such service" in (refusal_to_change(STRANGER, SERVICE, ContactType.tech) or "")
+    request = change()
+    assert request.may_answer(NEW) and request.may_resend(NEW) and request.may_cancel(ADMIN)
+    assert not request.may_answer(TECH) and not request.may_resend(TECH) and not request.may_cancel(NEW)
 
 
 def test_vetting_moves_checking_and_ignores_stale_answers() -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import hmac
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import StrEnum
@@ -123,21 +123,42 @@ def plan_submission(
     return plans
 
 
+def check_may_change(requester: str, service: ServiceContacts, ctype: ContactType) -> None:
+    """Refused unless `requester` may ask to change this contact type of the service, whoever
+    the new contact: the administrative contact changes any, another contact only itself."""
+    roles = service.roles_of(requester)
+    if not roles:
+        raise not_found()
+    if ContactType.admin not in roles and ctype not in roles:
+        mine = " and ".join(ROLE_NAMES[r] for r in roles)
+        raise Refusal(
+            Kind.forbidden,
+            "Not allowed",
+            f"As {mine} contact you may only replace yourself; "
+            f"the {ROLE_NAMES[ctype]} contact can be changed by the administrative contact.",
+            field=ctype.value,
+        )
+
+
+def refusal_to_change(requester: str, service: ServiceContacts, ctype: ContactType) -> str | None:
+    """Why `requester` may not change this contact type (the words shown), or None when it may."""
+    return _refused(check_may_change, requester, service, ctype)
+
+
+def _refused(check: Callable[..., object], *args: object) -> str | None:
+    """The words of the refusal `check(*args)` raises, or None when it passes."""
+    try:
+        check(*args)
+    except Refusal as refusal:
+        return refusal.detail
+    return None
+
+
 def _plan_one(
     requester: str, service: ServiceContacts, ctype: ContactType, new: str, accounts: Mapping[str, Account]
 ) -> PlannedChange:
-    roles = service.roles_of(requester)
+    check_may_change(requester, service, ctype)
     current = service.holder(ctype)
-    if ContactType.admin not in roles:
-        if ctype not in roles:
-            mine = " and ".join(ROLE_NAMES[r] for r in roles)
-            raise Refusal(
-                Kind.forbidden,
-                "Not allowed",
-                f"As {mine} contact you may only replace yourself; "
-                f"the {ROLE_NAMES[ctype]} contact can be changed by the administrative contact.",
-                field=ctype.value,
-            )
     if new not in accounts:
         raise Refusal(Kind.invalid, "Unknown NIC handle", f"{new} is not a known customer account.", field=ctype.value)
     if new == current:
@@ -243,6 +264,15 @@ class ContactChange:
             raise Refusal(Kind.forbidden, "Not allowed", "Only the requester can cancel a request.")
         self._require(RequestState.checking, RequestState.validating)
         return Transition(RequestState.cancelled, nic, f"cancelled by {nic}")
+
+    def may_answer(self, nic: str) -> bool:
+        return _refused(self.check_answerable, nic) is None
+
+    def may_resend(self, nic: str) -> bool:
+        return _refused(self.check_resend, nic) is None
+
+    def may_cancel(self, nic: str) -> bool:
+        return _refused(self.cancel, nic) is None
 
     def check_resend(self, nic: str) -> list[str]:
         """Who gets a new token on resend: the confirmers who have not answered. Only the

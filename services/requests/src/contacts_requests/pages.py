@@ -32,14 +32,12 @@ from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescap
 from contacts_requests import handlers, store
 from contacts_requests.domain import (
     ROLE_NAMES,
-    Account,
     ConfirmerState,
     ContactChange,
     Kind,
     Refusal,
-    ServiceContacts,
     may_view,
-    plan_submission,
+    refusal_to_change,
 )
 from contacts_requests.identity import SESSION_COOKIE
 from contacts_requests.web import (
@@ -249,21 +247,6 @@ def _pool(request: Request) -> asyncpg.Pool:
 # --- what the rules allow, asked of the domain --------------------------------------------------
 
 
-def refusal_to_change(me: str, service: ServiceContacts, ctype: ContactType) -> str | None:
-    """Why `me` may not change this contact type of the service, or None when it may.
-
-    Asks `plan_submission` about a hypothetical new contact in `me`'s zone, so the form never
-    disagrees with the rules that will judge the real submission.
-    """
-    probe = "zz0-probe" if service.holder(ctype) != "zz0-probe" else "zz1-probe"
-    accounts = {me: Account(me, "", "EU"), probe: Account(probe, "", "EU")}
-    try:
-        plan_submission(me, service, {ctype: probe}, accounts, {})
-    except Refusal as refusal:
-        return refusal.detail
-    return None
-
-
 def _change_of(view: dict[str, Any]) -> ContactChange:
     return ContactChange(
         id=view["id"],
@@ -275,14 +258,6 @@ def _change_of(view: dict[str, Any]) -> ContactChange:
         state=RequestState(view["state"]),
         confirmers={c["nic"]: c["state"] for c in view["confirmers"]},
     )
-
-
-def _allowed(check: Any) -> bool:
-    try:
-        check()
-    except Refusal:
-        return False
-    return True
 
 
 def describe(view: dict[str, Any], me: str) -> dict[str, Any]:
@@ -310,9 +285,9 @@ def describe(view: dict[str, Any], me: str) -> dict[str, Any]:
         "state_enum": state,
         "progress": ", ".join(parts),
         "waiting_for": by_state[ConfirmerState.pending] if state == RequestState.validating else [],
-        "may_answer": _allowed(lambda: change.answer(me, True)) and me in change.confirmers,
-        "may_resend": _allowed(lambda: change.check_resend(me)),
-        "may_cancel": _allowed(lambda: change.cancel(me)),
+        "may_answer": change.may_answer(me),
+        "may_resend": change.may_resend(me),
+        "may_cancel": change.may_cancel(me),
         "is_confirmer": me in change.confirmers,
         "my_answer": change.confirmers.get(me),
     }
