@@ -137,8 +137,7 @@ async def remove_payment_method(conn: asyncpg.Connection, envelope: Envelope, pa
 
 @dataclass(frozen=True)
 class BillingOf:
-    """What vetting one change needs to know, read in one statement (a round trip per change
-    where three were)."""
+    """What vetting one change needs to know, read in one statement: one round trip per change."""
 
     unpaid_of_from: list[str]
     unpaid_of_to: list[str]

@@ -308,7 +308,8 @@ class SubmissionContext:
 
 async def submission_context(conn: asyncpg.Connection, service: str, nics: list[str]) -> SubmissionContext:
     """The service, the accounts of `nics` and of the service's current contacts (the parties
-    its announcements name), and its open requests by type: one statement where there were four."""
+    its announcements name), and its open requests by type, in one statement (one round trip
+    per submission)."""
     row = await conn.fetchrow(
         "SELECT (SELECT ROW(s.service, s.admin, s.tech, s.billing) FROM services s WHERE s.service = $1) AS service,"
         f" {_accounts_of('$2::text[] || (SELECT ARRAY[s.admin, s.tech, s.billing] FROM services s WHERE s.service = $1)')}"
@@ -469,8 +470,8 @@ _VIEW_HISTORY = ("at", "state", "actor", "reason")
 
 
 async def request_view(conn: asyncpg.Connection, request_id: uuid.UUID) -> dict | None:
-    # One statement (a round trip where three were: every API write answers with this view),
-    # confirmers and history as arrays of rows, which keep their column types.
+    # One statement, since every API write answers with this view: confirmers and history as
+    # arrays of rows, which keep their column types.
     row = await conn.fetchrow(
         "SELECT r.*,"
         " ARRAY(SELECT ROW(c.nic, c.state, c.answered_at) FROM confirmers c WHERE c.request_id = r.id ORDER BY c.nic) AS confirmers,"
