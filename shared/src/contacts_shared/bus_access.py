@@ -211,9 +211,18 @@ def run_bus_definitions(args: argparse.Namespace) -> int:
     return 0
 
 
+def _command(commands: argparse._SubParsersAction, name: str, run: object, **texts: str) -> argparse.ArgumentParser:
+    command = commands.add_parser(name, formatter_class=argparse.RawDescriptionHelpFormatter, **texts)
+    command.add_argument("--vhost", default="/", help="default /")
+    command.set_defaults(run=run)
+    return command
+
+
 def add_command(commands: argparse._SubParsersAction) -> None:
-    command = commands.add_parser(
+    users = _command(
+        commands,
         "bus-users",
+        run_bus_users,
         help="create the services' and other systems' RabbitMQ users, each allowed only its own routing keys",
         description="Create or update, through RabbitMQ's management API, one user per service and one for other "
         "systems, each with permissions on the namespace's exchange and its own queues only and topic permissions "
@@ -221,14 +230,12 @@ def add_command(commands: argparse._SubParsersAction) -> None:
         "environment: " + ", ".join(password_variable(u) for u in USERS) + ". The management API is used as "
         "RABBITMQ_ADMIN_USER / RABBITMQ_ADMIN_PASSWORD (default guest/guest); names get CONTACTS_NAMESPACE as prefix.",
         epilog="example:\n  CONTACTS_BUS_PASSWORD_REQUESTS=… CONTACTS_BUS_PASSWORD_OTHER_SYSTEMS=… contacts bus-users",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    command.add_argument("--management-url", default="http://127.0.0.1:15672", help="default http://127.0.0.1:15672")
-    command.add_argument("--vhost", default="/", help="default /")
-    command.set_defaults(run=run_bus_users)
-
-    command = commands.add_parser(
+    users.add_argument("--management-url", default="http://127.0.0.1:15672", help="default http://127.0.0.1:15672")
+    definitions = _command(
+        commands,
         "bus-definitions",
+        run_bus_definitions,
         help="write the same RabbitMQ users and permissions as definitions a node loads at start",
         description="Write RabbitMQ definitions (users with salted password hashes, permissions, topic "
         "permissions) for the administrator (RABBITMQ_ADMIN_USER / RABBITMQ_ADMIN_PASSWORD), one user per "
@@ -238,8 +245,5 @@ def add_command(commands: argparse._SubParsersAction) -> None:
         "no guest user. The file holds no password, but keep it private: hashes can be attacked offline.",
         epilog="example:\n  RABBITMQ_ADMIN_USER=admin RABBITMQ_ADMIN_PASSWORD=… CONTACTS_BUS_PASSWORD_REQUESTS=… … \\\n"
         "    contacts bus-definitions --out /srv/contacts/rabbitmq-definitions.json",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    command.add_argument("--out", default="-", help="the file to write (default -, standard output)")
-    command.add_argument("--vhost", default="/", help="default /")
-    command.set_defaults(run=run_bus_definitions)
+    definitions.add_argument("--out", default="-", help="the file to write (default -, standard output)")
