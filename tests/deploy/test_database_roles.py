@@ -15,7 +15,7 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import pytest
 from contacts_notifier.store import MIGRATIONS as NOTIFIER_MIGRATIONS
-from contacts_requests.store import MIGRATIONS as REQUESTS_MIGRATIONS
+from contacts_requests.schema import MIGRATIONS as REQUESTS_MIGRATIONS
 from contacts_shared.db import migrate
 
 ROLE_SQL = Path(__file__).resolve().parents[2] / "deploy/postgres/service-role.psql"

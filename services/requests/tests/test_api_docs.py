@@ -16,7 +16,7 @@ import asyncpg
 import httpx
 import jsonschema
 import pytest
-from contacts_requests import store
+from contacts_requests import schema
 from contacts_requests.api import create_api
 from contacts_requests.handlers import message_handlers
 from contacts_shared.auth import mint_token
@@ -91,7 +91,7 @@ class DocumentedApi:
 
 @pytest.fixture
 async def pool() -> AsyncIterator[asyncpg.Pool]:
-    async with schema_pool("requests", store.MIGRATIONS) as pool:
+    async with schema_pool("requests", schema.MIGRATIONS) as pool:
         yield pool
 
 

@@ -7,12 +7,12 @@ from __future__ import annotations
 import json
 from datetime import timedelta
 
-from contacts_requests import store
+from contacts_requests import schema, store
 from contacts_shared.testing import schema_pool
 
 
 async def _plan(sql: str, *args: object) -> str:
-    async with schema_pool("requests", store.MIGRATIONS) as pool, pool.acquire() as conn:
+    async with schema_pool("requests", schema.MIGRATIONS) as pool, pool.acquire() as conn:
         # Whatever the table's size, the planner must be able to use an index for these reads.
         await conn.execute("SET enable_seqscan = off")
         async with conn.transaction():

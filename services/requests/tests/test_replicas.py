@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import pytest
-from contacts_requests import store
+from contacts_requests import replicas, schema, store, views
 from contacts_requests.handlers import message_handlers
 from contacts_shared.contracts import (
     AccountDeleted,
@@ -41,7 +41,7 @@ def t(seconds: float) -> datetime:
 
 @pytest.fixture
 async def pool() -> AsyncIterator[asyncpg.Pool]:
-    async with schema_pool("requests", store.MIGRATIONS) as pool:
+    async with schema_pool("requests", schema.MIGRATIONS) as pool:
         yield pool
 
 
@@ -62,13 +62,13 @@ def hosting(admin: str = OWNER, tech: str = OLD_TECH, billing: str = BILLER, typ
 
 async def email_of(pool: asyncpg.Pool, nic: str) -> str | None:
     async with pool.acquire() as conn:
-        found = await store.accounts_by_nic(conn, [nic])
+        found = await replicas.accounts_by_nic(conn, [nic])
     return found[nic].email if nic in found else None
 
 
 async def contacts(pool: asyncpg.Pool) -> tuple[str, str, str] | None:
     async with pool.acquire() as conn:
-        service = await store.get_service(conn, HOSTING)
+        service = await replicas.get_service(conn, HOSTING)
     return (service.admin, service.tech, service.billing) if service else None
 
 
@@ -80,7 +80,7 @@ async def test_an_older_upsert_after_a_newer_one_is_ignored(pool: asyncpg.Pool) 
     await deliver(pool, account(OWNER, "a@example.test", Zone.CA), t(1))
     assert await email_of(pool, OWNER) == "b@example.test"
     async with pool.acquire() as conn:
-        assert (await store.accounts_by_nic(conn, [OWNER]))[OWNER].zone == "EU"
+        assert (await replicas.accounts_by_nic(conn, [OWNER]))[OWNER].zone == "EU"
     # In order, the newer one applies.
     await deliver(pool, account(OWNER, "c@example.test"), t(3))
     assert await email_of(pool, OWNER) == "c@example.test"
@@ -152,14 +152,14 @@ async def test_a_second_upsert_changes_the_type_not_the_contacts(pool: asyncpg.P
     await deliver(pool, hosting(admin=WEBMASTER, tech=WEBMASTER, billing=WEBMASTER, type_="hosting-pro"), t(2))
     assert await contacts(pool) == (OWNER, OLD_TECH, BILLER)
     async with pool.acquire() as conn:
-        (row,) = await store.services_of(conn, OWNER)
+        (row,) = await replicas.services_of(conn, OWNER)
     assert row["type"] == "hosting-pro"
 
 
 async def test_a_contact_changed_here_survives_a_later_upsert(pool: asyncpg.Pool) -> None:
     await deliver(pool, hosting(), t(1))
     async with pool.acquire() as conn:
-        await store.set_contact(conn, HOSTING, ContactType.tech, WEBMASTER)
+        await replicas.set_contact(conn, HOSTING, ContactType.tech, WEBMASTER)
     await deliver(pool, hosting(type_="hosting-pro"), t(2))
     assert await contacts(pool) == (OWNER, WEBMASTER, BILLER)
 
@@ -168,7 +168,7 @@ async def test_an_older_service_upsert_is_ignored_even_its_type(pool: asyncpg.Po
     await deliver(pool, hosting(type_="hosting-pro"), t(2))
     await deliver(pool, hosting(admin=WEBMASTER, type_="hosting"), t(1))
     async with pool.acquire() as conn:
-        (row,) = await store.services_of(conn, OWNER)
+        (row,) = await replicas.services_of(conn, OWNER)
     assert (row["type"], row["admin"]) == ("hosting-pro", OWNER)
 
 
@@ -179,12 +179,12 @@ async def test_a_deleted_service_is_not_revived_by_an_older_upsert_and_no_read_s
     await deliver(pool, hosting(type_="late"), t(2))
     assert await contacts(pool) is None
     async with pool.acquire() as conn:
-        assert await store.get_service(conn, HOSTING, for_update=True) is None
-        assert await store.services_of(conn, OWNER) == []
+        assert await replicas.get_service(conn, HOSTING, for_update=True) is None
+        assert await replicas.services_of(conn, OWNER) == []
         context = await store.submission_context(conn, HOSTING, [OWNER])
         assert context.service is None and set(context.accounts) == {OWNER}
         # A contact change applied meanwhile finds nothing to change.
-        await store.set_contact(conn, HOSTING, ContactType.tech, WEBMASTER)
+        await replicas.set_contact(conn, HOSTING, ContactType.tech, WEBMASTER)
     row = await pool.fetchrow("SELECT type, admin, tech, billing, deleted FROM service_rows WHERE service = $1", HOSTING)
     assert tuple(row) == (None, None, None, None, True)
 
@@ -234,7 +234,7 @@ async def test_a_request_whose_confirmer_account_was_deleted_is_rejected_instead
     await deliver(pool, ContactChangeVetted(request_id=request_id, phase=Phase.submit, approved=True, reasons=[]), t(2))
 
     async with pool.acquire() as conn:
-        view = await store.request_view(conn, request_id)
+        view = await views.request_view(conn, request_id)
     assert view is not None
     assert (view["state"], view["reason"]) == ("rejected", f"the account {WEBMASTER} no longer exists")
     # Nothing asks the notifier to send codes; the announcement names the parties still known.
@@ -246,15 +246,15 @@ async def test_a_request_whose_confirmer_account_was_deleted_is_rejected_instead
 
 
 async def test_an_existing_database_upgrades_and_its_rows_yield_to_any_message() -> None:
-    async with schema_pool("requests", store.MIGRATIONS[:1]) as old:
+    async with schema_pool("requests", schema.MIGRATIONS[:1]) as old:
         await old.execute("INSERT INTO accounts (nic, email, zone) VALUES ($1, 'o@example.test', 'EU'), ($2, 'w@example.test', 'EU')", OWNER, WEBMASTER)
         await old.execute(
             "INSERT INTO services (service, type, admin, tech, billing) VALUES ($1, 'hosting', $2, $3, $4)",
             HOSTING, OWNER, OLD_TECH, BILLER,
         )
-        schema = await old.fetchval("SELECT current_schema()")
-        assert await migrate(TEST_DATABASE_URL, schema, store.MIGRATIONS) == len(store.MIGRATIONS) - 1
-        pool = await create_pool(TEST_DATABASE_URL, schema)
+        name = await old.fetchval("SELECT current_schema()")
+        assert await migrate(TEST_DATABASE_URL, name, schema.MIGRATIONS) == len(schema.MIGRATIONS) - 1
+        pool = await create_pool(TEST_DATABASE_URL, name)
         try:
             assert await email_of(pool, OWNER) == "o@example.test"
             assert await contacts(pool) == (OWNER, OLD_TECH, BILLER)

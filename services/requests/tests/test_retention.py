@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
-from contacts_requests.store import MIGRATIONS
+from contacts_requests.schema import MIGRATIONS
 from contacts_shared.retention import COMMON_PRUNERS, Pruned, prune_once
 from contacts_shared.testing import schema_pool
 

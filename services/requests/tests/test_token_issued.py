@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import pytest
-from contacts_requests import store
+from contacts_requests import schema, store
 from contacts_requests.handlers import on_token_issued
 from contacts_shared.contracts import (
     ContactChangeTokenIssued,
@@ -32,7 +32,7 @@ def h(name: str) -> str:
 
 @pytest.fixture
 async def conn() -> AsyncIterator[asyncpg.Connection]:
-    async with schema_pool("requests", store.MIGRATIONS) as pool, pool.acquire() as conn:
+    async with schema_pool("requests", schema.MIGRATIONS) as pool, pool.acquire() as conn:
         yield conn
 
 

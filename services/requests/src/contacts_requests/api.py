@@ -23,7 +23,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from contacts_requests import api_docs, handlers, store
+from contacts_requests import api_docs, handlers, replicas, views
 from contacts_requests.api_docs import PROBLEM
 from contacts_requests.domain import Refusal, may_view, not_found
 from contacts_requests.identity import SESSION_COOKIE, Identity
@@ -191,7 +191,7 @@ def create_api(
     )
     async def my_contacts(me: Me, db: Pool) -> dict[str, Any]:
         async with db.acquire() as conn:
-            rows = await store.services_of(conn, me)
+            rows = await replicas.services_of(conn, me)
         return {
             "items": [
                 {
@@ -231,7 +231,7 @@ def create_api(
                     request_ttl=request_ttl,
                     rate_limits=rate_limits,
                 )
-            items = [await store.request_view(conn, i) for i in ids]
+            items = [await views.request_view(conn, i) for i in ids]
         return JSONResponse(jsonable_encoder({"items": items}), status_code=202)
 
     @app.get(
@@ -251,11 +251,11 @@ def create_api(
     ) -> dict[str, Any]:
         before = parse_cursor(cursor) if cursor else None
         async with db.acquire() as conn:
-            ids = await store.requests_of(
+            ids = await views.requests_of(
                 conn, me, state=state.value if state else None, role=role, limit=limit + 1, before=before
             )
             page = ids[:limit]
-            items = [await store.request_view(conn, i) for i in page]
+            items = [await views.request_view(conn, i) for i in page]
         next_cursor = None
         if len(ids) > limit and items:
             last = items[-1]
@@ -263,7 +263,7 @@ def create_api(
         return jsonable_encoder({"items": items, "next_cursor": next_cursor})
 
     async def _visible_view(conn: asyncpg.Connection, request_id: uuid.UUID, me: str) -> dict[str, Any]:
-        view = await store.request_view(conn, request_id)
+        view = await views.request_view(conn, request_id)
         if view is None or not may_view(me, view["requester"], view["from"], view["to"]):
             raise not_found()
         return jsonable_encoder(view)

@@ -1,7 +1,7 @@
 """What the OpenAPI document says about the HTTP API beyond its routes' signatures: metadata,
 the ways to sign in, and the bodies and statuses of each operation.
 
-Declarations only. The routes build their bodies by hand (`store.request_view`, `web.problem`);
+Declarations only. The routes build their bodies by hand (`views.request_view`, `web.problem`);
 the models here describe those bodies for the document and are never used to validate or
 reshape a response, so documenting a body cannot change it. services/requests/tests/
 test_api_docs.py checks every answer of the API against what is declared here.

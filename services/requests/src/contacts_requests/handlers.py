@@ -40,7 +40,7 @@ from contacts_shared.contracts import (
 from contacts_shared.crashpoints import crash_point
 from contacts_shared.outbox import enqueue
 
-from contacts_requests import store
+from contacts_requests import replicas, store
 from contacts_requests.domain import (
     Account,
     ConfirmerState,
@@ -107,7 +107,7 @@ async def _announce(
     (from `accounts` when the caller has them). The messages that go with it (`before` and
     `after` it) are queued in the same statement."""
     if accounts is None:
-        accounts = await store.accounts_by_nic(conn, [change.requester, change.from_, change.to])
+        accounts = await replicas.accounts_by_nic(conn, [change.requester, change.from_, change.to])
     state_changed = _state_changed(change, t.state, t.reason, accounts, idempotency_key)
     await enqueue(conn, *before, state_changed, *after)
     log.info("request state changed", request_id=change.id, state=t.state.value, actor=t.actor)
@@ -313,7 +313,7 @@ async def resend(conn: asyncpg.Connection, *, request_id: uuid.UUID, nic: str, r
     check_resend(rate_limits, resends=record["resends"], last_resend_at=record["last_resend_at"], expires_at=change.expires_at, now=now)
     await store.count_resend(conn, request_id, now)
     generations = await store.new_round_of_codes(conn, request_id, pending)
-    asked = _validation_request(change, pending, await store.accounts_by_nic(conn, pending), generations)
+    asked = _validation_request(change, pending, await replicas.accounts_by_nic(conn, pending), generations)
     if isinstance(asked, str):
         raise Refusal(Kind.conflict, "Cannot resend", f"The validation codes cannot be sent: {asked}.")
     await enqueue(conn, asked)
@@ -366,22 +366,22 @@ def _stale(envelope: Envelope, **key: str) -> None:
 
 
 async def on_account_upserted(conn: asyncpg.Connection, envelope: Envelope, data: AccountUpserted) -> None:
-    if not await store.upsert_account(conn, envelope, data.nic, data.email, data.zone.value):
+    if not await replicas.upsert_account(conn, envelope, data.nic, data.email, data.zone.value):
         _stale(envelope, nic=data.nic)
 
 
 async def on_account_deleted(conn: asyncpg.Connection, envelope: Envelope, data: AccountDeleted) -> None:
-    if not await store.delete_account(conn, envelope, data.nic):
+    if not await replicas.delete_account(conn, envelope, data.nic):
         _stale(envelope, nic=data.nic)
 
 
 async def on_service_upserted(conn: asyncpg.Connection, envelope: Envelope, data: ServiceUpserted) -> None:
-    if not await store.insert_service_if_new(conn, envelope, data.service, data.type, data.admin, data.tech, data.billing):
+    if not await replicas.insert_service_if_new(conn, envelope, data.service, data.type, data.admin, data.tech, data.billing):
         _stale(envelope, service=data.service)
 
 
 async def on_service_deleted(conn: asyncpg.Connection, envelope: Envelope, data: ServiceDeleted) -> None:
-    if not await store.delete_service(conn, envelope, data.service):
+    if not await replicas.delete_service(conn, envelope, data.service):
         _stale(envelope, service=data.service)
 
 
@@ -406,13 +406,13 @@ async def on_vetted(conn: asyncpg.Connection, _: Envelope, data: ContactChangeVe
         await _transition(conn, change, t, accounts=accounts, before=before)
         return
 
-    service = await store.get_service(conn, change.service, for_update=True)
+    service = await replicas.get_service(conn, change.service, for_update=True)
     t = change.apply_outcome(data.approved, data.reasons, service.holder(change.type) if service else None)
     if t is None:
         return
     completed: tuple[Contract, ...] = ()
     if t.state == RequestState.done:
-        await store.set_contact(conn, change.service, change.type, change.to)
+        await replicas.set_contact(conn, change.service, change.type, change.to)
         crash_point("during-apply")
         completed = (ContactChangeCompleted(**_about(change), completed_at=utcnow()),)
     await _transition(conn, change, t, accounts=accounts, after=completed)
@@ -478,13 +478,13 @@ def refused_request_id(data: ContactChangeSubmit, ctype: ContactType) -> uuid.UU
 async def _announce_refused_submission(conn: asyncpg.Connection, data: ContactChangeSubmit, refusal: Refusal) -> None:
     """One `state_changed` per type asked, straight to `rejected` with the reason: no request
     was created (nothing to look up in the API), and the submitter matches it by idempotency key."""
-    service = await store.get_service(conn, data.service)
+    service = await replicas.get_service(conn, data.service)
     reason = refusal.detail
     if open_request := refusal.extra.get("open_request_id"):
         reason += f" (open request {open_request})"
     # `from` is the current holder; with an unknown service there is none and it repeats `to`.
     holders = {ctype: service.holder(ctype) if service else new for ctype, new in data.changes.items()}
-    accounts = await store.accounts_by_nic(conn, [data.requester, *holders.values(), *(new for _, new in data.changes.items())])
+    accounts = await replicas.accounts_by_nic(conn, [data.requester, *holders.values(), *(new for _, new in data.changes.items())])
     await enqueue(
         conn,
         *(

@@ -31,7 +31,7 @@ from contacts_requests.handlers import (
     message_handlers,
 )
 from contacts_requests.rate_limits import RateLimits
-from contacts_requests.store import MIGRATIONS
+from contacts_requests.schema import MIGRATIONS
 from contacts_requests.transport import StrictTransportSecurity
 
 PROGRAM = "contacts-requests"

@@ -29,7 +29,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
-from contacts_requests import handlers, store
+from contacts_requests import handlers, replicas, store, views
 from contacts_requests.domain import (
     ROLE_NAMES,
     ConfirmerState,
@@ -343,7 +343,7 @@ async def signout(request: Request) -> Response:
 async def my_contacts(request: Request) -> Response:
     me = _me(request)
     async with _pool(request).acquire() as conn:
-        rows = await store.services_of(conn, me)
+        rows = await replicas.services_of(conn, me)
     services = [
         {
             "service": r["service"],
@@ -366,10 +366,10 @@ async def _modify_form(
     status: int = 200,
 ) -> Response:
     async with _pool(request).acquire() as conn:
-        service = await store.get_service(conn, service_id)
+        service = await replicas.get_service(conn, service_id)
         if service is None or not service.roles_of(me):
             return not_found_page(request)
-        row = next((r for r in await store.services_of(conn, me) if r["service"] == service_id), None)
+        row = next((r for r in await replicas.services_of(conn, me) if r["service"] == service_id), None)
         open_requests = await store.open_requests_for(conn, service_id)
     fields = []
     for ctype in ContactType:
@@ -408,7 +408,7 @@ async def modify(request: Request) -> Response:
     form = await read_form(request)
     service_id = form.get("service", "")
     async with _pool(request).acquire() as conn:
-        service = await store.get_service(conn, service_id)
+        service = await replicas.get_service(conn, service_id)
     if service is None or not service.roles_of(me):
         return not_found_page(request)
     values = {t.value: form[t.value] for t in ContactType if t.value in form}
@@ -461,9 +461,9 @@ async def my_requests(request: Request, state: str = "", cursor: str = "") -> Re
     except Refusal:
         before = None
     async with _pool(request).acquire() as conn:
-        ids = await store.requests_of(conn, me, state=wanted, role=None, limit=PAGE_SIZE + 1, before=before)
-        views = [await store.request_view(conn, i) for i in ids[:PAGE_SIZE]]
-    items = [describe(v, me) for v in views if v is not None]
+        ids = await views.requests_of(conn, me, state=wanted, role=None, limit=PAGE_SIZE + 1, before=before)
+        shown = [await views.request_view(conn, i) for i in ids[:PAGE_SIZE]]
+    items = [describe(v, me) for v in shown if v is not None]
     older = None
     if len(ids) > PAGE_SIZE and items:
         older = "/requests?" + urlencode(
@@ -480,7 +480,7 @@ async def _request_page(
     except ValueError:
         return not_found_page(request)
     async with _pool(request).acquire() as conn:
-        view = await store.request_view(conn, rid)
+        view = await views.request_view(conn, rid)
     if view is None or not may_view(me, view["requester"], view["from"], view["to"]):
         return not_found_page(request)
     item = describe(view, me)

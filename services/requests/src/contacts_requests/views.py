@@ -1,0 +1,71 @@
+"""What a request and "my requests" look like to the API and the pages: read models, each one
+statement."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+import asyncpg
+
+_VIEW_CONFIRMER = ("nic", "state", "answered_at")
+_VIEW_HISTORY = ("at", "state", "actor", "reason")
+
+
+async def request_view(conn: asyncpg.Connection, request_id: uuid.UUID) -> dict | None:
+    # One statement, since every API write answers with this view: confirmers and history as
+    # arrays of rows, which keep their column types.
+    row = await conn.fetchrow(
+        "SELECT r.*,"
+        " ARRAY(SELECT ROW(c.nic, c.state, c.answered_at) FROM confirmers c WHERE c.request_id = r.id ORDER BY c.nic) AS confirmers,"
+        " ARRAY(SELECT ROW(h.at, h.state, h.actor, h.reason) FROM history h WHERE h.request_id = r.id ORDER BY h.id) AS history"
+        " FROM contact_changes r WHERE r.id = $1",
+        request_id,
+    )
+    if row is None:
+        return None
+    return {
+        "id": str(row["id"]),
+        "service": row["service"],
+        "type": row["type"],
+        "from": row["from_nic"],
+        "to": row["to_nic"],
+        "requester": row["requester"],
+        "state": row["state"],
+        "reason": row["reason"],
+        "created_at": row["created_at"],
+        "updated_at": row["updated_at"],
+        "expires_at": row["expires_at"],
+        "confirmers": [dict(zip(_VIEW_CONFIRMER, c, strict=True)) for c in row["confirmers"]],
+        "history": [dict(zip(_VIEW_HISTORY, h, strict=True)) for h in row["history"]],
+    }
+
+
+async def requests_of(
+    conn: asyncpg.Connection,
+    nic: str,
+    *,
+    state: str | None,
+    role: str | None,
+    limit: int,
+    before: tuple[datetime, uuid.UUID] | None,
+) -> list[uuid.UUID]:
+    """Ids of the requests `nic` is a party of, newest first (keyset pagination)."""
+    roles = [role] if role else ["requester", "from", "to"]
+    column = {"requester": "requester", "from": "from_nic", "to": "to_nic"}
+    # One indexed branch per role, merged: no scan that grows with everybody's history.
+    branches = " UNION ".join(
+        f"SELECT id, created_at FROM contact_changes WHERE {column[r]} = $1"
+        " AND ($2::text IS NULL OR state = $2)"
+        " AND ($3::timestamptz IS NULL OR (created_at, id) < ($3, $4::uuid))"
+        for r in roles
+    )
+    rows = await conn.fetch(
+        f"SELECT id, created_at FROM ({branches}) AS mine ORDER BY created_at DESC, id DESC LIMIT $5",
+        nic,
+        state,
+        before[0] if before else None,
+        before[1] if before else None,
+        limit,
+    )
+    return [r["id"] for r in rows]
