@@ -8,8 +8,8 @@ from datetime import timedelta
 
 import pytest
 from contacts_requests.api import create_api
-from contacts_requests.domain import ServiceContacts
-from contacts_requests.pages import describe, refusal_to_change
+from contacts_requests.domain import ServiceContacts, refusal_to_change
+from contacts_requests.page_views import describe
 from contacts_shared.auth import mint_token
 from contacts_shared.contracts import ContactType
 from fastapi.testclient import TestClient
