@@ -63,6 +63,7 @@ def _refusal_titles() -> set[str]:
         if isinstance(function, ast.FunctionDef) and function.name in (
             "plan_submission",
             "_plan_one",
+            "check_may_change",
             "not_found",
         ):
             for call in ast.walk(function):
