@@ -162,7 +162,7 @@ class Users:
             **kwargs.pop("headers", {}),
         }  # type: ignore[dict-item]
         pause = 0.1
-        lost = False  # a try got no reply: it may have been done all the same
+        lost = False  # a try got no reply, or a 5xx: it may have been done all the same
         while True:
             url = self.rng.choice(self.urls) + path
             sent = time.monotonic()
@@ -172,6 +172,8 @@ class Users:
                     response.after_a_lost_reply = lost  # type: ignore[attr-defined]
                     return response
                 last = f"{response.status_code} {response.text[:200]}"
+                # A 5xx may come after the commit (the connection cut while COMMIT was on its way).
+                lost = True
             except httpx.TransportError as exc:
                 last = f"{type(exc).__name__}: {exc}"
                 lost = True
@@ -233,7 +235,7 @@ async def answer(
         if response.status_code != 422:
             raise AssertionError(f"{action} as {role}: {response.status_code} {response.text}")
         if response.after_a_lost_reply and await answered_already(users, flow, nic, action, deadline):
-            return  # the try whose reply was lost (the service died) went through: the code is spent
+            return  # the try whose reply was lost (or a 5xx) went through all the same: the code is spent
         if (await tokens_mailed(users.system, flow.request_id, email_of(nic)))[-1] == token:
             users.noted(REFUSED, f"{action} as {role} of flow {flow.index}: {response.text[:200]}")
         if time.monotonic() > deadline:
