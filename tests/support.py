@@ -16,7 +16,6 @@ import re
 import shutil
 import signal
 import socket
-import subprocess
 import sys
 import time
 import uuid
@@ -34,6 +33,7 @@ from contacts_shared.bus import exchange_for, new_broker
 from contacts_shared.contracts import Contract, Envelope, envelope_for
 from contacts_shared.mailsink import MailSink
 from contacts_shared.outbox import publish_envelope
+from launch import Process, launch
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
@@ -119,7 +119,7 @@ class System:
     jwt_secret: str
     sink: MailSink
     log_dir: Path
-    processes: dict[str, subprocess.Popen] = field(default_factory=dict)
+    processes: dict[str, Process] = field(default_factory=dict)
     capture: MessageCapture | None = None  # every message on the exchange (see tests/capture.py)
     env: dict[str, str] = field(default_factory=dict)  # the services' environment, for restarts
     replica_api_urls: list[str] = field(default_factory=list)  # the HTTP APIs of extra replicas
@@ -287,7 +287,7 @@ async def queue_depth(amqp_url: str, queue: str) -> int:
     return (await queue_state(amqp_url, queue))[0]
 
 
-def spawn(system: System, name: str, replica: int = 1) -> subprocess.Popen:
+def spawn(system: System, name: str, replica: int = 1) -> Process:
     """Start one process of a service (replica 1 is `name`, others `name#2`…), logging to its file.
 
     Replicas after the first get their own HTTP port (the requests API), listed in
@@ -299,8 +299,7 @@ def spawn(system: System, name: str, replica: int = 1) -> subprocess.Popen:
         env["CONTACTS_HTTP_PORT"] = str(port)
         if name == "contacts-requests":
             system.replica_api_urls.append(f"http://127.0.0.1:{port}")
-    log = open(system.log_dir / f"{key.replace('#', '-')}.log", "ab")  # noqa: SIM115 - closed with the process
-    system.processes[key] = subprocess.Popen([str(BIN / name)], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    system.processes[key] = launch(name, env, system.log_dir / f"{key.replace('#', '-')}.log")
     return system.processes[key]
 
 

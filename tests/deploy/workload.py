@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import signal
-import subprocess
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -16,7 +15,8 @@ from typing import TypeVar
 
 import httpx
 from contacts_shared.contracts import AccountUpserted, ServiceUpserted, Zone
-from support import BIN, System, consumer_count, eventually, queue_depth
+from launch import Process, launch
+from support import System, consumer_count, eventually, queue_depth
 
 T = TypeVar("T")
 PROGRAM_QUEUES = {"contacts-requests": "requests", "contacts-billing-check": "billing_check", "contacts-notifier": "notifier"}
@@ -33,16 +33,9 @@ class Services:
         self.programs: dict[str, str] = {name: name for name in system.processes}
         self.overrides: dict[str, dict[str, str]] = {name: {} for name in system.processes}
 
-    def spawn(self, name: str, program: str, **overrides: str) -> subprocess.Popen:
+    def spawn(self, name: str, program: str, **overrides: str) -> Process:
         """Start `program` as process `name`, with the system's environment plus `overrides`."""
-        log = open(self.system.log_dir / f"{name}.log", "ab")  # noqa: SIM115 - closed with the process
-        process = subprocess.Popen(
-            [str(BIN / program)],
-            env={**self.env, **overrides},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        process = launch(program, {**self.env, **overrides}, self.system.log_dir / f"{name}.log")
         self.system.processes[name] = process
         self.programs[name] = program
         self.overrides[name] = overrides

@@ -8,7 +8,6 @@ import contextlib
 import os
 import random
 import signal
-import subprocess
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -18,6 +17,7 @@ import aio_pika
 from contacts_shared.mailsink import MailSink
 from faults.audit import Audit, EventTap, FaultWindow, audit
 from faults.flows import MIXED, Flow, Users, email_of, feed, make_flows, run_flow
+from launch import Process
 from support import System, eventually, spawn, wait_ready
 
 
@@ -204,7 +204,7 @@ async def crash_at(system: System, name: str, crashes: list[tuple[str, int]]) ->
     spawn(system, name)
 
 
-async def _exited(process: subprocess.Popen) -> bool:
+async def _exited(process: Process) -> bool:
     return process.poll() is not None
 
 
