@@ -13,7 +13,18 @@ from collections.abc import AsyncIterator
 
 import pytest
 from capture import MessageCapture
+from contract.node import PACKAGE_OF_FIXTURE, begin_install
 from support import System, running_system
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Begin the Node.js installs the selected tests need (a minute or two on a fresh machine,
+    mostly downloading), so that they run alongside the tests before them."""
+    if session.config.option.collectonly:
+        return
+    for fixture, package in PACKAGE_OF_FIXTURE.items():
+        if any(fixture in getattr(item, "fixturenames", ()) for item in session.items):
+            begin_install(package)
 
 
 @pytest.fixture(scope="session")

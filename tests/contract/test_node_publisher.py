@@ -9,19 +9,17 @@ from pathlib import Path
 import pytest
 from capture import validator_for
 from contract.examples import assert_change_completed, example_env, run_example
-from contract.node import installed_from_lock
-from support import ROOT, System
+from contract.node import NODE_EXAMPLE, installed_from_lock
+from support import System
 
 pytestmark = pytest.mark.e2e
-
-EXAMPLE = ROOT / "examples" / "node-publisher"
 
 
 @pytest.fixture(scope="session")
 def node_example() -> Path:
     """The example with its locked dependencies installed (`npm ci`, not run again while the
     lockfile is unchanged since the last install, so the suite stays fast)."""
-    return installed_from_lock(EXAMPLE)
+    return installed_from_lock(NODE_EXAMPLE)
 
 
 async def test_node_publisher_submits_and_sees_the_change_completed(system: System, node_example: Path) -> None:

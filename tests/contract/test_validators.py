@@ -18,10 +18,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from contract.node import installed_from_lock
+from contract.node import VALIDATORS, installed_from_lock
 from support import ROOT
 
-VALIDATORS = Path(__file__).resolve().parent / "validators"
 BIN = VALIDATORS / "node_modules" / ".bin"
 QUIET = {
     "REDOCLY_TELEMETRY": "off",  # Redocly: no usage data
