@@ -7,7 +7,7 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from contacts_requests.handlers import refused_request_id
+from contacts_requests.consumers import refused_request_id
 from contacts_shared.contracts import ContactChanges, ContactChangeSubmit, ContactType
 from seed import CANADIAN, HOSTING, OLD_TECH, OWNER, WEBMASTER, email_of, feed_world
 from support import System, eventually

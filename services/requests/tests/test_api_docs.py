@@ -18,7 +18,7 @@ import jsonschema
 import pytest
 from contacts_requests import schema
 from contacts_requests.api import create_api
-from contacts_requests.handlers import message_handlers
+from contacts_requests.consumers import message_handlers
 from contacts_shared.auth import mint_token
 from contacts_shared.contracts import (
     AccountUpserted,

@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import pytest
 from contacts_requests import replicas, schema, store, views
-from contacts_requests.handlers import message_handlers
+from contacts_requests.consumers import message_handlers
 from contacts_shared.contracts import (
     AccountDeleted,
     AccountUpserted,

@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import pytest
 from contacts_requests import schema, store
-from contacts_requests.handlers import on_token_issued
+from contacts_requests.consumers import on_token_issued
 from contacts_shared.contracts import (
     ContactChangeTokenIssued,
     ContactType,

@@ -72,7 +72,7 @@ def consumers() -> dict[str, list[str]]:
     # `contacts docs` command (run inside the workspace) needs them.
     from contacts_billing_check.handlers import HANDLERS as BILLING_CHECK
     from contacts_notifier.handlers import HANDLERS as NOTIFIER
-    from contacts_requests.handlers import message_handlers
+    from contacts_requests.consumers import message_handlers
 
     tables = {"requests": message_handlers(timedelta(days=14)), "billing_check": BILLING_CHECK, "notifier": NOTIFIER}
     return {key: [service for service, table in tables.items() if key in table] for key in MESSAGE_TYPES}

@@ -24,12 +24,9 @@ from contacts_shared.settings import RequestsSettings
 from contacts_requests import store
 from contacts_requests.api import create_api
 from contacts_requests.body_limit import BodyLimit
+from contacts_requests.consumers import message_handlers
 from contacts_requests.domain import OPEN_STATES
-from contacts_requests.handlers import (
-    ask_vetting_again,
-    expire_overdue,
-    message_handlers,
-)
+from contacts_requests.handlers import ask_vetting_again, expire_overdue
 from contacts_requests.rate_limits import RateLimits
 from contacts_requests.schema import MIGRATIONS
 from contacts_requests.transport import StrictTransportSecurity

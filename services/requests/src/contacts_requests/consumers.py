@@ -1,0 +1,208 @@
+"""The messages the requests service consumes, one handler each: replicas of other systems'
+accounts and services, the billing check's verdicts, the notifier's tokens and failures, and
+submissions by message. Each runs in the consumer's transaction (contacts_shared.consumer)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+
+import asyncpg
+import structlog
+from contacts_shared.consumer import ClaimsItself, Handler
+from contacts_shared.contracts import (
+    AccountDeleted,
+    AccountUpserted,
+    ContactChangeCompleted,
+    ContactChangeEmailFailed,
+    ContactChangeStateChanged,
+    ContactChangeSubmit,
+    ContactChangeTokenIssued,
+    ContactChangeVetted,
+    ContactType,
+    Contract,
+    Envelope,
+    Phase,
+    RequestState,
+    ServiceDeleted,
+    ServiceUpserted,
+    utcnow,
+)
+from contacts_shared.crashpoints import crash_point
+from contacts_shared.outbox import enqueue
+
+from contacts_requests import replicas, store
+from contacts_requests.announcements import (
+    about,
+    parties,
+    state_changed,
+    transition,
+    validation_request,
+)
+from contacts_requests.domain import Refusal, Transition, unreachable
+from contacts_requests.handlers import submit
+
+log = structlog.get_logger("contacts.requests")
+
+
+# The replicas follow the messages' `occurred_at`, not their arrival: an upsert or a delete older
+# than what a row holds is ignored (store: "Replica rows are written in the order...").
+
+
+def _stale(envelope: Envelope, **key: str) -> None:
+    log.info("older than the replica, ignored", type=envelope.type, occurred_at=envelope.occurred_at.isoformat(), **key)
+
+
+async def on_account_upserted(conn: asyncpg.Connection, envelope: Envelope, data: AccountUpserted) -> None:
+    if not await replicas.upsert_account(conn, envelope, data.nic, data.email, data.zone.value):
+        _stale(envelope, nic=data.nic)
+
+
+async def on_account_deleted(conn: asyncpg.Connection, envelope: Envelope, data: AccountDeleted) -> None:
+    if not await replicas.delete_account(conn, envelope, data.nic):
+        _stale(envelope, nic=data.nic)
+
+
+async def on_service_upserted(conn: asyncpg.Connection, envelope: Envelope, data: ServiceUpserted) -> None:
+    if not await replicas.insert_service_if_new(conn, envelope, data.service, data.type, data.admin, data.tech, data.billing):
+        _stale(envelope, service=data.service)
+
+
+async def on_service_deleted(conn: asyncpg.Connection, envelope: Envelope, data: ServiceDeleted) -> None:
+    if not await replicas.delete_service(conn, envelope, data.service):
+        _stale(envelope, service=data.service)
+
+
+async def on_vetted(conn: asyncpg.Connection, _: Envelope, data: ContactChangeVetted) -> None:
+    # Vetting reads no confirmer's state (only who they are): they come in the same statement.
+    loaded = await store.load(conn, data.request_id, for_update=True, confirmer_states=False)
+    if loaded is None:
+        log.warning("vetting for an unknown request ignored", request_id=str(data.request_id))
+        return
+    change, accounts = loaded.change, loaded.accounts  # the confirmers' accounts are among the parties'
+    if data.phase == Phase.submit:
+        t = change.vetted("submit", data.approved, data.reasons)
+        if t is None:
+            return
+        before: tuple[Contract, ...] = ()
+        if t.state == RequestState.validating:
+            asked = validation_request(change, list(change.confirmers), accounts)
+            if isinstance(asked, str):
+                t = Transition(RequestState.rejected, "system", asked)
+            else:
+                before = (asked,)
+        await transition(conn, change, t, accounts=accounts, before=before)
+        return
+
+    service = await replicas.get_service(conn, change.service, for_update=True)
+    t = change.apply_outcome(data.approved, data.reasons, service.holder(change.type) if service else None)
+    if t is None:
+        return
+    completed: tuple[Contract, ...] = ()
+    if t.state == RequestState.done:
+        await replicas.set_contact(conn, change.service, change.type, change.to)
+        crash_point("during-apply")
+        completed = (ContactChangeCompleted(**about(change), completed_at=utcnow()),)
+    await transition(conn, change, t, accounts=accounts, after=completed)
+
+
+async def on_token_issued(conn: asyncpg.Connection, envelope: Envelope, data: ContactChangeTokenIssued) -> bool:
+    return await store.claim_and_store_token_hash(
+        conn, envelope, data.request_id, data.nic, data.token_hash, data.expires_at, data.generation
+    )
+
+
+async def on_email_failed(conn: asyncpg.Connection, _: Envelope, data: ContactChangeEmailFailed) -> None:
+    """The notifier gave up an email: the request's history says who could not be reached."""
+    if (change := await store.load_change(conn, data.request_id)) is not None:
+        await store.record_history(conn, data.request_id, change.state, "system", unreachable(data.nic, data.kind, data.smtp_code))
+
+
+def submit_handler(request_ttl: timedelta) -> Handler:
+    async def on_submit(conn: asyncpg.Connection, _: Envelope, data: ContactChangeSubmit) -> None:
+        if (earlier := await store.submission_by_key(conn, data.requester, data.idempotency_key)) is not None:
+            await _reannounce_submission(conn, earlier, data.idempotency_key)
+            return
+        try:
+            async with conn.transaction():
+                await submit(
+                    conn,
+                    requester=data.requester,
+                    service_id=data.service,
+                    changes=dict(data.changes.items()),
+                    idempotency_key=data.idempotency_key,
+                    request_ttl=request_ttl,
+                )
+        except Refusal as refusal:
+            # The rules said no: nothing to retry, but the submitter hears it like any outcome.
+            log.warning("submitted change refused", requester=data.requester, service=data.service, reason=str(refusal))
+            await _announce_refused_submission(conn, data, refusal)
+
+    return on_submit
+
+
+async def _reannounce_submission(conn: asyncpg.Connection, request_ids: list[uuid.UUID], idempotency_key: str) -> None:
+    """A `contact_change.submit` whose key created requests before creates nothing new; its
+    publisher, who may have missed the first announcements (it publishes again precisely when it
+    is unsure), hears the current state of each of those requests, with the key."""
+    reasons = await store.reasons_of(conn, request_ids)
+    announcements = []
+    for request_id in request_ids:
+        loaded = await store.load(conn, request_id, confirmer_states=False)
+        if loaded is not None:
+            change = loaded.change
+            announcements.append(state_changed(change, change.state, reasons.get(request_id), loaded.accounts, idempotency_key))
+    if announcements:
+        await enqueue(conn, *announcements)
+    log.info("submission replayed: current states announced", idempotency_key=idempotency_key, requests=len(announcements))
+
+
+def refused_request_id(data: ContactChangeSubmit, ctype: ContactType) -> uuid.UUID:
+    """The id a refused submission's request would have had: stable for the same submission,
+    so a resubmission with the same idempotency key announces the same id."""
+    return uuid.uuid5(uuid.NAMESPACE_URL, f"contact_change.submit:{data.requester}:{data.idempotency_key}:{ctype.value}")
+
+
+async def _announce_refused_submission(conn: asyncpg.Connection, data: ContactChangeSubmit, refusal: Refusal) -> None:
+    """One `state_changed` per type asked, straight to `rejected` with the reason: no request
+    was created (nothing to look up in the API), and the submitter matches it by idempotency key."""
+    service = await replicas.get_service(conn, data.service)
+    reason = refusal.detail
+    if open_request := refusal.extra.get("open_request_id"):
+        reason += f" (open request {open_request})"
+    # `from` is the current holder; with an unknown service there is none and it repeats `to`.
+    holders = {ctype: service.holder(ctype) if service else new for ctype, new in data.changes.items()}
+    accounts = await replicas.accounts_by_nic(conn, [data.requester, *holders.values(), *(new for _, new in data.changes.items())])
+    await enqueue(
+        conn,
+        *(
+            ContactChangeStateChanged(
+                request_id=refused_request_id(data, ctype),
+                service=data.service,
+                type=ctype,
+                from_=holders[ctype],
+                to=new,
+                state=RequestState.rejected,
+                reason=reason,
+                parties=[
+                    p for p in parties(accounts, data.requester, holders[ctype], new) if service or p.role != "from"
+                ],
+                idempotency_key=data.idempotency_key,
+            )
+            for ctype, new in data.changes.items()
+        ),
+    )
+
+
+def message_handlers(request_ttl: timedelta) -> dict[str, Handler]:
+    return {
+        "account.upserted": on_account_upserted,
+        "account.deleted": on_account_deleted,
+        "service.upserted": on_service_upserted,
+        "service.deleted": on_service_deleted,
+        "contact_change.vetted": on_vetted,
+        # One statement that claims the message too: no transaction around it.
+        "contact_change.token_issued": ClaimsItself(on_token_issued),
+        "contact_change.email_failed": on_email_failed,
+        "contact_change.submit": submit_handler(request_ttl),
+    }
