@@ -16,7 +16,7 @@ from pathlib import Path
 import aio_pika
 import jwt
 import pytest
-from contacts_shared import cli
+from contacts_shared import dev_session
 from contacts_shared.auth import TokenVerifier
 from contacts_shared.contracts import ROUTING_KEYS, AccountUpserted, ServiceUpserted
 from contacts_shared.demo import demo_messages
@@ -259,8 +259,8 @@ class Recorder:
             await asyncio.wait_for(self._changed.wait(), max(deadline - time.monotonic(), 0.001))
 
 
-def python_child(name: str, code: str) -> cli.ChildProgram:
-    return cli.ChildProgram(name, (sys.executable, "-c", code))
+def python_child(name: str, code: str) -> dev_session.ChildProgram:
+    return dev_session.ChildProgram(name, (sys.executable, "-c", code))
 
 
 SERVES = "import time; print('ready', flush=True); time.sleep(120)"
@@ -277,9 +277,9 @@ async def test_supervise_stops_everything_when_a_child_dies() -> None:
     out = Recorder()
     programs = [python_child("steady", SERVES), python_child("crashing", "print('boom'); raise SystemExit(3)")]
 
-    exited = await asyncio.wait_for(cli.supervise(programs, dict(os.environ), asyncio.Event(), out), 30)
+    exited = await asyncio.wait_for(dev_session.supervise(programs, dict(os.environ), asyncio.Event(), out), 30)
 
-    assert exited == cli.UnexpectedExit("crashing", 3)
+    assert exited == dev_session.UnexpectedExit("crashing", 3)
     assert ("crashing", "boom") in out.lines
 
 
@@ -287,7 +287,7 @@ async def test_supervise_stops_the_children_on_request() -> None:
     out = Recorder()
     stop = asyncio.Event()
     programs = [python_child("one", SERVES), python_child("two", SERVES)]
-    supervising = asyncio.create_task(cli.supervise(programs, dict(os.environ), stop, out))
+    supervising = asyncio.create_task(dev_session.supervise(programs, dict(os.environ), stop, out))
 
     await out.wait_for(both_ready)
     stop.set()
@@ -299,7 +299,7 @@ async def test_supervise_kills_a_child_that_ignores_sigterm() -> None:
     out = Recorder()
     stop = asyncio.Event()
     programs = [python_child("one", IGNORES_SIGTERM), python_child("two", SERVES)]
-    supervising = asyncio.create_task(cli.supervise(programs, dict(os.environ), stop, out, grace=0.3))
+    supervising = asyncio.create_task(dev_session.supervise(programs, dict(os.environ), stop, out, grace=0.3))
 
     await out.wait_for(both_ready)
     stop.set()

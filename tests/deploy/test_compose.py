@@ -54,7 +54,7 @@ SERVICE_SETTINGS: dict[str, type[BaseSettings]] = {
     "billing-check": BillingCheckSettings,
     "notifier": NotifierSettings,
 }
-# `contacts demo` only publishes: of the CLI's settings it uses the broker's (cli.publish_all).
+# `contacts demo` only publishes: of the CLI's settings it uses the broker's (commands.publish_all).
 DEMO_SETTINGS = {"CONTACTS_AMQP_URL", "CONTACTS_NAMESPACE"}
 # Compose service -> (Dockerfile, console script, the setting that holds its health/metrics port).
 IMAGES = {
