@@ -1,0 +1,232 @@
+"""About contact changes, between the project's services and out to other systems."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Literal
+
+from pydantic import (
+    ConfigDict,
+    Field,
+)
+
+from contacts_shared.contracts.base import (
+    ContactType,
+    Contract,
+    Nic,
+    Phase,
+    RequestState,
+    ServiceId,
+    UtcDatetime,
+)
+
+
+class ContactChangeRequested(Contract):
+    """The requests service asks the billing check to vet a request (at submission and before applying)."""
+
+    request_id: uuid.UUID
+    phase: Phase
+    service: ServiceId
+    type: ContactType
+    from_: Nic = Field(alias="from")
+    to: Nic
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "request_id": "0b6f3f5e-3c1e-4f7a-9d55-2f0a8f3b9c11",
+                    "phase": "submit",
+                    "service": "shop-example.com",
+                    "type": "tech",
+                    "from": "cc33333-ovh",
+                    "to": "bb22222-ovh",
+                }
+            ]
+        },
+    )
+
+
+class ContactChangeVetted(Contract):
+    """The billing check's verdict on a request."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "request_id": "0b6f3f5e-3c1e-4f7a-9d55-2f0a8f3b9c11",
+                    "phase": "submit",
+                    "approved": False,
+                    "reasons": ["dd44444-ovh has an unpaid invoice"],
+                }
+            ]
+        }
+    )
+
+    request_id: uuid.UUID
+    phase: Phase
+    approved: bool
+    reasons: list[str] = []  # noqa: RUF012 - a pydantic field: each model gets its own copy
+
+
+# Which round of validation codes a confirmer's code belongs to: 1 when the request asks, one
+# more at each resend. Only a code of the confirmer's current round works, decided without
+# comparing two hosts' clocks; the round also makes the code itself (an email sent again carries
+# the same code).
+Generation = Annotated[int, Field(ge=1, le=1_000_000, description="Round of validation codes: 1, then one more per resend")]
+
+
+class Confirmer(Contract):
+    nic: Nic
+    email: str
+    generation: Generation = 1
+
+
+class ContactChangeValidationRequested(Contract):
+    """The requests service asks the notifier to mail tokens to the confirmers."""
+
+    request_id: uuid.UUID
+    service: ServiceId
+    type: ContactType
+    from_: Nic = Field(alias="from")
+    to: Nic
+    requester: Nic
+    confirmers: list[Confirmer]
+    expires_at: UtcDatetime
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "request_id": "0b6f3f5e-3c1e-4f7a-9d55-2f0a8f3b9c11",
+                    "service": "shop-example.com",
+                    "type": "tech",
+                    "from": "cc33333-ovh",
+                    "to": "bb22222-ovh",
+                    "requester": "aa11111-ovh",
+                    "confirmers": [
+                        {"nic": "aa11111-ovh", "email": "owner@shop-example.test"},
+                        {"nic": "bb22222-ovh", "email": "webmaster@shop-example.test"},
+                    ],
+                    "expires_at": "2026-02-14T12:00:00Z",
+                }
+            ]
+        },
+    )
+
+
+class ContactChangeTokenIssued(Contract):
+    """The notifier mailed a token; only its hash travels."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "request_id": "0b6f3f5e-3c1e-4f7a-9d55-2f0a8f3b9c11",
+                    "nic": "bb22222-ovh",
+                    "token_hash": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+                    "expires_at": "2026-02-14T12:00:00Z",
+                    "generation": 1,
+                }
+            ]
+        }
+    )
+
+    request_id: uuid.UUID
+    nic: Nic
+    token_hash: str = Field(pattern=r"^[0-9a-f]{64}$", description="SHA-256 of the token, hex")
+    expires_at: UtcDatetime
+    generation: Generation = 1
+
+
+class Party(Contract):
+    nic: Nic
+    email: str
+    role: Literal["requester", "from", "to"]
+
+
+class ContactChangeStateChanged(Contract):
+    """A request changed state (every transition, including `checking`), or a submission was refused."""
+
+    request_id: uuid.UUID
+    service: ServiceId
+    type: ContactType
+    from_: Nic = Field(alias="from")
+    to: Nic
+    state: RequestState
+    reason: str | None = None
+    parties: list[Party]
+    # Added after the first release (optional, so version stays 1): the `idempotency_key` of the
+    # `contact_change.submit` this request came from, on the announcements of its submission.
+    idempotency_key: str | None = None
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "request_id": "0b6f3f5e-3c1e-4f7a-9d55-2f0a8f3b9c11",
+                    "service": "shop-example.com",
+                    "type": "tech",
+                    "from": "cc33333-ovh",
+                    "to": "bb22222-ovh",
+                    "state": "validating",
+                    "reason": "approved by the billing check",
+                    "parties": [
+                        {"nic": "aa11111-ovh", "email": "owner@shop-example.test", "role": "requester"},
+                        {"nic": "cc33333-ovh", "email": "tech@shop-example.test", "role": "from"},
+                        {"nic": "bb22222-ovh", "email": "webmaster@shop-example.test", "role": "to"},
+                    ],
+                    "idempotency_key": "support-ticket-8812",
+                }
+            ]
+        },
+    )
+
+
+class ContactChangeCompleted(Contract):
+    """A change was applied: the service's contact is now `to`."""
+
+    request_id: uuid.UUID
+    service: ServiceId
+    type: ContactType
+    from_: Nic = Field(alias="from")
+    to: Nic
+    completed_at: UtcDatetime
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "request_id": "0b6f3f5e-3c1e-4f7a-9d55-2f0a8f3b9c11",
+                    "service": "shop-example.com",
+                    "type": "tech",
+                    "from": "cc33333-ovh",
+                    "to": "bb22222-ovh",
+                    "completed_at": "2026-01-31T12:05:00Z",
+                }
+            ]
+        },
+    )
+
+
+class ContactChangeEmailFailed(Contract):
+    """The notifier gave up an email: the mail server refused it for good (a 5xx reply to its
+    recipient or its content), as many times as CONTACTS_SMTP_MAX_REFUSALS allows."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "request_id": "0b6f3f5e-3c1e-4f7a-9d55-2f0a8f3b9c11",
+                    "nic": "bb22222-ovh",
+                    "kind": "token",
+                    "smtp_code": 550,
+                }
+            ]
+        }
+    )
+
+    request_id: uuid.UUID
+    nic: Nic = Field(description="Who could not be reached")
+    kind: Literal["token", "outcome"] = Field(description="The email with a validation code, or one telling an outcome")
+    smtp_code: int = Field(ge=500, le=599, description="The mail server's reply code")

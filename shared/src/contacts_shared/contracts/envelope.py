@@ -1,0 +1,119 @@
+"""The envelope every body travels in, the routing key of each contract, and parsing a body
+received from the bus."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+)
+
+from contacts_shared.contracts.base import Contract, UtcDatetime, utcnow
+from contacts_shared.contracts.contact_change import (
+    ContactChangeCompleted,
+    ContactChangeEmailFailed,
+    ContactChangeRequested,
+    ContactChangeStateChanged,
+    ContactChangeTokenIssued,
+    ContactChangeValidationRequested,
+    ContactChangeVetted,
+)
+from contacts_shared.contracts.inbound import (
+    AccountDeleted,
+    AccountUpserted,
+    ContactChangeSubmit,
+    InvoiceIssued,
+    InvoicePaid,
+    PaymentMethodRemoved,
+    PaymentMethodUpserted,
+    ServiceDeleted,
+    ServiceUpserted,
+)
+
+MESSAGE_TYPES: dict[str, type[Contract]] = {
+    "account.upserted": AccountUpserted,
+    "account.deleted": AccountDeleted,
+    "service.upserted": ServiceUpserted,
+    "service.deleted": ServiceDeleted,
+    "invoice.issued": InvoiceIssued,
+    "invoice.paid": InvoicePaid,
+    "payment_method.upserted": PaymentMethodUpserted,
+    "payment_method.removed": PaymentMethodRemoved,
+    "contact_change.submit": ContactChangeSubmit,
+    "contact_change.requested": ContactChangeRequested,
+    "contact_change.vetted": ContactChangeVetted,
+    "contact_change.validation_requested": ContactChangeValidationRequested,
+    "contact_change.token_issued": ContactChangeTokenIssued,
+    "contact_change.email_failed": ContactChangeEmailFailed,
+    "contact_change.state_changed": ContactChangeStateChanged,
+    "contact_change.completed": ContactChangeCompleted,
+}
+ROUTING_KEYS: dict[type[Contract], str] = {model: key for key, model in MESSAGE_TYPES.items()}
+CURRENT_VERSION = 1
+
+
+class Envelope(BaseModel):
+    """What travels on the wire. `message_id` is the consumer's idempotency key."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    message_id: uuid.UUID
+    type: str
+    # Any is read; only the one this release knows is acted on (parse_message dead-letters others).
+    version: int = Field(ge=1)
+    occurred_at: UtcDatetime
+    data: dict[str, Any]
+
+
+def envelope_for(data: Contract, message_id: uuid.UUID | None = None) -> Envelope:
+    return Envelope(
+        message_id=message_id or uuid.uuid4(),
+        type=ROUTING_KEYS[type(data)],
+        version=CURRENT_VERSION,
+        occurred_at=utcnow(),
+        data=data.model_dump(mode="json", by_alias=True),
+    )
+
+
+class MalformedMessage(ValueError):
+    """The body cannot be understood; it goes to the dead-letter queue with this reason."""
+
+
+def parse_message(body: bytes, routing_key: str) -> tuple[Envelope, Contract]:
+    """Parse a raw body into its envelope and typed data, or raise MalformedMessage with a reason."""
+    try:
+        envelope = Envelope.model_validate_json(body)
+    except ValueError as exc:
+        raise MalformedMessage(f"invalid envelope: {_short(exc)}") from None
+    if envelope.type != routing_key:
+        raise MalformedMessage(f"envelope type {envelope.type!r} does not match routing key {routing_key!r}")
+    model = MESSAGE_TYPES.get(envelope.type)
+    if model is None:
+        raise MalformedMessage(f"unknown message type {envelope.type!r}")
+    # A later version may mean something else by the same fields: read it as version 1 and the
+    # service could act wrongly, so it waits in the dead-letter queue for a release that knows it.
+    if envelope.version != CURRENT_VERSION:
+        raise MalformedMessage(f"version {envelope.version} of {envelope.type} is not one this service knows (it knows {CURRENT_VERSION})")
+    try:
+        data = model.model_validate(envelope.data)
+    except ValueError as exc:
+        raise MalformedMessage(f"invalid {envelope.type} data: {_short(exc)}") from None
+    return envelope, data
+
+
+def _short(exc: Exception) -> str:
+    """What was wrong, by field, without echoing the input: reasons end up in dead-letter headers
+    and logs, and the input may hold personal data (emails) or secrets."""
+    if isinstance(exc, ValidationError):
+        text = "; ".join(
+            f"{'.'.join(map(str, error['loc'])) or 'body'}: {error['msg']}"
+            for error in exc.errors(include_input=False, include_url=False, include_context=False)
+        )
+    else:
+        text = " ".join(str(exc).split())
+    return text[:500]
