@@ -1,6 +1,6 @@
 """What the notifier's retention job prunes, against the real PostgreSQL: the texts of mails sent
-(or superseded) longer ago than the retention, and tokens expired longer ago; every mail row
-stays, so a copy of a message whose inbox row was pruned mails nobody twice."""
+(or superseded) longer ago than the retention; every mail row stays, so a copy of a message
+whose inbox row was pruned mails nobody twice."""
 
 from __future__ import annotations
 
@@ -49,18 +49,7 @@ async def add_mails(pool: asyncpg.Pool, count: int, *, kind: str, state: str, da
     )
 
 
-async def add_tokens(pool: asyncpg.Pool, count: int, *, expired_days_ago: float) -> None:
-    await pool.execute(
-        "INSERT INTO tokens (request_id, nic, token_hash, expires_at, issued_at)"
-        " SELECT gen_random_uuid(), 'aa1-ovh', gen_random_uuid()::text,"
-        "  now() - make_interval(secs => $1 * 86400), now() - make_interval(secs => $1 * 86400) - interval '14 days'"
-        " FROM generate_series(1, $2)",
-        expired_days_ago,
-        count,
-    )
-
-
-async def test_old_mail_texts_and_old_tokens_are_pruned_in_batches(pool: asyncpg.Pool) -> None:
+async def test_old_mail_texts_are_pruned_in_batches(pool: asyncpg.Pool) -> None:
     await add_mails(pool, 2300, kind="outcome", state="sent", days_ago=31)
     await add_mails(pool, 150, kind="token", state="sent", days_ago=31)
     await add_mails(pool, 50, kind="token", state="superseded", days_ago=31)
@@ -68,15 +57,11 @@ async def test_old_mail_texts_and_old_tokens_are_pruned_in_batches(pool: asyncpg
     await add_mails(pool, 1, kind="outcome", state="pending", days_ago=40)
     await add_mails(pool, 2, kind="outcome", state="sent", days_ago=29.9)
     await add_mails(pool, 1, kind="token", state="sent", days_ago=0)
-    await add_tokens(pool, 2500, expired_days_ago=31)
-    await add_tokens(pool, 2, expired_days_ago=29.9)
-    await add_tokens(pool, 1, expired_days_ago=-7)  # still valid
     before = await pool.fetch("SELECT id, dedupe_key, kind, request_id, nic, email, state, created_at, sent_at FROM mails ORDER BY id")
 
     assert await prune_once(pool, NOTIFIER_PRUNERS, 30) == {
         "inbox": Pruned(rows=0, batches=1),
         "mail_texts": Pruned(rows=2500, batches=3),
-        "expired_code_hashes": Pruned(rows=2500, batches=3),
     }
 
     # Every row stays with what describes it; only the texts of the old sent or superseded go.
@@ -91,27 +76,22 @@ async def test_old_mail_texts_and_old_tokens_are_pruned_in_batches(pool: asyncpg
         ("sent", "outcome", True),
         ("sent", "token", True),
     ]
-    assert await pool.fetchval("SELECT count(*) FROM tokens WHERE expires_at > now() - interval '30 days'") == 3
-    assert await pool.fetchval("SELECT count(*) FROM tokens") == 3
 
     # Nothing left to do: one statement each, nothing touched.
     assert await prune_once(pool, NOTIFIER_PRUNERS, 30) == {
         "inbox": Pruned(rows=0, batches=1),
         "mail_texts": Pruned(rows=0, batches=1),
-        "expired_code_hashes": Pruned(rows=0, batches=1),
     }
 
 
 async def test_the_pruning_statements_never_read_the_whole_table(pool: asyncpg.Pool) -> None:
     await add_mails(pool, 20_000, kind="outcome", state="sent", days_ago=1)
-    await add_tokens(pool, 20_000, expired_days_ago=1)
-    await pool.execute("ANALYZE mails; ANALYZE tokens")
+    await pool.execute("ANALYZE mails")
     for pruner in PRUNERS:  # nothing to do: a probe of a few index pages
         plan = await explain(pool, pruner.sql, 30, 1000)
         assert "Seq Scan" not in json.dumps(plan), (pruner.name, plan)
         assert plan["Shared Hit Blocks"] + plan["Shared Read Blocks"] <= 10, (pruner.name, plan)
     await add_mails(pool, 1500, kind="outcome", state="sent", days_ago=31)
-    await add_tokens(pool, 1500, expired_days_ago=31)
     for pruner in PRUNERS:  # a batch to do: by index, not by reading the 20,000 recent rows
         plan = await explain(pool, pruner.sql, 30, 1000)
         assert "Seq Scan" not in json.dumps(plan), (pruner.name, plan)

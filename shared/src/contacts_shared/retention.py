@@ -2,11 +2,10 @@
 
 Every service keeps, besides its own data, rows that only serve a while: the inbox (ids of the
 messages already handled, so that a redelivery has no second effect), and in the notifier the
-texts of emails already sent and the hashes of tokens long expired. A periodic job in each
-service drops what is older than the retention, a small batch per statement (each statement
-its own transaction) with a short pause between batches, so it never holds many locks for long
-nor takes the database from the handlers. Requests, their history and the replicas are data,
-never pruned.
+texts of emails already sent. A periodic job in each service drops what is older than the
+retention, a small batch per statement (each statement its own transaction) with a short pause
+between batches, so it never holds many locks for long nor takes the database from the
+handlers. Requests, their history and the replicas are data, never pruned.
 
 The first pass runs right after start, then one every `EVERY_SECONDS`. Replicas each run the
 job; SKIP LOCKED keeps them from waiting on one another. A stop cancels the job between two
@@ -58,7 +57,7 @@ INBOX = Pruner(
     " WHERE received_at < now() - make_interval(days => $1) LIMIT $2 FOR UPDATE SKIP LOCKED))",
 )
 
-# What every service prunes; a service adds its own (the notifier's mail log and tokens).
+# What every service prunes; a service adds its own (the notifier's mail texts).
 COMMON_PRUNERS: tuple[Pruner, ...] = (INBOX,)
 
 

@@ -95,7 +95,7 @@ class CommonSettings(BaseSettings):
     # `json` (one object a line, for log collectors: the images set it) or `console` (readable).
     log_format: Literal["json", "console"] = "console"
     log_level: Annotated[Literal["DEBUG", "INFO", "WARNING", "ERROR"], BeforeValidator(_upper)] = "INFO"
-    # Days that bookkeeping is kept (inbox rows, sent mail bodies, long-expired tokens) before the
+    # Days that bookkeeping is kept (inbox rows, sent mail texts) before the
     # periodic pruning drops it (contacts_shared.retention); requests and their history are kept.
     retention_days: int = Field(30, ge=1, le=36500)
 

@@ -119,7 +119,7 @@ class Mailer:
                 to_send = [(mail, email, token) for mail, email, token in to_send if token is None]
         smtp = self.smtp.take()
         try:
-            for mail, email, token in to_send:
+            for mail, email, _ in to_send:
                 message_id = f"<mail-{mail['id']}.{mail['request_id']}@contacts>"
                 try:
                     smtp = await self.smtp.send(smtp, mail["email"], message_id, str(mail["request_id"]), email)
@@ -128,7 +128,7 @@ class Mailer:
                     await self._failed(conn, mail, f"{type(exc).__name__}: {exc}", refusal=refusal_code(exc))
                     continue
                 crash_point("after-smtp-before-mark")
-                await store.mark_sent(conn, mail["id"], token)
+                await store.mark_sent(conn, mail["id"])
                 EMAILS_SENT.labels(mail["kind"]).inc()
                 log.info("email sent", mail_id=mail["id"], request_id=str(mail["request_id"]), kind=mail["kind"], nic=mail["nic"])
         finally:

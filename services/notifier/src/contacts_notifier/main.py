@@ -13,7 +13,7 @@ PROGRAM = "contacts-notifier"
 
 
 async def serve(settings: NotifierSettings) -> None:
-    # Besides the inbox, the retention job clears old sent mails' texts and long-expired tokens.
+    # Besides the inbox, the retention job clears old sent mails' texts.
     async with service_runtime(
         "notifier", settings, MIGRATIONS, HANDLERS, metrics_port=settings.metrics_port, pruners=PRUNERS
     ) as runtime:

@@ -1,4 +1,4 @@
-"""SQL of the notifier: the mail log (every email, its state and attempts) and issued tokens.
+"""SQL of the notifier: the mail log (every email, its state and attempts).
 
 Token emails are stored without their token: it is derived at send time (from the secret key,
 the request, the confirmer and the round) and only its hash is kept, so the plaintext exists
@@ -13,7 +13,6 @@ import uuid
 import asyncpg
 from contacts_shared.contracts import (
     ContactChangeEmailFailed,
-    ContactChangeTokenIssued,
     Envelope,
 )
 from contacts_shared.db import IF_CLAIMED, claim_cte
@@ -72,6 +71,11 @@ MIGRATIONS = [
     """
     ALTER TABLE mails ADD COLUMN claim bigint, ADD COLUMN refusals int NOT NULL DEFAULT 0;
     """,
+    # The hashes of the codes issued were kept here for the record, and nothing read them: the
+    # requests service holds the one that counts (announced by `token_issued`).
+    """
+    DROP TABLE tokens;
+    """,
 ]
 
 # Pruned by the retention job (contacts_shared.retention; $1 the retention in days, $2 the batch).
@@ -81,7 +85,6 @@ MIGRATIONS = [
 # row's id. Dropped once an email is sent (or superseded, so never to be sent) longer ago than the
 # retention: the texts holding personal data (subject and body of outcome emails, the context a
 # token email was written from, the last SMTP error). Only pending mails are ever read for them.
-# Tokens (hashes, kept for the record; nothing reads them) expired longer ago are deleted.
 PRUNERS = (
     Pruner(
         "mail_texts",
@@ -89,11 +92,6 @@ PRUNERS = (
         " WHERE id = ANY(ARRAY(SELECT id FROM mails WHERE state <> 'pending'"
         " AND (subject IS NOT NULL OR body IS NOT NULL OR token_context IS NOT NULL OR last_error IS NOT NULL)"
         " AND coalesce(sent_at, created_at) < now() - make_interval(days => $1) LIMIT $2 FOR UPDATE SKIP LOCKED))",
-    ),
-    Pruner(
-        "expired_code_hashes",
-        "DELETE FROM tokens WHERE id = ANY(ARRAY(SELECT id FROM tokens"
-        " WHERE expires_at < now() - make_interval(days => $1) LIMIT $2 FOR UPDATE SKIP LOCKED))",
     ),
 )
 
@@ -191,21 +189,15 @@ async def claim_due(conn: asyncpg.Connection, limit: int, claim: int) -> list[as
     return sorted(rows, key=lambda row: (row["next_attempt_at"], row["id"]))
 
 
-async def mark_sent(conn: asyncpg.Connection, mail_id: int, token: ContactChangeTokenIssued | None) -> None:
-    """The email went out: mark it sent and, for a token email, record its code's hash."""
+async def mark_sent(conn: asyncpg.Connection, mail_id: int) -> None:
+    """The email went out: mark it sent."""
     # One statement, right after the SMTP server took the email: a crash in between sends only
     # this one again. `id = $1` alone: `id = ANY($1)` was planned as a sequential scan of the
     # whole mail log while the table was young (seen with the benchmark's --auto-explain).
     await conn.execute(
-        "WITH token AS (INSERT INTO tokens (request_id, nic, token_hash, expires_at)"
-        " SELECT $2, $3, $4, $5 WHERE $4::text IS NOT NULL ON CONFLICT (token_hash) DO NOTHING)"
-        " UPDATE mails SET state = 'sent', sent_at = now(), attempts = attempts + 1, last_error = NULL, claim = NULL"
+        "UPDATE mails SET state = 'sent', sent_at = now(), attempts = attempts + 1, last_error = NULL, claim = NULL"
         " WHERE id = $1",
         mail_id,
-        token and token.request_id,
-        token and token.nic,
-        token and token.token_hash,
-        token and token.expires_at,
     )
 
 
