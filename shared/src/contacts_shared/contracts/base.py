@@ -23,7 +23,7 @@ NIC_PATTERN = re.compile(r"^[a-z]{2}[0-9]{1,9}-[a-z]{2,10}$")
 def normalize_nic(value: Any) -> str:
     """Lower-case and trim a NIC handle, or raise ValueError naming what is wrong."""
     if not isinstance(value, str):
-        raise ValueError("a NIC handle is a string such as aa00000-ovh")
+        raise ValueError("a NIC handle is a string such as aa00000-ovh")  # noqa: TRY004 - pydantic reports a ValueError, not a TypeError, as invalid input
     nic = value.strip().lower()
     if not NIC_PATTERN.match(nic):
         raise ValueError(
@@ -92,3 +92,9 @@ class Contract(BaseModel):
     # `from` is a keyword: models carrying it name the field `from_` with the alias `from`, and
     # are built by field name and serialised by alias (subclasses' configs merge with this one).
     model_config = ConfigDict(extra="ignore", frozen=True, populate_by_name=True, serialize_by_alias=True)
+
+
+def with_examples(*examples: dict[str, Any]) -> ConfigDict:
+    """A contract's config naming its examples (in its JSON Schema and the generated documents);
+    it merges with `Contract`'s own."""
+    return ConfigDict(json_schema_extra={"examples": list(examples)})

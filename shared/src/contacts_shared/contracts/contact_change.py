@@ -6,7 +6,6 @@ import uuid
 from typing import Annotated, Literal
 
 from pydantic import (
-    ConfigDict,
     Field,
 )
 
@@ -18,7 +17,17 @@ from contacts_shared.contracts.base import (
     RequestState,
     ServiceId,
     UtcDatetime,
+    with_examples,
 )
+
+# The request the examples are about: the fields every message about a request starts with.
+_A_CHANGE = {
+    "request_id": "0b6f3f5e-3c1e-4f7a-9d55-2f0a8f3b9c11",
+    "service": "shop-example.com",
+    "type": "tech",
+    "from": "cc33333-ovh",
+    "to": "bb22222-ovh",
+}
 
 
 class ContactChangeRequested(Contract):
@@ -31,35 +40,27 @@ class ContactChangeRequested(Contract):
     from_: Nic = Field(alias="from")
     to: Nic
 
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                {
-                    "request_id": "0b6f3f5e-3c1e-4f7a-9d55-2f0a8f3b9c11",
-                    "phase": "submit",
-                    "service": "shop-example.com",
-                    "type": "tech",
-                    "from": "cc33333-ovh",
-                    "to": "bb22222-ovh",
-                }
-            ]
-        },
+    model_config = with_examples(
+        {
+            "request_id": _A_CHANGE["request_id"],
+            "phase": "submit",
+            "service": "shop-example.com",
+            "type": "tech",
+            "from": "cc33333-ovh",
+            "to": "bb22222-ovh",
+        }
     )
 
 
 class ContactChangeVetted(Contract):
     """The billing check's verdict on a request."""
 
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                {
-                    "request_id": "0b6f3f5e-3c1e-4f7a-9d55-2f0a8f3b9c11",
-                    "phase": "submit",
-                    "approved": False,
-                    "reasons": ["dd44444-ovh has an unpaid invoice"],
-                }
-            ]
+    model_config = with_examples(
+        {
+            "request_id": _A_CHANGE["request_id"],
+            "phase": "submit",
+            "approved": False,
+            "reasons": ["dd44444-ovh has an unpaid invoice"],
         }
     )
 
@@ -94,41 +95,29 @@ class ContactChangeValidationRequested(Contract):
     confirmers: list[Confirmer]
     expires_at: UtcDatetime
 
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                {
-                    "request_id": "0b6f3f5e-3c1e-4f7a-9d55-2f0a8f3b9c11",
-                    "service": "shop-example.com",
-                    "type": "tech",
-                    "from": "cc33333-ovh",
-                    "to": "bb22222-ovh",
-                    "requester": "aa11111-ovh",
-                    "confirmers": [
-                        {"nic": "aa11111-ovh", "email": "owner@shop-example.test"},
-                        {"nic": "bb22222-ovh", "email": "webmaster@shop-example.test"},
-                    ],
-                    "expires_at": "2026-02-14T12:00:00Z",
-                }
-            ]
-        },
+    model_config = with_examples(
+        {
+            **_A_CHANGE,
+            "requester": "aa11111-ovh",
+            "confirmers": [
+                {"nic": "aa11111-ovh", "email": "owner@shop-example.test"},
+                {"nic": "bb22222-ovh", "email": "webmaster@shop-example.test"},
+            ],
+            "expires_at": "2026-02-14T12:00:00Z",
+        }
     )
 
 
 class ContactChangeTokenIssued(Contract):
     """The notifier mailed a token; only its hash travels."""
 
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                {
-                    "request_id": "0b6f3f5e-3c1e-4f7a-9d55-2f0a8f3b9c11",
-                    "nic": "bb22222-ovh",
-                    "token_hash": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
-                    "expires_at": "2026-02-14T12:00:00Z",
-                    "generation": 1,
-                }
-            ]
+    model_config = with_examples(
+        {
+            "request_id": _A_CHANGE["request_id"],
+            "nic": "bb22222-ovh",
+            "token_hash": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+            "expires_at": "2026-02-14T12:00:00Z",
+            "generation": 1,
         }
     )
 
@@ -160,26 +149,18 @@ class ContactChangeStateChanged(Contract):
     # `contact_change.submit` this request came from, on the announcements of its submission.
     idempotency_key: str | None = None
 
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                {
-                    "request_id": "0b6f3f5e-3c1e-4f7a-9d55-2f0a8f3b9c11",
-                    "service": "shop-example.com",
-                    "type": "tech",
-                    "from": "cc33333-ovh",
-                    "to": "bb22222-ovh",
-                    "state": "validating",
-                    "reason": "approved by the billing check",
-                    "parties": [
-                        {"nic": "aa11111-ovh", "email": "owner@shop-example.test", "role": "requester"},
-                        {"nic": "cc33333-ovh", "email": "tech@shop-example.test", "role": "from"},
-                        {"nic": "bb22222-ovh", "email": "webmaster@shop-example.test", "role": "to"},
-                    ],
-                    "idempotency_key": "support-ticket-8812",
-                }
-            ]
-        },
+    model_config = with_examples(
+        {
+            **_A_CHANGE,
+            "state": "validating",
+            "reason": "approved by the billing check",
+            "parties": [
+                {"nic": "aa11111-ovh", "email": "owner@shop-example.test", "role": "requester"},
+                {"nic": "cc33333-ovh", "email": "tech@shop-example.test", "role": "from"},
+                {"nic": "bb22222-ovh", "email": "webmaster@shop-example.test", "role": "to"},
+            ],
+            "idempotency_key": "support-ticket-8812",
+        }
     )
 
 
@@ -193,19 +174,11 @@ class ContactChangeCompleted(Contract):
     to: Nic
     completed_at: UtcDatetime
 
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                {
-                    "request_id": "0b6f3f5e-3c1e-4f7a-9d55-2f0a8f3b9c11",
-                    "service": "shop-example.com",
-                    "type": "tech",
-                    "from": "cc33333-ovh",
-                    "to": "bb22222-ovh",
-                    "completed_at": "2026-01-31T12:05:00Z",
-                }
-            ]
-        },
+    model_config = with_examples(
+        {
+            **_A_CHANGE,
+            "completed_at": "2026-01-31T12:05:00Z",
+        }
     )
 
 
@@ -213,16 +186,12 @@ class ContactChangeEmailFailed(Contract):
     """The notifier gave up an email: the mail server refused it for good (a 5xx reply to its
     recipient or its content), as many times as CONTACTS_SMTP_MAX_REFUSALS allows."""
 
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                {
-                    "request_id": "0b6f3f5e-3c1e-4f7a-9d55-2f0a8f3b9c11",
-                    "nic": "bb22222-ovh",
-                    "kind": "token",
-                    "smtp_code": 550,
-                }
-            ]
+    model_config = with_examples(
+        {
+            "request_id": _A_CHANGE["request_id"],
+            "nic": "bb22222-ovh",
+            "kind": "token",
+            "smtp_code": 550,
         }
     )
 

@@ -26,6 +26,7 @@ from contacts_shared.contracts.base import (
     ServiceId,
     UtcDatetime,
     Zone,
+    with_examples,
 )
 
 
@@ -38,9 +39,7 @@ def _one_address(value: str) -> str:
 class AccountUpserted(Contract):
     """A customer account was created or changed (accounts system)."""
 
-    model_config = ConfigDict(
-        json_schema_extra={"examples": [{"nic": "aa11111-ovh", "email": "owner@shop-example.test", "zone": "EU"}]}
-    )
+    model_config = with_examples({"nic": "aa11111-ovh", "email": "owner@shop-example.test", "zone": "EU"})
 
     nic: Nic
     email: Annotated[str, Field(min_length=3, max_length=320, json_schema_extra={"pattern": EMAIL_PATTERN}), AfterValidator(_one_address)]
@@ -50,7 +49,7 @@ class AccountUpserted(Contract):
 class AccountDeleted(Contract):
     """A customer account was deleted (accounts system)."""
 
-    model_config = ConfigDict(json_schema_extra={"examples": [{"nic": "gg77777-ovh"}]})
+    model_config = with_examples({"nic": "gg77777-ovh"})
 
     nic: Nic
 
@@ -58,17 +57,13 @@ class AccountDeleted(Contract):
 class ServiceUpserted(Contract):
     """A hosted service was created or changed; its contacts are taken only on creation."""
 
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                {
-                    "service": "shop-example.com",
-                    "type": "domain",
-                    "admin": "aa11111-ovh",
-                    "tech": "cc33333-ovh",
-                    "billing": "aa11111-ovh",
-                }
-            ]
+    model_config = with_examples(
+        {
+            "service": "shop-example.com",
+            "type": "domain",
+            "admin": "aa11111-ovh",
+            "tech": "cc33333-ovh",
+            "billing": "aa11111-ovh",
         }
     )
 
@@ -84,7 +79,7 @@ class ServiceUpserted(Contract):
 class ServiceDeleted(Contract):
     """A hosted service was deleted."""
 
-    model_config = ConfigDict(json_schema_extra={"examples": [{"service": "old-shop.example"}]})
+    model_config = with_examples({"service": "old-shop.example"})
 
     service: ServiceId
 
@@ -92,17 +87,13 @@ class ServiceDeleted(Contract):
 class InvoiceIssued(Contract):
     """An invoice was issued to an account (billing system); unpaid until `invoice.paid`."""
 
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                {
-                    "invoice_id": "inv-2026-0042",
-                    "nic": "dd44444-ovh",
-                    "amount": "119.88",
-                    "currency": "EUR",
-                    "due_at": "2026-02-28T00:00:00Z",
-                }
-            ]
+    model_config = with_examples(
+        {
+            "invoice_id": "inv-2026-0042",
+            "nic": "dd44444-ovh",
+            "amount": "119.88",
+            "currency": "EUR",
+            "due_at": "2026-02-28T00:00:00Z",
         }
     )
 
@@ -116,7 +107,7 @@ class InvoiceIssued(Contract):
 class InvoicePaid(Contract):
     """An invoice was paid."""
 
-    model_config = ConfigDict(json_schema_extra={"examples": [{"invoice_id": "inv-2026-0042"}]})
+    model_config = with_examples({"invoice_id": "inv-2026-0042"})
 
     invoice_id: str = Field(min_length=1, max_length=128)
 
@@ -124,16 +115,12 @@ class InvoicePaid(Contract):
 class PaymentMethodUpserted(Contract):
     """An account's payment method was added or changed; `valid_until` null means no expiry."""
 
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                {
-                    "payment_method_id": "pm-bb-card",
-                    "nic": "bb22222-ovh",
-                    "kind": "card",
-                    "valid_until": "2028-12-31T23:59:59Z",
-                }
-            ]
+    model_config = with_examples(
+        {
+            "payment_method_id": "pm-bb-card",
+            "nic": "bb22222-ovh",
+            "kind": "card",
+            "valid_until": "2028-12-31T23:59:59Z",
         }
     )
 
@@ -146,7 +133,7 @@ class PaymentMethodUpserted(Contract):
 class PaymentMethodRemoved(Contract):
     """A payment method was removed."""
 
-    model_config = ConfigDict(json_schema_extra={"examples": [{"payment_method_id": "pm-bb-card"}]})
+    model_config = with_examples({"payment_method_id": "pm-bb-card"})
 
     payment_method_id: str = Field(min_length=1, max_length=128)
 
@@ -198,16 +185,12 @@ class ContactChangeSubmit(Contract):
     `contact_change.state_changed` carrying the same `idempotency_key`.
     """
 
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                {
-                    "requester": "aa11111-ovh",
-                    "service": "shop-example.com",
-                    "changes": {"tech": "bb22222-ovh"},
-                    "idempotency_key": "support-ticket-8812",
-                }
-            ]
+    model_config = with_examples(
+        {
+            "requester": "aa11111-ovh",
+            "service": "shop-example.com",
+            "changes": {"tech": "bb22222-ovh"},
+            "idempotency_key": "support-ticket-8812",
         }
     )
 
