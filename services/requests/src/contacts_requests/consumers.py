@@ -31,7 +31,7 @@ from contacts_shared.contracts import (
 from contacts_shared.crashpoints import crash_point
 from contacts_shared.outbox import enqueue
 
-from contacts_requests import replicas, store
+from contacts_requests import replicas, store, submissions
 from contacts_requests.announcements import (
     about,
     parties,
@@ -120,7 +120,7 @@ async def on_email_failed(conn: asyncpg.Connection, _: Envelope, data: ContactCh
 
 def submit_handler(request_ttl: timedelta) -> Handler:
     async def on_submit(conn: asyncpg.Connection, _: Envelope, data: ContactChangeSubmit) -> None:
-        if (earlier := await store.submission_by_key(conn, data.requester, data.idempotency_key)) is not None:
+        if (earlier := await submissions.submission_by_key(conn, data.requester, data.idempotency_key)) is not None:
             await _reannounce_submission(conn, earlier, data.idempotency_key)
             return
         try:

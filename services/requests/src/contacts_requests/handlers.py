@@ -23,7 +23,7 @@ from contacts_shared.contracts import (
 )
 from contacts_shared.outbox import enqueue
 
-from contacts_requests import replicas, store
+from contacts_requests import replicas, store, submissions
 from contacts_requests.announcements import (
     about,
     announce,
@@ -70,13 +70,13 @@ async def submit(
     a requester over the hourly limit is refused."""
 
     async def earlier_submission() -> list[uuid.UUID] | None:
-        return await store.submission_by_key(conn, requester, idempotency_key) if idempotency_key else None
+        return await submissions.submission_by_key(conn, requester, idempotency_key) if idempotency_key else None
 
     if (existing := await earlier_submission()) is not None:
         return existing
     if rate_limits is not None:
         now = utcnow()
-        recent = await store.recent_submissions(conn, requester, now - HOUR)
+        recent = await submissions.recent_submissions(conn, requester, now - HOUR)
         check_submission(rate_limits, recent=recent, now=now)
     context = await store.submission_context(conn, service_id, [requester, *changes.values()])
     try:
@@ -126,10 +126,10 @@ async def submit(
                     idempotency_key=idempotency_key,
                 )
                 ids.append(request_id)
-            if idempotency_key and not await store.record_submission(conn, requester, idempotency_key, ids):
+            if idempotency_key and not await submissions.record_submission(conn, requester, idempotency_key, ids):
                 raise _DuplicateSubmission
     except _DuplicateSubmission:
-        return await store.submission_by_key(conn, requester, idempotency_key or "") or []
+        return await submissions.submission_by_key(conn, requester, idempotency_key or "") or []
     except asyncpg.UniqueViolationError:
         # Another submission for the same service and type won the race. If it was this same
         # submission delivered twice (same idempotency key, handled concurrently), it is ours.
@@ -211,11 +211,11 @@ async def _answer_once(
 async def resend(conn: asyncpg.Connection, *, request_id: uuid.UUID, nic: str, rate_limits: RateLimits) -> list[str]:
     change = await _load_visible(conn, request_id, nic)
     pending = change.check_resend(nic)
-    record = await store.resend_record(conn, request_id)
+    record = await submissions.resend_record(conn, request_id)
     now = utcnow()
     assert change.expires_at is not None
     check_resend(rate_limits, resends=record["resends"], last_resend_at=record["last_resend_at"], expires_at=change.expires_at, now=now)
-    await store.count_resend(conn, request_id, now)
+    await submissions.count_resend(conn, request_id, now)
     generations = await store.new_round_of_codes(conn, request_id, pending)
     asked = validation_request(change, pending, await replicas.accounts_by_nic(conn, pending), generations)
     if isinstance(asked, str):

@@ -1,5 +1,6 @@
-"""SQL of the requests service's requests: their confirmers and tokens, history, idempotency keys
-and rate-limit counts (replicas.py has the accounts and services, views.py what is shown).
+"""SQL of the requests service's requests: their confirmers and tokens, and history
+(submissions.py has the idempotency keys and rate-limit counts, replicas.py the accounts and
+services, views.py what is shown).
 
 Every function takes a connection so the caller decides the transaction; all SQL is
 parameterised.
@@ -319,51 +320,7 @@ async def mark_vetting_asked(conn: asyncpg.Connection, request_id: uuid.UUID, st
     )
 
 
-# --- idempotency ----------------------------------------------------------------------------------
-
-
-async def submission_by_key(conn: asyncpg.Connection, requester: str, key: str) -> list[uuid.UUID] | None:
-    return await conn.fetchval(
-        "SELECT request_ids FROM submissions WHERE requester = $1 AND idempotency_key = $2", requester, key
-    )
-
-
 async def reasons_of(conn: asyncpg.Connection, request_ids: list[uuid.UUID]) -> dict[uuid.UUID, str | None]:
     """The reason each request was given for its current state."""
     rows = await conn.fetch("SELECT id, reason FROM contact_changes WHERE id = ANY($1::uuid[])", request_ids)
     return {r["id"]: r["reason"] for r in rows}
-
-
-async def record_submission(conn: asyncpg.Connection, requester: str, key: str, request_ids: list[uuid.UUID]) -> bool:
-    """False when the key was taken meanwhile (a concurrent duplicate)."""
-    row = await conn.fetchval(
-        "INSERT INTO submissions (requester, idempotency_key, request_ids) VALUES ($1, $2, $3)"
-        " ON CONFLICT DO NOTHING RETURNING 1",
-        requester,
-        key,
-        request_ids,
-    )
-    return row is not None
-
-
-# --- rate limits ----------------------------------------------------------------------------------
-
-
-async def resend_record(conn: asyncpg.Connection, request_id: uuid.UUID) -> asyncpg.Record:
-    """How often the request's codes were sent again, and when last (`resends`, `last_resend_at`)."""
-    return await conn.fetchrow("SELECT resends, last_resend_at FROM contact_changes WHERE id = $1", request_id)
-
-
-async def count_resend(conn: asyncpg.Connection, request_id: uuid.UUID, at: datetime) -> None:
-    await conn.execute("UPDATE contact_changes SET resends = resends + 1, last_resend_at = $2 WHERE id = $1", request_id, at)
-
-
-async def recent_submissions(conn: asyncpg.Connection, requester: str, since: datetime) -> list[datetime]:
-    """When the requester's submissions since `since` were made, after taking the requester's
-    submission lock (held to the end of the transaction: two replicas cannot both let the 31st
-    in). The requests of one submission share their `created_at`."""
-    await conn.execute("SELECT pg_advisory_xact_lock(hashtext('submit:' || $1))", requester)
-    rows = await conn.fetch(
-        "SELECT DISTINCT created_at FROM contact_changes WHERE requester = $1 AND created_at > $2", requester, since
-    )
-    return [r["created_at"] for r in rows]
