@@ -11,12 +11,10 @@ from contacts_requests.domain import (
     Kind,
     Refusal,
     ServiceContacts,
-    TokenSlot,
-    check_token,
-    hash_token,
     plan_submission,
     refusal_to_change,
 )
+from contacts_requests.tokens import TokenSlot, check_token, hash_token
 from contacts_shared.contracts import ContactType, Phase, RequestState
 
 ADMIN, TECH, BILLING, NEW, OTHER_ZONE, STRANGER = (

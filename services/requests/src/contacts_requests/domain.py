@@ -1,15 +1,13 @@
 """The rules of contact changes (spec sections 2 to 4), pure: no I/O, no clock of its own.
 
 `plan_submission` decides who may ask for what and who must confirm; `ContactChange` is the
-state machine of one request; `check_token` decides whether a presented validation code is
-good. Handlers load the facts, call these, and store what they return.
+state machine of one request; `tokens.check_token` decides whether a presented validation code
+is good. Handlers load the facts, call these, and store what they return.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import hmac
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -21,7 +19,6 @@ OPEN_STATES = frozenset({RequestState.checking, RequestState.validating, Request
 FINAL_STATES = frozenset(RequestState) - OPEN_STATES
 # The states in which a request waits for the billing check's verdict (at submission, before applying).
 WAITING_FOR_VETTING = frozenset({RequestState.checking, RequestState.applying})
-MAX_TOKEN_FAILURES = 5
 
 ROLE_NAMES = {ContactType.admin: "administrative", ContactType.tech: "technical", ContactType.billing: "billing"}
 
@@ -314,7 +311,7 @@ class ContactChange:
         return transition
 
 
-# --- tokens (section 4) -------------------------------------------------------------------------
+# --- tokens (section 4; the code itself is checked in `tokens`) ----------------------------------
 
 
 def unreachable(nic: str, kind: str, smtp_code: int) -> str:
@@ -327,19 +324,6 @@ def unreachable(nic: str, kind: str, smtp_code: int) -> str:
     return note
 
 
-def hash_token(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
-
-
-@dataclass(frozen=True)
-class TokenSlot:
-    """What the requests service knows of one confirmer's token: only its hash."""
-
-    token_hash: str | None
-    expires_at: datetime | None
-    failures: int
-
-
 def invalid_token() -> Refusal:
     return Refusal(
         Kind.invalid,
@@ -348,16 +332,3 @@ def invalid_token() -> Refusal:
         "locked after too many tries. Use Resend to get a new one.",
         field="token",
     )
-
-
-def check_token(slot: TokenSlot, presented: str, now: datetime) -> bool:
-    """True when the token matches; the caller counts a failure otherwise.
-
-    A locked, expired, missing or foreign token is refused the same way as a wrong one,
-    so that the answer tells a guesser nothing.
-    """
-    if slot.token_hash is None or slot.failures >= MAX_TOKEN_FAILURES:
-        return False
-    if slot.expires_at is not None and slot.expires_at <= now:
-        return False
-    return hmac.compare_digest(slot.token_hash, hash_token(presented))

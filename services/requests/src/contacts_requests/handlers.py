@@ -36,7 +36,6 @@ from contacts_requests.domain import (
     Kind,
     Refusal,
     Transition,
-    check_token,
     invalid_token,
     may_view,
     not_found,
@@ -48,6 +47,7 @@ from contacts_requests.rate_limits import (
     check_resend,
     check_submission,
 )
+from contacts_requests.tokens import check_token
 
 log = structlog.get_logger("contacts.requests")
 

@@ -24,9 +24,9 @@ from contacts_requests.domain import (
     Account,
     ContactChange,
     ServiceContacts,
-    TokenSlot,
 )
 from contacts_requests.replicas import accounts_from, accounts_sql
+from contacts_requests.tokens import TokenSlot
 
 # --- requests -----------------------------------------------------------------------------------
 

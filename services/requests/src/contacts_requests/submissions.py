@@ -8,7 +8,6 @@ from datetime import datetime
 
 import asyncpg
 
-
 # --- idempotency keys -----------------------------------------------------------------------------
 
 
