@@ -34,8 +34,9 @@ import traceback
 from importlib.metadata import entry_points
 from pathlib import Path
 
+from contacts_shared.commands import SERVICE_PROGRAMS as PROGRAMS
+
 BIN = Path(sys.executable).parent
-PROGRAMS = ("contacts-requests", "contacts-billing-check", "contacts-notifier")
 # Settings a fork cannot honour: they act when the interpreter starts or a module is imported.
 NEEDS_EXEC = ("CONTACTS_CRASH_AT", "LD_PRELOAD", "FAKETIME")
 

@@ -16,7 +16,6 @@ import re
 import shutil
 import signal
 import socket
-import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -33,12 +32,11 @@ from contacts_shared.bus import exchange_for, new_broker
 from contacts_shared.contracts import Contract, Envelope, envelope_for
 from contacts_shared.mailsink import MailSink
 from contacts_shared.outbox import publish_envelope
-from launch import Process, launch
+from launch import PROGRAMS, Process, launch
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
-BIN = Path(sys.executable).parent
-SERVICES = ("contacts-requests", "contacts-billing-check", "contacts-notifier")
+SERVICES = PROGRAMS
 SCHEMAS = ("requests", "billing_check", "notifier")
 T = TypeVar("T")
 

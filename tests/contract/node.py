@@ -8,6 +8,7 @@ install starts in the background as soon as the tests that need it are collected
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import subprocess
 import tempfile
@@ -41,7 +42,9 @@ def begin_install(package: Path) -> None:
     npm = shutil.which("npm")
     if package in _installing or (stamp.exists() and stamp.read_text() == _lock_digest(package)) or not npm:
         return
-    output = Path(tempfile.mkstemp(prefix="npm-ci-", suffix=".log")[1])
+    descriptor, name = tempfile.mkstemp(prefix="npm-ci-", suffix=".log")
+    os.close(descriptor)
+    output = Path(name)
     with output.open("wb") as out:  # a file, not a pipe: nobody reads it until npm is done
         process = subprocess.Popen(
             [npm, "ci", "--no-audit", "--no-fund", "--prefer-offline"], cwd=package, stdout=out, stderr=subprocess.STDOUT

@@ -20,9 +20,9 @@ from typing import Any
 
 import httpx
 import pytest
+from launch import BIN
 from support import (
     ARTIFACTS,
-    BIN,
     ROOT,
     TOKEN_LINK,
     drop_namespace,
