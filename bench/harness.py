@@ -20,8 +20,8 @@ from urllib.parse import quote, urlsplit, urlunsplit
 import aiohttp
 import asyncpg
 from contacts_shared.contracts import AccountUpserted, ServiceUpserted, Zone
-from contacts_shared.mail_store import StoredMail
-from contacts_shared.mailsink import MailSink
+from contacts_tools.mail_store import StoredMail
+from contacts_tools.mailsink import MailSink
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))

@@ -15,7 +15,7 @@ from typing import Any
 
 import aio_pika
 import jsonschema
-from contacts_shared.contract_docs import PRODUCERS
+from contacts_tools.contract_docs import PRODUCERS
 from contacts_shared.contracts import MalformedMessage, parse_message
 from support import eventually
 

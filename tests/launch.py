@@ -34,7 +34,7 @@ import traceback
 from importlib.metadata import entry_points
 from pathlib import Path
 
-from contacts_shared.commands import SERVICE_PROGRAMS as PROGRAMS
+from contacts_tools.commands import SERVICE_PROGRAMS as PROGRAMS
 
 BIN = Path(sys.executable).parent
 # Settings a fork cannot honour: they act when the interpreter starts or a module is imported.

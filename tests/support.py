@@ -30,7 +30,7 @@ import httpx
 from contacts_shared.auth import mint_token
 from contacts_shared.bus import exchange_for, new_broker
 from contacts_shared.contracts import Contract, Envelope, envelope_for
-from contacts_shared.mailsink import MailSink
+from contacts_tools.mailsink import MailSink
 from contacts_shared.outbox import publish_envelope
 from launch import PROGRAMS, Process, launch
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ast
 import re
+import subprocess
 import sys
 import tomllib
 from importlib.metadata import packages_distributions
@@ -14,7 +15,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-WORKSPACE_MEMBERS = [ROOT / "shared", *sorted((ROOT / "services").glob("*/"))]
+WORKSPACE_MEMBERS = [ROOT / "shared", *sorted((ROOT / "services").glob("*/")), ROOT / "tools"]
 # What the tests and the benchmark import may come from the dev group or any member.
 TOOLING = [ROOT / "tests", ROOT / "bench", *(m / "tests" for m in WORKSPACE_MEMBERS)]
 
@@ -89,3 +90,34 @@ def test_tests_and_bench_declare_what_they_import() -> None:
 def test_the_check_sees_an_undeclared_import(tmp_path: Path) -> None:
     (tmp_path / "mod.py").write_text("import aio_pika\nfrom faststream.rabbit import RabbitBroker\n")
     assert set(imported_distributions([tmp_path])) == {"aio-pika", "faststream"}
+
+
+SERVICE_PACKAGES = ["contacts-requests", "contacts-billing-check", "contacts-notifier"]
+
+
+@pytest.mark.parametrize("package", SERVICE_PACKAGES)
+def test_service_images_install_no_tools(package: str) -> None:
+    """What a service image installs (`uv sync --package`, as its Dockerfile does): the service
+    and the service library, never the tools or what only they need (the mail sink's SMTP
+    server, the YAML writer, the management API's client)."""
+    exported = subprocess.run(
+        ["uv", "export", "--frozen", "--no-dev", "--no-hashes", "--package", package],
+        cwd=ROOT, capture_output=True, text=True, check=True,
+    ).stdout
+    lines = [line for line in exported.splitlines() if line and not line.startswith(("#", " "))]
+    members = {line.removeprefix("-e ./") for line in lines if line.startswith("-e ")}
+    installed = {_normalise(re.split(r"[=\s;]", line, maxsplit=1)[0]) for line in lines if not line.startswith("-e ")}
+    assert members == {"shared", f"services/{package.removeprefix('contacts-')}"}, members
+    assert not installed & {"aiosmtpd", "pyyaml", "httpx"}, installed
+
+
+def test_the_service_library_imports_no_service_and_no_tool() -> None:
+    imported = set()
+    for path in (ROOT / "shared" / "src").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                imported |= {(path.name, alias.name.split(".")[0]) for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                imported.add((path.name, node.module.split(".")[0]))
+    outside = {(file, module) for file, module in imported if module.startswith("contacts_") and module != "contacts_shared"}
+    assert not outside, f"contacts_shared imports {sorted(outside)}"

@@ -16,7 +16,7 @@ from contacts_shared.bus import ServiceBus
 from contacts_shared.contracts import AccountUpserted, Envelope, envelope_for
 from contacts_shared.outbox import publish_envelope
 from contacts_shared.retry import ATTEMPT_HEADER, MAX_ATTEMPTS, ROUTING_KEY_HEADER
-from contacts_shared.testing import TEST_AMQP_URL, consuming_bus, schema_pool
+from contacts_tools.testing import TEST_AMQP_URL, consuming_bus, schema_pool
 from support import eventually
 
 KEY = "account.upserted"

@@ -13,7 +13,7 @@ import pytest
 from contacts_shared import runtime as runtime_module
 from contacts_shared.bus import ServiceBus
 from contacts_shared.runtime import Runtime, watch_consumer
-from contacts_shared.testing import consuming_bus, schema_pool
+from contacts_tools.testing import consuming_bus, schema_pool
 from support import eventually
 
 

@@ -12,7 +12,7 @@ import asyncpg
 import pytest
 from contacts_shared.db import COMMON_INDEXES, claim_message, migrate
 from contacts_shared.retention import COMMON_PRUNERS, INBOX, Pruned, prune_once
-from contacts_shared.testing import TEST_DATABASE_URL, explain, schema_pool
+from contacts_tools.testing import TEST_DATABASE_URL, explain, schema_pool
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from typing import Any
 import jsonschema
 import pytest
 import yaml
-from contacts_shared import contract_docs
+from contacts_tools import contract_docs
 from contacts_shared.contracts import MESSAGE_TYPES, MalformedMessage, parse_message
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"

@@ -18,7 +18,7 @@ import aio_pika
 import aiormq
 import jsonschema
 import pytest
-from contacts_shared.contract_docs import message_example
+from contacts_tools.contract_docs import message_example
 from contacts_shared.contracts import (
     AccountUpserted,
     ContactChangeVetted,
@@ -38,7 +38,7 @@ URL_SOURCES = [
     *sorted((ROOT / "examples").rglob("*.mjs")),
     *sorted((ROOT / "examples").rglob("*.sh")),
     ROOT / "shared" / "src" / "contacts_shared" / "settings.py",
-    ROOT / "shared" / "src" / "contacts_shared" / "cli.py",
+    ROOT / "tools" / "src" / "contacts_tools" / "cli.py",
 ]
 # An AMQP URL whose path is a bare `/`: the vhost "" to amqp-tools and the Java and .NET clients.
 BARE_SLASH = re.compile(r"amqps?://[^\s'\"`/*]+/(?=[\s'\"`)]|$)", re.MULTILINE)  # `*`: a shell pattern

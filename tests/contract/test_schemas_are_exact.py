@@ -16,7 +16,7 @@ from typing import Any
 
 import jsonschema
 import pytest
-from contacts_shared.contract_docs import message_example
+from contacts_tools.contract_docs import message_example
 from contacts_shared.contracts import (
     MESSAGE_TYPES,
     MalformedMessage,

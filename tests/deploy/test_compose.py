@@ -19,7 +19,7 @@ from urllib.parse import unquote, urlsplit
 
 import pytest
 import yaml
-from contacts_shared import bus_access
+from contacts_tools import bus_access
 from contacts_shared.settings import (
     BillingCheckSettings,
     NotifierSettings,

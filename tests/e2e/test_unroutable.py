@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 from contacts_shared.contracts import AccountUpserted, ServiceUpserted, Zone
-from contacts_shared.mailsink import MailSink
+from contacts_tools.mailsink import MailSink
 from prometheus_client.parser import text_string_to_metric_families
 from seed import BILLER, HOSTING, OLD_TECH, OWNER, WEBMASTER, email_of
 from support import (

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
 import aio_pika
-from contacts_shared.mailsink import MailSink
+from contacts_tools.mailsink import MailSink
 from faults.audit import Audit, EventTap, FaultWindow, audit
 from faults.flows import MIXED, Flow, Users, email_of, feed, make_flows, run_flow
 from launch import Process

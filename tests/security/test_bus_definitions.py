@@ -19,7 +19,7 @@ from pathlib import Path
 import aio_pika
 import aiormq
 import pytest
-from contacts_shared import bus_access
+from contacts_tools import bus_access
 from own_nodes import OwnRabbit, chown, own_rabbit
 from security.table import tried
 

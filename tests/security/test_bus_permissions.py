@@ -17,7 +17,7 @@ from pathlib import Path
 import aio_pika
 import aiormq
 import pytest
-from contacts_shared import bus_access
+from contacts_tools import bus_access
 from contacts_shared.contracts import (
     MESSAGE_TYPES,
     AccountUpserted,

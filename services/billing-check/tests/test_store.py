@@ -21,7 +21,7 @@ from contacts_shared.contracts import (
     envelope_for,
 )
 from contacts_shared.db import create_pool, migrate
-from contacts_shared.testing import TEST_DATABASE_URL, schema_pool
+from contacts_tools.testing import TEST_DATABASE_URL, schema_pool
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 

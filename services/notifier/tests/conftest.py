@@ -17,7 +17,7 @@ from contacts_shared.contracts import (
     Party,
     utcnow,
 )
-from contacts_shared.testing import schema_pool
+from contacts_tools.testing import schema_pool
 
 
 @pytest.fixture

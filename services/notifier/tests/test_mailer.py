@@ -20,7 +20,7 @@ from contacts_shared.contracts import (
     ContactChangeValidationRequested,
     envelope_for,
 )
-from contacts_shared.mailsink import MailSink
+from contacts_tools.mailsink import MailSink
 from contacts_shared.settings import NotifierSettings
 from support import eventually, free_port
 

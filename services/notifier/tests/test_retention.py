@@ -20,7 +20,7 @@ from contacts_shared.contracts import (
     envelope_for,
 )
 from contacts_shared.retention import COMMON_PRUNERS, Pruned, prune_once
-from contacts_shared.testing import explain
+from contacts_tools.testing import explain
 
 Validation = Callable[[uuid.UUID], ContactChangeValidationRequested]
 

@@ -30,7 +30,7 @@ from contacts_shared.contracts import (
     Zone,
     envelope_for,
 )
-from contacts_shared.testing import schema_pool
+from contacts_tools.testing import schema_pool
 
 SECRET = "s" * 32
 OWNER, WEBMASTER, OLD_TECH, BILLER = "aa11111-ovh", "bb22222-ovh", "cc33333-ovh", "dd44444-ovh"

@@ -8,7 +8,7 @@ import json
 from datetime import timedelta
 
 from contacts_requests import schema, store
-from contacts_shared.testing import schema_pool
+from contacts_tools.testing import schema_pool
 
 
 async def _plan(sql: str, *args: object) -> str:

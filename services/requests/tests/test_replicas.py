@@ -27,7 +27,7 @@ from contacts_shared.contracts import (
     envelope_for,
 )
 from contacts_shared.db import create_pool, migrate
-from contacts_shared.testing import TEST_DATABASE_URL, schema_pool
+from contacts_tools.testing import TEST_DATABASE_URL, schema_pool
 
 OWNER, WEBMASTER, OLD_TECH, BILLER = "aa11111-ovh", "bb22222-ovh", "cc33333-ovh", "dd44444-ovh"
 HOSTING = "shop-example.web-hosting"

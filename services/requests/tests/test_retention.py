@@ -10,7 +10,7 @@ import asyncpg
 import pytest
 from contacts_requests.schema import MIGRATIONS
 from contacts_shared.retention import COMMON_PRUNERS, Pruned, prune_once
-from contacts_shared.testing import schema_pool
+from contacts_tools.testing import schema_pool
 
 KEPT_TABLES = ("contact_changes", "confirmers", "history", "submissions")
 

@@ -20,7 +20,7 @@ from contacts_shared.contracts import (
     RequestState,
     envelope_for,
 )
-from contacts_shared.testing import schema_pool
+from contacts_tools.testing import schema_pool
 
 OWNER, WEBMASTER = "aa11111-ovh", "bb22222-ovh"
 

@@ -19,8 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from contacts_shared import demo
-from contacts_shared.commands import (
+from contacts_shared.settings import DEV_JWT_SECRET, CommonSettings
+from contacts_tools import demo
+from contacts_tools.commands import (
     PROGRAM,
     SERVICE_PROGRAMS,
     SERVICE_QUEUES,
@@ -30,12 +31,10 @@ from contacts_shared.commands import (
     one_line,
     publish_all,
 )
-from contacts_shared.settings import DEV_JWT_SECRET, CommonSettings
 
 if TYPE_CHECKING:
     import aio_pika
-
-    from contacts_shared import mailsink
+    from contacts_tools import mailsink
 
 @dataclass(frozen=True)
 class ChildProgram:
@@ -167,7 +166,6 @@ async def _has_consumer(connection: aio_pika.abc.AbstractConnection, queue: str)
 async def wait_until_ready(health_url: str, settings: CommonSettings, timeout: float) -> None:
     """Wait until the API answers and every service consumes its queue; TimeoutError if not."""
     import aio_pika
-
     from contacts_shared.bus import queue_for
 
     deadline = time.monotonic() + timeout
@@ -261,7 +259,7 @@ def print_welcome(env: dict[str, str], sink: mailsink.MailSink, secret_was_set: 
 
 
 async def run_dev_async(args: argparse.Namespace) -> int:
-    from contacts_shared import mailsink
+    from contacts_tools import mailsink
 
     settings = common_settings()
     programs = [ChildProgram(name, (find_program(name),)) for name in SERVICE_PROGRAMS]

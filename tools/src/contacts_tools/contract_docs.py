@@ -27,9 +27,6 @@ from typing import Any, Literal
 from urllib.parse import unquote, urlsplit
 
 import yaml
-from pydantic import BaseModel, Field, create_model
-from pydantic.json_schema import models_json_schema
-
 from contacts_shared.bus import (
     dead_letter_queue_for,
     exchange_for,
@@ -38,6 +35,8 @@ from contacts_shared.bus import (
 from contacts_shared.contracts import CURRENT_VERSION, MESSAGE_TYPES, Envelope
 from contacts_shared.retry import MAX_ATTEMPTS
 from contacts_shared.settings import CommonSettings
+from pydantic import BaseModel, Field, create_model
+from pydantic.json_schema import models_json_schema
 
 REGENERATE = "uv run contacts docs"
 JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"

@@ -10,7 +10,7 @@ from email.message import EmailMessage
 
 import httpx
 import pytest
-from contacts_shared.mailsink import MailSink
+from contacts_tools.mailsink import MailSink
 from support import free_port
 
 
@@ -135,7 +135,7 @@ def test_a_taken_port_fails_start_and_leaves_nothing_listening() -> None:
 
 
 def test_parse_mail_unfolds_long_subjects_and_skips_attachments() -> None:
-    from contacts_shared.mail_store import parse_mail
+    from contacts_tools.mail_store import parse_mail
 
     message = EmailMessage()
     message["Subject"] = "A long subject that the generator has to fold over lines " * 3

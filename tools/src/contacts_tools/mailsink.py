@@ -30,8 +30,7 @@ from urllib.parse import parse_qs, urlsplit
 import uvloop
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP
-
-from contacts_shared.mail_store import MailStore, StoredMail, StoringHandler
+from contacts_tools.mail_store import MailStore, StoredMail, StoringHandler
 
 # --- the web inbox --------------------------------------------------------------------------------
 

@@ -10,10 +10,9 @@ import uuid
 from collections.abc import Callable, Sequence
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import ValidationError
-
 from contacts_shared.contracts import MESSAGE_TYPES, Contract, Envelope, envelope_for
 from contacts_shared.settings import CommonSettings, load_settings
+from pydantic import ValidationError
 
 PROGRAM = "contacts"
 SERVICE_PROGRAMS = ("contacts-requests", "contacts-billing-check", "contacts-notifier")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from contacts_shared import bus_access
+from contacts_tools import bus_access
 
 
 def test_passwords_are_hashed_as_rabbitmq_does() -> None:

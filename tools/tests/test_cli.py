@@ -16,10 +16,10 @@ from pathlib import Path
 import aio_pika
 import jwt
 import pytest
-from contacts_shared import dev_session
 from contacts_shared.auth import TokenVerifier
 from contacts_shared.contracts import ROUTING_KEYS, AccountUpserted, ServiceUpserted
-from contacts_shared.demo import demo_messages
+from contacts_tools import dev_session
+from contacts_tools.demo import demo_messages
 from support import free_port
 
 CONTACTS = Path(sys.executable).parent / "contacts"

@@ -10,7 +10,6 @@ from collections.abc import AsyncIterator, Sequence
 
 import aio_pika
 import asyncpg
-
 from contacts_shared.bus import ServiceBus
 from contacts_shared.consumer import Handler
 from contacts_shared.db import create_pool, migrate
