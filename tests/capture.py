@@ -15,8 +15,8 @@ from typing import Any
 
 import aio_pika
 import jsonschema
-from contacts_tools.contract_docs import PRODUCERS
 from contacts_shared.contracts import MalformedMessage, parse_message
+from contacts_tools.contract_docs import PRODUCERS
 from support import eventually
 
 SCHEMAS = Path(__file__).resolve().parent.parent / "docs" / "schemas"

@@ -30,8 +30,8 @@ import httpx
 from contacts_shared.auth import mint_token
 from contacts_shared.bus import exchange_for, new_broker
 from contacts_shared.contracts import Contract, Envelope, envelope_for
-from contacts_tools.mailsink import MailSink
 from contacts_shared.outbox import publish_envelope
+from contacts_tools.mailsink import MailSink
 from launch import PROGRAMS, Process, launch
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -30,7 +30,7 @@ def test_bench_runs_a_few_flows_without_errors(infrastructure: tuple[str, str], 
         "--out", str(tmp_path), "--no-chart",
     ]  # fmt: skip
     env = {k: v for k, v in os.environ.items() if not k.startswith("CONTACTS_")}
-    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240, check=False)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     (result_file,) = tmp_path.glob("bench-*.json")
     result = json.loads(result_file.read_text())

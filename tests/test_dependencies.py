@@ -5,7 +5,9 @@ once): a library that drops a dependency must not break us."""
 from __future__ import annotations
 
 import ast
+import os
 import re
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -95,13 +97,18 @@ def test_the_check_sees_an_undeclared_import(tmp_path: Path) -> None:
 SERVICE_PACKAGES = ["contacts-requests", "contacts-billing-check", "contacts-notifier"]
 
 
+def _uv() -> str:
+    # `uv run` names itself in UV; a bare pytest finds it on the PATH or where its installer puts it.
+    return os.environ.get("UV") or shutil.which("uv") or str(Path.home() / ".local" / "bin" / "uv")
+
+
 @pytest.mark.parametrize("package", SERVICE_PACKAGES)
 def test_service_images_install_no_tools(package: str) -> None:
     """What a service image installs (`uv sync --package`, as its Dockerfile does): the service
     and the service library, never the tools or what only they need (the mail sink's SMTP
     server, the YAML writer, the management API's client)."""
     exported = subprocess.run(
-        ["uv", "export", "--frozen", "--no-dev", "--no-hashes", "--package", package],
+        [_uv(), "export", "--frozen", "--no-dev", "--no-hashes", "--package", package],
         cwd=ROOT, capture_output=True, text=True, check=True,
     ).stdout
     lines = [line for line in exported.splitlines() if line and not line.startswith(("#", " "))]

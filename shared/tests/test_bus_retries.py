@@ -14,6 +14,7 @@ import asyncpg
 import pytest
 from contacts_shared.bus import ServiceBus
 from contacts_shared.contracts import AccountUpserted, Envelope, envelope_for
+from contacts_shared.handling import on
 from contacts_shared.outbox import publish_envelope
 from contacts_shared.retry import ATTEMPT_HEADER, MAX_ATTEMPTS, ROUTING_KEY_HEADER
 from contacts_tools.testing import TEST_AMQP_URL, consuming_bus, schema_pool
@@ -63,7 +64,7 @@ async def handled() -> Handled:
 @pytest.fixture
 async def bus(pool: asyncpg.Pool, handled: Handled) -> AsyncIterator[ServiceBus]:
     """A consuming service whose retries wait 1 s each (shortened, as settings may)."""
-    async with consuming_bus(pool, "retries", {KEY: handled}, retry_seconds=1) as bus:
+    async with consuming_bus(pool, "retries", [on(AccountUpserted, handled)], retry_seconds=1) as bus:
         yield bus
 
 

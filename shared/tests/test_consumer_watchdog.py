@@ -12,6 +12,8 @@ import asyncpg
 import pytest
 from contacts_shared import runtime as runtime_module
 from contacts_shared.bus import ServiceBus
+from contacts_shared.contracts import AccountUpserted
+from contacts_shared.handling import on
 from contacts_shared.runtime import Runtime, watch_consumer
 from contacts_tools.testing import consuming_bus, schema_pool
 from support import eventually
@@ -28,7 +30,7 @@ async def bus(pool: asyncpg.Pool) -> AsyncIterator[ServiceBus]:
     async def nothing(*_: object) -> None:
         return None
 
-    async with consuming_bus(pool, "watchdog", {"account.upserted": nothing}) as bus:
+    async with consuming_bus(pool, "watchdog", [on(AccountUpserted, nothing)]) as bus:
         yield bus
 
 

@@ -17,7 +17,6 @@ import aio_pika
 import asyncpg
 import pytest
 from contacts_shared.bus import ServiceBus
-from contacts_tools.contract_docs import PRODUCERS, consumers
 from contacts_shared.contracts import (
     ContactChangeCompleted,
     ContactChangeRequested,
@@ -31,6 +30,7 @@ from contacts_shared.outbox import (
     Unroutable,
     enqueue,
 )
+from contacts_tools.contract_docs import PRODUCERS, consumers
 from contacts_tools.testing import schema_pool
 from prometheus_client import REGISTRY
 from structlog.testing import capture_logs

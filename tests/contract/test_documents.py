@@ -16,8 +16,8 @@ from typing import Any
 import jsonschema
 import pytest
 import yaml
-from contacts_tools import contract_docs
 from contacts_shared.contracts import MESSAGE_TYPES, MalformedMessage, parse_message
+from contacts_tools import contract_docs
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 KEYS = list(MESSAGE_TYPES)

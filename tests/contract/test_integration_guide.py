@@ -18,7 +18,6 @@ import aio_pika
 import aiormq
 import jsonschema
 import pytest
-from contacts_tools.contract_docs import message_example
 from contacts_shared.contracts import (
     AccountUpserted,
     ContactChangeVetted,
@@ -26,6 +25,7 @@ from contacts_shared.contracts import (
     Zone,
     envelope_for,
 )
+from contacts_tools.contract_docs import message_example
 from support import ROOT, System, eventually
 
 GUIDE = ROOT / "docs" / "integration.md"

@@ -16,13 +16,13 @@ from typing import Any
 
 import jsonschema
 import pytest
-from contacts_tools.contract_docs import message_example
 from contacts_shared.contracts import (
     MESSAGE_TYPES,
     MalformedMessage,
     envelope_for,
     parse_message,
 )
+from contacts_tools.contract_docs import message_example
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMAS = ROOT / "docs" / "schemas"

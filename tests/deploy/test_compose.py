@@ -19,12 +19,12 @@ from urllib.parse import unquote, urlsplit
 
 import pytest
 import yaml
-from contacts_tools import bus_access
 from contacts_shared.settings import (
     BillingCheckSettings,
     NotifierSettings,
     RequestsSettings,
 )
+from contacts_tools import bus_access
 from pydantic_settings import BaseSettings
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -17,7 +17,6 @@ from pathlib import Path
 import aio_pika
 import aiormq
 import pytest
-from contacts_tools import bus_access
 from contacts_shared.contracts import (
     MESSAGE_TYPES,
     AccountUpserted,
@@ -25,6 +24,7 @@ from contacts_shared.contracts import (
     Zone,
     envelope_for,
 )
+from contacts_tools import bus_access
 from security.table import tried
 from seed import HOSTING, OWNER, WEBMASTER, email_of, feed_world
 from support import System, eventually, new_namespace, running_system

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import pytest
-from contacts_billing_check.handlers import HANDLERS
+from contacts_billing_check import handlers
 from contacts_billing_check.store import MIGRATIONS
 from contacts_shared.contracts import (
     ContactChangeRequested,
@@ -21,7 +21,10 @@ from contacts_shared.contracts import (
     envelope_for,
 )
 from contacts_shared.db import create_pool, migrate
+from contacts_shared.handling import by_routing_key
 from contacts_tools.testing import TEST_DATABASE_URL, schema_pool
+
+HANDLERS = by_routing_key(handlers.HANDLERS)
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 

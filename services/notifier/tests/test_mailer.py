@@ -20,8 +20,9 @@ from contacts_shared.contracts import (
     ContactChangeValidationRequested,
     envelope_for,
 )
-from contacts_tools.mailsink import MailSink
+from contacts_shared.handling import by_routing_key
 from contacts_shared.settings import NotifierSettings
+from contacts_tools.mailsink import MailSink
 from support import eventually, free_port
 
 Validation = Callable[..., ContactChangeValidationRequested]
@@ -47,7 +48,7 @@ async def _queue_two_token_mails(pool: asyncpg.Pool, validation: Validation) -> 
     message = validation(uuid.uuid4())
     envelope = envelope_for(message)
     async with pool.acquire() as conn:
-        assert await HANDLERS[envelope.type](conn, envelope, message) is True
+        assert await by_routing_key(HANDLERS)[envelope.type](conn, envelope, message) is True
 
 
 async def test_tokens_are_announced_before_their_emails_leave(pool: asyncpg.Pool, sink: MailSink, validation: Validation) -> None:

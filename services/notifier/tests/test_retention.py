@@ -11,7 +11,6 @@ from collections.abc import Callable
 import asyncpg
 from contacts_notifier.handlers import HANDLERS
 from contacts_notifier.store import PRUNERS
-from contacts_shared.consumer import Selective
 from contacts_shared.contracts import (
     ContactChangeStateChanged,
     ContactChangeValidationRequested,
@@ -19,6 +18,7 @@ from contacts_shared.contracts import (
     Envelope,
     envelope_for,
 )
+from contacts_shared.handling import by_routing_key
 from contacts_shared.retention import COMMON_PRUNERS, Pruned, prune_once
 from contacts_tools.testing import explain
 
@@ -98,9 +98,7 @@ async def test_the_pruning_statements_never_read_the_whole_table(pool: asyncpg.P
 
 
 async def deliver(pool: asyncpg.Pool, message: Contract, envelope: Envelope) -> bool:
-    handler = HANDLERS[envelope.type]
-    if isinstance(handler, Selective):
-        handler = handler.handler
+    handler = by_routing_key(HANDLERS)[envelope.type]
     async with pool.acquire() as conn:
         return await handler(conn, envelope, message)
 

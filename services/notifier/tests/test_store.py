@@ -8,13 +8,13 @@ from collections.abc import Callable
 
 import asyncpg
 from contacts_notifier.handlers import HANDLERS
-from contacts_shared.consumer import Selective
 from contacts_shared.contracts import (
     ContactChangeStateChanged,
     ContactChangeValidationRequested,
     Contract,
     envelope_for,
 )
+from contacts_shared.handling import by_routing_key
 
 Validation = Callable[..., ContactChangeValidationRequested]
 Done = Callable[[uuid.UUID], ContactChangeStateChanged]
@@ -22,10 +22,8 @@ Done = Callable[[uuid.UUID], ContactChangeStateChanged]
 
 async def deliver(pool: asyncpg.Pool, message: Contract, envelope: object = None) -> bool:
     envelope = envelope or envelope_for(message)
-    handler = HANDLERS[envelope.type]
-    if isinstance(handler, Selective):
-        assert handler.concerns(message)
-        handler = handler.handler
+    handler = by_routing_key(HANDLERS)[envelope.type]
+    assert handler.concerns is None or handler.concerns(message)
     async with pool.acquire() as conn:
         fresh = await handler(conn, envelope, message)
         assert not conn.is_in_transaction()

@@ -18,7 +18,7 @@ import jsonschema
 import pytest
 from contacts_requests import schema
 from contacts_requests.api import create_api
-from contacts_requests.consumers import message_handlers
+from contacts_requests.consumers import HANDLERS
 from contacts_shared.auth import mint_token
 from contacts_shared.contracts import (
     AccountUpserted,
@@ -30,6 +30,7 @@ from contacts_shared.contracts import (
     Zone,
     envelope_for,
 )
+from contacts_shared.handling import by_routing_key
 from contacts_tools.testing import schema_pool
 
 SECRET = "s" * 32
@@ -96,11 +97,11 @@ async def pool() -> AsyncIterator[asyncpg.Pool]:
 
 
 async def deliver(pool: asyncpg.Pool, *messages: Contract) -> None:
-    handlers = message_handlers(TTL)
+    handlers = by_routing_key(HANDLERS)
     for message in messages:
         envelope = envelope_for(message)
         async with pool.acquire() as conn, conn.transaction():
-            await handlers[envelope.type](conn, envelope, message)
+            await handlers[envelope.type](conn, envelope, message, request_ttl=TTL)
 
 
 def issued(request_id: str, nic: str, code: str, generation: int = 1) -> ContactChangeTokenIssued:

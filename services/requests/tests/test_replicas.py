@@ -11,8 +11,7 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import pytest
-from contacts_requests import replicas, schema, store, views
-from contacts_requests.consumers import message_handlers
+from contacts_requests import consumers, replicas, schema, store, views
 from contacts_shared.contracts import (
     AccountDeleted,
     AccountUpserted,
@@ -27,12 +26,13 @@ from contacts_shared.contracts import (
     envelope_for,
 )
 from contacts_shared.db import create_pool, migrate
+from contacts_shared.handling import by_routing_key
 from contacts_tools.testing import TEST_DATABASE_URL, schema_pool
 
 OWNER, WEBMASTER, OLD_TECH, BILLER = "aa11111-ovh", "bb22222-ovh", "cc33333-ovh", "dd44444-ovh"
 HOSTING = "shop-example.web-hosting"
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
-HANDLERS = message_handlers(timedelta(days=14))
+HANDLERS = by_routing_key(consumers.HANDLERS)
 
 
 def t(seconds: float) -> datetime:

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 import asyncpg
 import structlog
@@ -24,14 +26,11 @@ from faststream.rabbit import (
     RabbitQueue,
 )
 
-from contacts_shared.consumer import (
-    Consumer,
-    Handler,
-    raw_body,
-)
+from contacts_shared.consumer import Consumer, raw_body
 from contacts_shared.contracts import Contract, envelope_for
 from contacts_shared.db import drain_on_notify
 from contacts_shared.graceful import InFlight
+from contacts_shared.handling import Subscription
 from contacts_shared.observability import DEAD_LETTERS, OUTBOX_BACKLOG
 from contacts_shared.outbox import (
     RELAY_BATCH,
@@ -110,21 +109,16 @@ class ServiceBus:
         self.dead_letters = dead_letter_queue_for(namespace, service)
         self.retry_queue = retry_queue_for(self.queue, retry_seconds)
         self.pool = pool
-        self._handlers: dict[str, Handler] = {}
-        self.consumer = Consumer(
-            self.broker, pool, self._handlers, queue=self.queue, dead_letters=self.dead_letters, retry_queue=self.retry_queue
-        )
+        self.consumer = Consumer(self.broker, pool, queue=self.queue, dead_letters=self.dead_letters, retry_queue=self.retry_queue)
         self.database = self.consumer.database
         self.relay = OutboxRelay(pool, self.broker, self.exchange)
         self._relay_task: asyncio.Task[None] | None = None
         self._relay_batches = InFlight()
 
-    def handle(self, routing_key: str, handler: Handler) -> None:
-        self._handlers[routing_key] = handler
-
-    def handle_all(self, handlers: dict[str, Handler]) -> None:
-        for key, handler in handlers.items():
-            self.handle(key, handler)
+    def handle_all(self, subscriptions: Iterable[Subscription], dependencies: Mapping[str, Any] | None = None) -> None:
+        """Consume the messages of `subscriptions`; `dependencies` by name, for handlers that
+        need more than the message (`handling.Subscription.bound`)."""
+        self.consumer.subscribe(subscriptions, dependencies or {})
 
     async def start(self) -> None:
         self.broker.subscriber(self.queue, ack_policy=AckPolicy.MANUAL, decoder=raw_body)(self.consumer.on_message)
@@ -133,7 +127,7 @@ class ServiceBus:
         await self.broker.declare_queue(self.retry_queue)
         queue = await self.broker.declare_queue(self.queue)
         exchange = await self.broker.declare_exchange(self.exchange)
-        for key in self._handlers:
+        for key in self.consumer.subscriptions:
             await queue.bind(exchange, routing_key=key)
         await self.broker.start()
         channel = await self.pool.fetchval("SELECT current_schema() || '_outbox'")

@@ -112,7 +112,7 @@ def claim_cte(message_id: str, routing_key: str) -> str:
     """The WITH item `claimed` that records a message as processed ($-parameters `message_id`
     and `routing_key`): one row if it is fresh, none if it was claimed before. The statement's
     other items apply their effect only where `IF_CLAIMED` holds, so a handler that claims and
-    applies in one statement needs no transaction around it (see bus.ClaimsItself)."""
+    applies in one statement needs no transaction around it (see handling.Runs)."""
     return (
         f"claimed AS (INSERT INTO inbox (message_id, routing_key) VALUES ({message_id}, {routing_key})"
         " ON CONFLICT DO NOTHING RETURNING 1)"

@@ -137,7 +137,7 @@ async def enqueue(conn: asyncpg.Connection, *messages: Contract) -> list[uuid.UU
 
 async def claim_and_enqueue(conn: asyncpg.Connection, envelope: Envelope, *messages: Contract) -> bool:
     """Claim `envelope` in the inbox and queue `messages` in one statement, which commits as a
-    whole without a transaction around it (for a `ClaimsItself` handler). False, and nothing
+    whole without a transaction around it (for a handler that claims itself, `handling.Runs`). False, and nothing
     queued, if the message was claimed before."""
     ids, keys, bodies = _outbox_rows(messages)
     return bool(

@@ -13,18 +13,18 @@ import contextlib
 import gc
 import signal
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import asyncpg
 import structlog
 import uvloop
 
 from contacts_shared.bus import GRACE_SECONDS, ServiceBus
-from contacts_shared.consumer import Handler
 from contacts_shared.db import create_pool, drain_on_notify, migrate, schema_name
 from contacts_shared.graceful import InFlight
+from contacts_shared.handling import Subscription
 from contacts_shared.logs import configure_logging
 from contacts_shared.observability import HealthServer, Refresher
 from contacts_shared.retention import COMMON_PRUNERS, Pruner, prune_periodically
@@ -110,8 +110,9 @@ async def service_runtime(
     service: str,
     settings: CommonSettings,
     migrations: Sequence[str],
-    handlers: dict[str, Handler],
+    subscriptions: Sequence[Subscription],
     *,
+    dependencies: Mapping[str, Any] | None = None,
     metrics_port: int = 0,
     pruners: Sequence[Pruner] = (),
 ) -> AsyncIterator[Runtime]:
@@ -122,12 +123,12 @@ async def service_runtime(
     log.info("schema ready", schema=schema, migrations_applied=applied)
     pool = await create_pool(settings.database_url, schema, max_size=settings.database_pool_size)
     bus = ServiceBus(amqp_url=settings.amqp_url, namespace=settings.namespace, service=service, pool=pool)
-    bus.handle_all(handlers)
+    bus.handle_all(subscriptions, dependencies)
     runtime = Runtime(service=service, pool=pool, bus=bus, refreshers=[bus.refresh_metrics])
     health = HealthServer(metrics_port, runtime.ready, runtime.refreshers) if metrics_port else None
     try:
         await bus.start()
-        log.info("consuming", queue=bus.queue.name, routing_keys=sorted(handlers))
+        log.info("consuming", queue=bus.queue.name, routing_keys=sorted(bus.consumer.subscriptions))
         runtime.background(watch_consumer(runtime), name="consumer-watchdog")
         runtime.background(
             prune_periodically(pool, (*COMMON_PRUNERS, *pruners), settings.retention_days, run=runtime.units.run),

@@ -33,6 +33,7 @@ from contacts_shared.bus import (
     queue_for,
 )
 from contacts_shared.contracts import CURRENT_VERSION, MESSAGE_TYPES, Envelope
+from contacts_shared.handling import by_routing_key
 from contacts_shared.retry import MAX_ATTEMPTS
 from contacts_shared.settings import CommonSettings
 from pydantic import BaseModel, Field, create_model
@@ -71,10 +72,10 @@ def consumers() -> dict[str, list[str]]:
     # `contacts docs` command (run inside the workspace) needs them.
     from contacts_billing_check.handlers import HANDLERS as BILLING_CHECK
     from contacts_notifier.handlers import HANDLERS as NOTIFIER
-    from contacts_requests.consumers import message_handlers
+    from contacts_requests.consumers import HANDLERS as REQUESTS
 
-    tables = {"requests": message_handlers(timedelta(days=14)), "billing_check": BILLING_CHECK, "notifier": NOTIFIER}
-    return {key: [service for service, table in tables.items() if key in table] for key in MESSAGE_TYPES}
+    tables = {"requests": REQUESTS, "billing_check": BILLING_CHECK, "notifier": NOTIFIER}
+    return {key: [service for service, table in tables.items() if key in by_routing_key(table)] for key in MESSAGE_TYPES}
 
 
 @cache

@@ -11,8 +11,8 @@ from collections.abc import AsyncIterator, Sequence
 import aio_pika
 import asyncpg
 from contacts_shared.bus import ServiceBus
-from contacts_shared.consumer import Handler
 from contacts_shared.db import create_pool, migrate
+from contacts_shared.handling import Subscription
 
 TEST_DATABASE_URL = os.environ.get("CONTACTS_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 TEST_AMQP_URL = os.environ.get("CONTACTS_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f")
@@ -48,11 +48,11 @@ async def explain(pool: asyncpg.Pool, sql: str, *args: object) -> dict:
 
 
 @contextlib.asynccontextmanager
-async def consuming_bus(pool: asyncpg.Pool, service: str, handlers: dict[str, Handler], **options: object) -> AsyncIterator[ServiceBus]:
+async def consuming_bus(pool: asyncpg.Pool, service: str, subscriptions: Sequence[Subscription], **options: object) -> AsyncIterator[ServiceBus]:
     """A service's bus consuming in a namespace of its own, on the real RabbitMQ; its queues and
     exchange are deleted afterwards."""
     bus = ServiceBus(amqp_url=TEST_AMQP_URL, namespace=f"t{uuid.uuid4().hex[:10]}_", service=service, pool=pool, **options)  # type: ignore[arg-type]
-    bus.handle_all(handlers)
+    bus.handle_all(subscriptions)
     await bus.start()
     try:
         yield bus

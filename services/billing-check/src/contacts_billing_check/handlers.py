@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncpg
 import structlog
-from contacts_shared.consumer import ClaimsItself, Handler
 from contacts_shared.contracts import (
     ContactChangeRequested,
     ContactChangeVetted,
@@ -15,6 +14,7 @@ from contacts_shared.contracts import (
     PaymentMethodUpserted,
     utcnow,
 )
+from contacts_shared.handling import Subscription, on
 from contacts_shared.outbox import claim_and_enqueue
 
 from contacts_billing_check import store
@@ -73,10 +73,10 @@ async def on_contact_change_requested(conn: asyncpg.Connection, envelope: Envelo
     return fresh
 
 
-HANDLERS: dict[str, Handler] = {
-    "invoice.issued": on_invoice_issued,
-    "invoice.paid": on_invoice_paid,
-    "payment_method.upserted": on_payment_method_upserted,
-    "payment_method.removed": on_payment_method_removed,
-    "contact_change.requested": ClaimsItself(on_contact_change_requested),
-}
+HANDLERS: tuple[Subscription, ...] = (
+    on(InvoiceIssued, on_invoice_issued),
+    on(InvoicePaid, on_invoice_paid),
+    on(PaymentMethodUpserted, on_payment_method_upserted),
+    on(PaymentMethodRemoved, on_payment_method_removed),
+    on(ContactChangeRequested, on_contact_change_requested, claims_itself=True),
+)

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncpg
-from contacts_shared.consumer import ClaimsItself, Handler, Selective
 from contacts_shared.contracts import (
     ContactChangeStateChanged,
     ContactChangeValidationRequested,
     Envelope,
 )
+from contacts_shared.handling import Subscription, on
 
 from contacts_notifier import store
 from contacts_notifier.domain import outcome_email, outcome_recipients
@@ -33,10 +33,8 @@ async def on_state_changed(conn: asyncpg.Connection, envelope: Envelope, data: C
 
 
 # Each message's emails are queued in one statement that also claims it (no transaction).
-HANDLERS: dict[str, Handler] = {
-    "contact_change.validation_requested": ClaimsItself(on_validation_requested),
+HANDLERS: tuple[Subscription, ...] = (
+    on(ContactChangeValidationRequested, on_validation_requested, claims_itself=True),
     # Most states mail nobody: those messages are acked without touching the database.
-    "contact_change.state_changed": Selective(
-        ClaimsItself(on_state_changed), concerns=lambda data: bool(outcome_recipients(data))
-    ),
-}
+    on(ContactChangeStateChanged, on_state_changed, claims_itself=True, concerns=lambda data: bool(outcome_recipients(data))),
+)

@@ -105,7 +105,7 @@ async def claim_and_queue_token_mails(
     conn: asyncpg.Connection, envelope: Envelope, request_id: uuid.UUID, confirmers: list[tuple[str, str, int]], context: dict
 ) -> bool:
     """Claim `envelope` and queue a token email for each (nic, email, generation) of
-    `confirmers`, in one statement (a `ClaimsItself` handler's); False, and nothing queued, if it
+    `confirmers`, in one statement (a handler that claims itself); False, and nothing queued, if it
     was claimed before. A round already queued (the same request asked again) is not queued twice."""
     # A newer round (resend) makes an unsent older token mail pointless: its code would be stale.
     # The update sees the table as it was before the statement, so never the mails queued here.

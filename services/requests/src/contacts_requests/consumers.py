@@ -9,7 +9,6 @@ from datetime import timedelta
 
 import asyncpg
 import structlog
-from contacts_shared.consumer import ClaimsItself, Handler
 from contacts_shared.contracts import (
     AccountDeleted,
     AccountUpserted,
@@ -29,6 +28,7 @@ from contacts_shared.contracts import (
     utcnow,
 )
 from contacts_shared.crashpoints import crash_point
+from contacts_shared.handling import Subscription, on
 from contacts_shared.outbox import enqueue
 
 from contacts_requests import replicas, store, submissions
@@ -118,27 +118,24 @@ async def on_email_failed(conn: asyncpg.Connection, _: Envelope, data: ContactCh
         await store.record_history(conn, data.request_id, change.state, "system", unreachable(data.nic, data.kind, data.smtp_code))
 
 
-def submit_handler(request_ttl: timedelta) -> Handler:
-    async def on_submit(conn: asyncpg.Connection, _: Envelope, data: ContactChangeSubmit) -> None:
-        if (earlier := await submissions.submission_by_key(conn, data.requester, data.idempotency_key)) is not None:
-            await _reannounce_submission(conn, earlier, data.idempotency_key)
-            return
-        try:
-            async with conn.transaction():
-                await submit(
-                    conn,
-                    requester=data.requester,
-                    service_id=data.service,
-                    changes=dict(data.changes.items()),
-                    idempotency_key=data.idempotency_key,
-                    request_ttl=request_ttl,
-                )
-        except Refusal as refusal:
-            # The rules said no: nothing to retry, but the submitter hears it like any outcome.
-            log.warning("submitted change refused", requester=data.requester, service=data.service, reason=str(refusal))
-            await _announce_refused_submission(conn, data, refusal)
-
-    return on_submit
+async def on_submit(conn: asyncpg.Connection, _: Envelope, data: ContactChangeSubmit, *, request_ttl: timedelta) -> None:
+    if (earlier := await submissions.submission_by_key(conn, data.requester, data.idempotency_key)) is not None:
+        await _reannounce_submission(conn, earlier, data.idempotency_key)
+        return
+    try:
+        async with conn.transaction():
+            await submit(
+                conn,
+                requester=data.requester,
+                service_id=data.service,
+                changes=dict(data.changes.items()),
+                idempotency_key=data.idempotency_key,
+                request_ttl=request_ttl,
+            )
+    except Refusal as refusal:
+        # The rules said no: nothing to retry, but the submitter hears it like any outcome.
+        log.warning("submitted change refused", requester=data.requester, service=data.service, reason=str(refusal))
+        await _announce_refused_submission(conn, data, refusal)
 
 
 async def _reannounce_submission(conn: asyncpg.Connection, request_ids: list[uuid.UUID], idempotency_key: str) -> None:
@@ -194,15 +191,15 @@ async def _announce_refused_submission(conn: asyncpg.Connection, data: ContactCh
     )
 
 
-def message_handlers(request_ttl: timedelta) -> dict[str, Handler]:
-    return {
-        "account.upserted": on_account_upserted,
-        "account.deleted": on_account_deleted,
-        "service.upserted": on_service_upserted,
-        "service.deleted": on_service_deleted,
-        "contact_change.vetted": on_vetted,
-        # One statement that claims the message too: no transaction around it.
-        "contact_change.token_issued": ClaimsItself(on_token_issued),
-        "contact_change.email_failed": on_email_failed,
-        "contact_change.submit": submit_handler(request_ttl),
-    }
+# `on_submit` needs the `request_ttl` setting, given by name at start (main.py).
+HANDLERS: tuple[Subscription, ...] = (
+    on(AccountUpserted, on_account_upserted),
+    on(AccountDeleted, on_account_deleted),
+    on(ServiceUpserted, on_service_upserted),
+    on(ServiceDeleted, on_service_deleted),
+    on(ContactChangeVetted, on_vetted),
+    # One statement that claims the message too: no transaction around it.
+    on(ContactChangeTokenIssued, on_token_issued, claims_itself=True),
+    on(ContactChangeEmailFailed, on_email_failed),
+    on(ContactChangeSubmit, on_submit),
+)

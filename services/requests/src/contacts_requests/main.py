@@ -24,7 +24,7 @@ from contacts_shared.settings import RequestsSettings
 from contacts_requests import store
 from contacts_requests.api import create_api
 from contacts_requests.body_limit import BodyLimit
-from contacts_requests.consumers import message_handlers
+from contacts_requests.consumers import HANDLERS
 from contacts_requests.domain import OPEN_STATES
 from contacts_requests.handlers import ask_vetting_again, expire_overdue
 from contacts_requests.rate_limits import RateLimits
@@ -60,7 +60,7 @@ def requests_by_state_refresher(runtime: Runtime) -> Refresher:
 async def serve(settings: RequestsSettings) -> None:
     # /metrics on a port of its own (CONTACTS_METRICS_PORT), never the public one.
     async with service_runtime(
-        "requests", settings, MIGRATIONS, message_handlers(settings.request_ttl), metrics_port=settings.metrics_port
+        "requests", settings, MIGRATIONS, HANDLERS, dependencies={"request_ttl": settings.request_ttl}, metrics_port=settings.metrics_port
     ) as runtime:
         runtime.every(1.0, lambda: expire_overdue(runtime.pool), name="expire-overdue")
         reask = settings.vetting_reask

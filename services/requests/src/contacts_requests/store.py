@@ -243,7 +243,7 @@ async def claim_and_store_token_hash(
     generation: int,
 ) -> bool:
     """Claim the `token_issued` message and keep its token's hash, in one statement (a
-    `ClaimsItself` handler's); False if the message was claimed before."""
+    handler that claims itself); False if the message was claimed before."""
     # Only a code of the round the confirmer waits for counts: one from before a resend is
     # stale even if its message arrives late. The same code announced again (its email was
     # written again) keeps the failures counted against it.
