@@ -5,14 +5,22 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from contacts_requests.contact_change import ContactChange
 from contacts_requests.domain import (
     Account,
-    ContactChange,
     Kind,
     Refusal,
     ServiceContacts,
     plan_submission,
     refusal_to_change,
+)
+from contacts_requests.events import (
+    Answered,
+    CodesAsked,
+    ContactReplaced,
+    StateChanged,
+    Submitted,
+    VettingAsked,
 )
 from contacts_requests.tokens import TokenSlot, check_token, hash_token
 from contacts_shared.contracts import ContactType, Phase, RequestState
@@ -98,20 +106,30 @@ def change(state=RequestState.validating, confirmers=None) -> ContactChange:
     )  # fmt: skip
 
 
-def test_partial_then_full_acceptance_moves_to_applying() -> None:
-    partial, t = change().answer(NEW, accept=True)
-    assert t is None and partial.confirmers[NEW] == "accepted"
-    full, t = partial.answer(ADMIN, accept=True)
-    assert t is not None and t.state == RequestState.applying and full.state == RequestState.applying
+def test_a_submission_records_the_request_and_asks_the_billing_check() -> None:
+    (planned,) = plan(ADMIN, {"tech": NEW})
+    submitted = ContactChange.submitted("r", "plan", planned, ADMIN, datetime(2026, 1, 15, tzinfo=UTC))
+    assert submitted.state == RequestState.checking and dict(submitted.change.confirmers) == {ADMIN: "pending", NEW: "pending"}
+    assert submitted.events == (Submitted(ADMIN), VettingAsked(Phase.submit))
+
+
+def test_partial_then_full_acceptance_moves_to_applying_and_asks_the_billing_check_again() -> None:
+    partial = change().answer(NEW, accept=True)
+    assert partial.events == (Answered(NEW, True),) and partial.change.confirmers[NEW] == "accepted"
+    full = partial.change.answer(ADMIN, accept=True)
+    assert full.state == RequestState.applying
+    assert full.events == (
+        Answered(ADMIN, True), StateChanged(RequestState.applying, ADMIN, "all confirmers accepted"), VettingAsked(Phase.apply),
+    )  # fmt: skip
 
 
 def test_decline_ends_it_and_answers_are_final() -> None:
-    declined, t = change().answer(NEW, accept=False)
-    assert t.state == RequestState.declined and t.actor == NEW
+    declined = change().answer(NEW, accept=False)
+    assert declined.events == (Answered(NEW, False), StateChanged(RequestState.declined, NEW, f"declined by {NEW}"))
     with pytest.raises(Refusal) as refused:
-        declined.answer(ADMIN, accept=True)
+        declined.change.answer(ADMIN, accept=True)
     assert refused.value.kind is Kind.conflict
-    partial, _ = change().answer(NEW, accept=True)
+    partial = change().answer(NEW, accept=True).change
     with pytest.raises(Refusal):
         partial.answer(NEW, accept=True)
 
@@ -138,22 +156,33 @@ def test_what_a_party_may_do_is_asked_of_the_domain() -> None:
     assert not request.may_answer(TECH) and not request.may_resend(TECH) and not request.may_cancel(NEW)
 
 
-def test_vetting_moves_checking_and_ignores_stale_answers() -> None:
+def test_vetting_asks_the_confirmers_for_codes_and_ignores_stale_answers() -> None:
     checking = change(RequestState.checking)
-    assert checking.vetted("submit", True, []).state == RequestState.validating
-    rejected = checking.vetted("submit", False, ["x has an unpaid invoice"])
-    assert rejected.state == RequestState.rejected and "unpaid invoice" in rejected.reason
-    assert change(RequestState.cancelled).vetted("submit", True, []) is None
+    approved = checking.vetted_at_submit(True, [], ACCOUNTS)
+    assert approved.state == RequestState.validating
+    assert approved.events == (CodesAsked((ADMIN, NEW)), StateChanged(RequestState.validating, "billing-check"))
+    rejected = checking.vetted_at_submit(False, ["x has an unpaid invoice"], ACCOUNTS)
+    assert rejected.state == RequestState.rejected and "unpaid invoice" in rejected.moved.reason
+    assert change(RequestState.cancelled).vetted_at_submit(True, [], ACCOUNTS) is None
+
+
+def test_a_confirmer_whose_account_is_gone_gets_no_code_the_request_is_rejected() -> None:
+    gone = change(RequestState.checking).vetted_at_submit(True, [], {ADMIN: ACCOUNTS[ADMIN]})
+    assert gone.events == (StateChanged(RequestState.rejected, "system", f"the account {NEW} no longer exists"),)
+    with pytest.raises(Refusal) as refused:
+        change().resend(ADMIN, {ADMIN: ACCOUNTS[ADMIN]})
+    assert (refused.value.kind, refused.value.title) == (Kind.conflict, "Cannot resend")
 
 
 def test_apply_checks_again_and_that_holder_did_not_move() -> None:
     applying = change(RequestState.applying)
-    assert applying.apply_outcome(True, [], TECH).state == RequestState.done
-    assert applying.apply_outcome(False, ["unpaid invoice"], TECH).state == RequestState.failed
-    moved = applying.apply_outcome(True, [], "zz9-ovh")
-    assert moved.state == RequestState.failed and "changed meanwhile" in moved.reason
-    assert applying.apply_outcome(True, [], None).state == RequestState.failed
-    assert change(RequestState.done).apply_outcome(True, [], TECH) is None
+    done = applying.vetted_at_apply(True, [], TECH)
+    assert done.events == (StateChanged(RequestState.done, "system"), ContactReplaced())
+    assert applying.vetted_at_apply(False, ["unpaid invoice"], TECH).state == RequestState.failed
+    moved = applying.vetted_at_apply(True, [], "zz9-ovh")
+    assert moved.state == RequestState.failed and "changed meanwhile" in moved.moved.reason
+    assert applying.vetted_at_apply(True, [], None).state == RequestState.failed
+    assert change(RequestState.done).vetted_at_apply(True, [], TECH) is None
 
 
 def test_cancel_by_requester_only_while_open() -> None:
@@ -168,6 +197,7 @@ def test_cancel_by_requester_only_while_open() -> None:
 def test_resend_goes_to_those_who_have_not_answered() -> None:
     assert change(confirmers={ADMIN: "accepted", NEW: "pending"}).check_resend(NEW) == [NEW]
     assert change(confirmers={ADMIN: "accepted", NEW: "pending"}).check_resend(ADMIN) == [NEW]
+    assert change().resend(ADMIN, ACCOUNTS).events == (CodesAsked((ADMIN, NEW), resent_by=ADMIN),)
     with pytest.raises(Refusal) as refused:
         change().check_resend(STRANGER)
     assert refused.value.kind is Kind.not_found
@@ -199,7 +229,7 @@ def test_when_time_runs_out_a_request_ends_by_the_state_it_waited_in() -> None:
     assert change(RequestState.validating).time_is_up().state == RequestState.expired
     assert change(RequestState.checking).time_is_up().state == RequestState.expired
     failed = change(RequestState.applying).time_is_up()
-    assert failed.state == RequestState.failed and "apply" in failed.reason
+    assert failed.state == RequestState.failed and "apply" in failed.moved.reason
     assert change(RequestState.done).time_is_up() is None
 
 
@@ -207,3 +237,5 @@ def test_only_a_request_waiting_for_the_billing_check_asks_it_again() -> None:
     assert change(RequestState.checking).awaited_vetting() == Phase.submit
     assert change(RequestState.applying).awaited_vetting() == Phase.apply
     assert change(RequestState.validating).awaited_vetting() is None
+    assert change(RequestState.applying).ask_vetting_again().events == (VettingAsked(Phase.apply, again=True),)
+    assert change(RequestState.validating).ask_vetting_again() is None

@@ -12,6 +12,8 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import pytest
 from contacts_requests import consumers, replicas, schema, store, views
+from contacts_requests.contact_change import ContactChange
+from contacts_requests.domain import PlannedChange
 from contacts_shared.contracts import (
     AccountDeleted,
     AccountUpserted,
@@ -210,10 +212,9 @@ async def test_ties_a_service_upserted_and_deleted_at_the_same_instant_stays_del
 async def _request(pool: asyncpg.Pool, state: RequestState) -> uuid.UUID:
     request_id = uuid.uuid4()
     async with pool.acquire() as conn:
-        await store.insert_request(
-            conn, request_id=request_id, service=HOSTING, ctype=ContactType.tech, from_=OLD_TECH, to=WEBMASTER,
-            requester=OWNER, confirmers=(OWNER, WEBMASTER), expires_at=datetime.now(UTC) + timedelta(days=7),
-        )
+        planned = PlannedChange(ContactType.tech, from_=OLD_TECH, to=WEBMASTER, confirmers=(OWNER, WEBMASTER))
+        submitted = ContactChange.submitted(str(request_id), HOSTING, planned, OWNER, datetime.now(UTC) + timedelta(days=7))
+        await store.insert_request(conn, submitted.change)
         if state != RequestState.checking:
             await store.set_state(conn, request_id, state, "system", None)
     return request_id

@@ -14,6 +14,8 @@ import asyncpg
 import pytest
 from contacts_requests import schema, store
 from contacts_requests.consumers import on_token_issued
+from contacts_requests.contact_change import ContactChange
+from contacts_requests.domain import PlannedChange
 from contacts_shared.contracts import (
     ContactChangeTokenIssued,
     ContactType,
@@ -38,10 +40,9 @@ async def conn() -> AsyncIterator[asyncpg.Connection]:
 
 async def _validating_request(conn: asyncpg.Connection) -> uuid.UUID:
     request_id = uuid.uuid4()
-    await store.insert_request(
-        conn, request_id=request_id, service="shop-example.web-hosting", ctype=ContactType.tech, from_="cc33333-ovh",
-        to=WEBMASTER, requester=OWNER, confirmers=(OWNER, WEBMASTER), expires_at=datetime.now(UTC) + timedelta(days=7),
-    )
+    planned = PlannedChange(ContactType.tech, from_="cc33333-ovh", to=WEBMASTER, confirmers=(OWNER, WEBMASTER))
+    expires_at = datetime.now(UTC) + timedelta(days=7)
+    await store.insert_request(conn, ContactChange.submitted(str(request_id), "shop-example.web-hosting", planned, OWNER, expires_at).change)
     await store.set_state(conn, request_id, RequestState.validating, "system", "vetted")
     return request_id
 

@@ -1,35 +1,23 @@
-"""How the requests service tells the others what happened: each transition recorded with the
-messages that announce it (to the notifier, the billing check and other systems), queued in the
-outbox in the same transaction."""
+"""The messages about a request that the requests service publishes (to the notifier, the
+billing check and other systems), built from the request and its parties' accounts. The unit of
+work queues them with the writes they announce."""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping
 from typing import Any
 
-import asyncpg
-import structlog
 from contacts_shared.contracts import (
     Confirmer,
     ContactChangeStateChanged,
     ContactChangeValidationRequested,
-    Contract,
     Party,
     RequestState,
 )
-from contacts_shared.outbox import enqueue
 
-from contacts_requests import replicas, store
-from contacts_requests.domain import Account, ContactChange, Transition
-
-log = structlog.get_logger("contacts.requests")
-
-
-async def transition(conn: asyncpg.Connection, change: ContactChange, t: Transition, **announced: Any) -> None:
-    """Record a transition and announce it (`announce`'s keyword arguments)."""
-    await store.set_state(conn, uuid.UUID(change.id), t.state, t.actor, t.reason)
-    await announce(conn, change, t, **announced)
+from contacts_requests.contact_change import ContactChange
+from contacts_requests.domain import Account
 
 
 def about(change: ContactChange) -> dict[str, Any]:
@@ -51,26 +39,6 @@ def parties(accounts: Mapping[str, Account], requester: str, from_: str, to: str
     ]
 
 
-async def announce(
-    conn: asyncpg.Connection,
-    change: ContactChange,
-    t: Transition,
-    *,
-    accounts: Mapping[str, Account] | None = None,
-    before: Sequence[Contract] = (),
-    after: Sequence[Contract] = (),
-    idempotency_key: str | None = None,
-) -> None:
-    """Tell the notifier and other systems the request's new state, with its parties' emails
-    (from `accounts` when the caller has them). The messages that go with it (`before` and
-    `after` it) are queued in the same statement."""
-    if accounts is None:
-        accounts = await replicas.accounts_by_nic(conn, [change.requester, change.from_, change.to])
-    announcement = state_changed(change, t.state, t.reason, accounts, idempotency_key)
-    await enqueue(conn, *before, announcement, *after)
-    log.info("request state changed", request_id=change.id, state=t.state.value, actor=t.actor)
-
-
 def state_changed(
     change: ContactChange,
     state: RequestState,
@@ -88,13 +56,10 @@ def state_changed(
 
 
 def validation_request(
-    change: ContactChange, nics: list[str], accounts: Mapping[str, Account], generations: Mapping[str, int] | None = None
-) -> ContactChangeValidationRequested | str:
-    """The notifier's order to send tokens to `nics` (for the first round of codes unless
-    `generations` says which), or why it cannot be given (an account gone)."""
-    missing = [nic for nic in nics if nic not in accounts]
-    if missing:
-        return f"the account {', '.join(missing)} no longer exists"
+    change: ContactChange, nics: Collection[str], accounts: Mapping[str, Account], generations: Mapping[str, int] | None = None
+) -> ContactChangeValidationRequested:
+    """The notifier's order to send codes to `nics` (the first round unless `generations` says
+    which); the domain asks only for confirmers whose account it knows."""
     assert change.expires_at is not None, "loaded from the store"
     return ContactChangeValidationRequested(
         **about(change),
@@ -104,5 +69,3 @@ def validation_request(
         ],
         expires_at=change.expires_at,
     )
-
-

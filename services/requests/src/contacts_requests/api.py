@@ -221,16 +221,15 @@ def create_api(
         ] = None,
     ) -> JSONResponse:
         async with db.acquire() as conn:
-            async with conn.transaction():
-                ids = await handlers.submit(
-                    conn,
-                    requester=me,
-                    service_id=service,
-                    changes=body.changes(),
-                    idempotency_key=idempotency_key,
-                    request_ttl=request_ttl,
-                    rate_limits=rate_limits,
-                )
+            ids = await handlers.submit(
+                conn,
+                requester=me,
+                service_id=service,
+                changes=body.changes(),
+                idempotency_key=idempotency_key,
+                request_ttl=request_ttl,
+                rate_limits=rate_limits,
+            )
             items = [await views.request_view(conn, i) for i in ids]
         return JSONResponse(jsonable_encoder({"items": items}), status_code=202)
 
@@ -313,8 +312,7 @@ def create_api(
     )
     async def resend(request_id: uuid.UUID, me: Me, db: Pool) -> JSONResponse:
         async with db.acquire() as conn:
-            async with conn.transaction():
-                await handlers.resend(conn, request_id=request_id, nic=me, rate_limits=rate_limits)
+            await handlers.resend(conn, request_id=request_id, nic=me, rate_limits=rate_limits)
             return JSONResponse(await _visible_view(conn, request_id, me), status_code=202)
 
     @app.post(
@@ -326,8 +324,7 @@ def create_api(
     )
     async def cancel(request_id: uuid.UUID, me: Me, db: Pool) -> dict[str, Any]:
         async with db.acquire() as conn:
-            async with conn.transaction():
-                await handlers.cancel(conn, request_id=request_id, nic=me)
+            await handlers.cancel(conn, request_id=request_id, nic=me)
             return await _visible_view(conn, request_id, me)
 
     install_pages(app, request_ttl=request_ttl, dev_login=dev_login)

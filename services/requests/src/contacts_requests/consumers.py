@@ -12,35 +12,26 @@ import structlog
 from contacts_shared.contracts import (
     AccountDeleted,
     AccountUpserted,
-    ContactChangeCompleted,
     ContactChangeEmailFailed,
     ContactChangeStateChanged,
     ContactChangeSubmit,
     ContactChangeTokenIssued,
     ContactChangeVetted,
     ContactType,
-    Contract,
     Envelope,
     Phase,
     RequestState,
     ServiceDeleted,
     ServiceUpserted,
-    utcnow,
 )
-from contacts_shared.crashpoints import crash_point
 from contacts_shared.handling import Subscription, on
 from contacts_shared.outbox import enqueue
 
 from contacts_requests import replicas, store, submissions
-from contacts_requests.announcements import (
-    about,
-    parties,
-    state_changed,
-    transition,
-    validation_request,
-)
-from contacts_requests.domain import Refusal, Transition, unreachable
+from contacts_requests.announcements import parties, state_changed
+from contacts_requests.domain import Refusal
 from contacts_requests.handlers import submit
+from contacts_requests.unit_of_work import UnitOfWork
 
 log = structlog.get_logger("contacts.requests")
 
@@ -74,36 +65,20 @@ async def on_service_deleted(conn: asyncpg.Connection, envelope: Envelope, data:
 
 
 async def on_vetted(conn: asyncpg.Connection, _: Envelope, data: ContactChangeVetted) -> None:
-    # Vetting reads no confirmer's state (only who they are): they come in the same statement.
-    loaded = await store.load(conn, data.request_id, for_update=True, confirmer_states=False)
-    if loaded is None:
-        log.warning("vetting for an unknown request ignored", request_id=str(data.request_id))
-        return
-    change, accounts = loaded.change, loaded.accounts  # the confirmers' accounts are among the parties'
-    if data.phase == Phase.submit:
-        t = change.vetted("submit", data.approved, data.reasons)
-        if t is None:
+    async with UnitOfWork(conn) as uow:
+        # Vetting reads no confirmer's state (only who they are): they come in the same statement.
+        loaded = await uow.load(data.request_id, for_update=True, confirmer_states=False)
+        if loaded is None:
+            log.warning("vetting for an unknown request ignored", request_id=str(data.request_id))
             return
-        before: tuple[Contract, ...] = ()
-        if t.state == RequestState.validating:
-            asked = validation_request(change, list(change.confirmers), accounts)
-            if isinstance(asked, str):
-                t = Transition(RequestState.rejected, "system", asked)
-            else:
-                before = (asked,)
-        await transition(conn, change, t, accounts=accounts, before=before)
-        return
-
-    service = await replicas.get_service(conn, change.service, for_update=True)
-    t = change.apply_outcome(data.approved, data.reasons, service.holder(change.type) if service else None)
-    if t is None:
-        return
-    completed: tuple[Contract, ...] = ()
-    if t.state == RequestState.done:
-        await replicas.set_contact(conn, change.service, change.type, change.to)
-        crash_point("during-apply")
-        completed = (ContactChangeCompleted(**about(change), completed_at=utcnow()),)
-    await transition(conn, change, t, accounts=accounts, after=completed)
+        change = loaded.change
+        if data.phase == Phase.submit:
+            decision = change.vetted_at_submit(data.approved, data.reasons, loaded.accounts)
+        else:
+            service = await replicas.get_service(conn, change.service, for_update=True)
+            decision = change.vetted_at_apply(data.approved, data.reasons, service.holder(change.type) if service else None)
+        if decision is not None:  # None: stale, the request moved on
+            await uow.record(decision, loaded.accounts)
 
 
 async def on_token_issued(conn: asyncpg.Connection, envelope: Envelope, data: ContactChangeTokenIssued) -> bool:
@@ -114,8 +89,9 @@ async def on_token_issued(conn: asyncpg.Connection, envelope: Envelope, data: Co
 
 async def on_email_failed(conn: asyncpg.Connection, _: Envelope, data: ContactChangeEmailFailed) -> None:
     """The notifier gave up an email: the request's history says who could not be reached."""
-    if (change := await store.load_change(conn, data.request_id)) is not None:
-        await store.record_history(conn, data.request_id, change.state, "system", unreachable(data.nic, data.kind, data.smtp_code))
+    async with UnitOfWork(conn) as uow:
+        if (loaded := await uow.load(data.request_id, confirmer_states=False)) is not None:
+            await uow.record(loaded.change.not_reached(data.nic, data.kind, data.smtp_code), loaded.accounts)
 
 
 async def on_submit(conn: asyncpg.Connection, _: Envelope, data: ContactChangeSubmit, *, request_ttl: timedelta) -> None:

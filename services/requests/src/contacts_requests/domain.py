@@ -1,19 +1,19 @@
 """The rules of contact changes (spec sections 2 to 4), pure: no I/O, no clock of its own.
 
-`plan_submission` decides who may ask for what and who must confirm; `ContactChange` is the
-state machine of one request; `tokens.check_token` decides whether a presented validation code
-is good. Handlers load the facts, call these, and store what they return.
+`plan_submission` decides who may ask for what and who must confirm; `contact_change.ContactChange`
+is the state machine of one request; `tokens.check_token` decides whether a presented
+validation code is good. Handlers load the facts, call these, and save what they decide through
+the unit of work.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
-from datetime import datetime
+from dataclasses import dataclass
 from enum import StrEnum
 
-from contacts_shared.contracts import ContactType, Phase, RequestState
+from contacts_shared.contracts import ContactType, RequestState
 
 OPEN_STATES = frozenset({RequestState.checking, RequestState.validating, RequestState.applying})
 FINAL_STATES = frozenset(RequestState) - OPEN_STATES
@@ -139,10 +139,10 @@ def check_may_change(requester: str, service: ServiceContacts, ctype: ContactTyp
 
 def refusal_to_change(requester: str, service: ServiceContacts, ctype: ContactType) -> str | None:
     """Why `requester` may not change this contact type (the words shown), or None when it may."""
-    return _refused(check_may_change, requester, service, ctype)
+    return refused(check_may_change, requester, service, ctype)
 
 
-def _refused(check: Callable[..., object], *args: object) -> str | None:
+def refused(check: Callable[..., object], *args: object) -> str | None:
     """The words of the refusal `check(*args)` raises, or None when it passes."""
     try:
         check(*args)
@@ -179,136 +179,6 @@ def _plan_one(
 
 def may_view(nic: str, requester: str, from_: str, to: str) -> bool:
     return nic in (requester, from_, to)
-
-
-# --- life of a request (section 3) ------------------------------------------------------------
-
-
-class ConfirmerState:
-    pending = "pending"
-    accepted = "accepted"
-    declined = "declined"
-
-
-@dataclass(frozen=True)
-class Transition:
-    state: RequestState
-    actor: str
-    reason: str | None = None
-
-
-@dataclass(frozen=True)
-class ContactChange:
-    """One request as the state machine sees it."""
-
-    id: str
-    service: str
-    type: ContactType
-    from_: str
-    to: str
-    requester: str
-    state: RequestState
-    confirmers: Mapping[str, str]  # nic -> ConfirmerState
-    expires_at: datetime | None = None  # as stored (when it is known)
-
-    def _require(self, *states: RequestState) -> None:
-        if self.state not in states:
-            raise Refusal(
-                Kind.conflict,
-                "Request not open for this",
-                f"This request is {self.state.value}; it can no longer be changed that way.",
-                extra={"state": self.state.value},
-            )
-
-    def vetted(self, phase: str, approved: bool, reasons: list[str]) -> Transition | None:
-        """The billing check answered; None when the answer is stale (request moved on)."""
-        if phase == "submit":
-            if self.state != RequestState.checking:
-                return None
-            if approved:
-                return Transition(RequestState.validating, "billing-check")
-            return Transition(RequestState.rejected, "billing-check", "; ".join(reasons) or "refused by the billing check")
-        if self.state != RequestState.applying:
-            return None
-        if approved:
-            return Transition(RequestState.done, "system")
-        return Transition(RequestState.failed, "billing-check", "; ".join(reasons) or "refused by the billing check")
-
-    def check_answerable(self, nic: str) -> None:
-        """Refused unless `nic` may answer now, whatever the code: a party not asked to confirm,
-        a request no longer waiting for answers, a confirmer who has answered already."""
-        if nic not in self.confirmers:
-            raise Refusal(Kind.forbidden, "Not asked to confirm", "You are informed of this request but not asked to confirm it.")
-        self._require(RequestState.validating)
-        if self.confirmers[nic] != ConfirmerState.pending:
-            # The code was used: refused like any invalid one (spec 4: one generic message).
-            raise invalid_token()
-
-    def answer(self, nic: str, accept: bool) -> tuple[ContactChange, Transition | None]:
-        """A confirmer accepts or declines (token already checked)."""
-        self.check_answerable(nic)
-        new_state = ConfirmerState.accepted if accept else ConfirmerState.declined
-        confirmers = {**self.confirmers, nic: new_state}
-        changed = replace(self, confirmers=confirmers)
-        if not accept:
-            return replace(changed, state=RequestState.declined), Transition(RequestState.declined, nic, f"declined by {nic}")
-        if all(s == ConfirmerState.accepted for s in confirmers.values()):
-            return replace(changed, state=RequestState.applying), Transition(RequestState.applying, nic, "all confirmers accepted")
-        return changed, None
-
-    def cancel(self, nic: str) -> Transition:
-        if nic != self.requester:
-            raise Refusal(Kind.forbidden, "Not allowed", "Only the requester can cancel a request.")
-        self._require(RequestState.checking, RequestState.validating)
-        return Transition(RequestState.cancelled, nic, f"cancelled by {nic}")
-
-    def may_answer(self, nic: str) -> bool:
-        return _refused(self.check_answerable, nic) is None
-
-    def may_resend(self, nic: str) -> bool:
-        return _refused(self.check_resend, nic) is None
-
-    def may_cancel(self, nic: str) -> bool:
-        return _refused(self.cancel, nic) is None
-
-    def check_resend(self, nic: str) -> list[str]:
-        """Who gets a new token on resend: the confirmers who have not answered. Only the
-        requester and the confirmers may ask (spec 4); the previous contact only looks on."""
-        if not may_view(nic, self.requester, self.from_, self.to):
-            raise not_found()
-        if nic != self.requester and nic not in self.confirmers:
-            raise Refusal(Kind.forbidden, "Not allowed", "Only the requester and the confirmers can ask for new validation codes.")
-        self._require(RequestState.validating)
-        return [n for n, s in self.confirmers.items() if s == ConfirmerState.pending]
-
-    def awaited_vetting(self) -> Phase | None:
-        """The billing check's verdict this request waits for, if any (to ask for it again)."""
-        return {RequestState.checking: Phase.submit, RequestState.applying: Phase.apply}.get(self.state)
-
-    def time_is_up(self) -> Transition | None:
-        """The request's time ran out: how it ends, by the state it was stuck in (None if closed).
-        Waiting for confirmers it expires; waiting for the billing check it expires before
-        anyone was asked, and fails once everyone had accepted (the change was due)."""
-        if self.state == RequestState.validating:
-            return Transition(RequestState.expired, "system", "not confirmed in time")
-        if self.state == RequestState.checking:
-            return Transition(RequestState.expired, "system", "the billing check did not answer in time")
-        if self.state == RequestState.applying:
-            return Transition(RequestState.failed, "system", "the billing check did not answer in time to apply the change")
-        return None
-
-    def apply_outcome(self, approved: bool, reasons: list[str], current_holder: str | None) -> Transition | None:
-        """The apply-phase check answered: apply only if still approved and nobody moved the holder."""
-        transition = self.vetted("apply", approved, reasons)
-        if transition is None or transition.state != RequestState.done:
-            return transition
-        if current_holder is None:
-            return Transition(RequestState.failed, "system", "the service no longer exists")
-        if current_holder != self.from_:
-            return Transition(
-                RequestState.failed, "system", f"the {ROLE_NAMES[self.type]} contact changed meanwhile (now {current_holder})"
-            )
-        return transition
 
 
 # --- tokens (section 4; the code itself is checked in `tokens`) ----------------------------------

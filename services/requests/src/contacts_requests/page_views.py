@@ -12,7 +12,8 @@ from fastapi import Request
 from fastapi.responses import HTMLResponse
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
-from contacts_requests.domain import ROLE_NAMES, ConfirmerState, ContactChange
+from contacts_requests.contact_change import ConfirmerState, ContactChange
+from contacts_requests.domain import ROLE_NAMES
 from contacts_requests.page_guard import (
     CSRF_COOKIE,
     csrf_for,

@@ -226,7 +226,7 @@ async def modify(request: Request) -> Response:
     if errors:
         return await _modify_form(request, me, service_id, values=values, errors=errors, status=422)
     try:
-        async with _pool(request).acquire() as conn, conn.transaction():
+        async with _pool(request).acquire() as conn:
             ids = await handlers.submit(
                 conn,
                 requester=me,
@@ -319,7 +319,7 @@ async def request_action(request: Request, request_id: str) -> Response:
                 )
             await handlers.answer(pool, request_id=rid, nic=me, token=token[:200], accept=action == "accept", now=utcnow())
         else:
-            async with pool.acquire() as conn, conn.transaction():
+            async with pool.acquire() as conn:
                 if action == "resend":
                     await handlers.resend(conn, request_id=rid, nic=me, rate_limits=request.app.state.rate_limits)
                 else:

@@ -17,12 +17,12 @@ from contacts_shared.contracts import ContactType, Envelope, RequestState
 from contacts_shared.db import IF_CLAIMED, claim_cte
 from contacts_shared.observability import FLOW_SECONDS
 
+from contacts_requests.contact_change import ContactChange
 from contacts_requests.domain import (
     FINAL_STATES,
     OPEN_STATES,
     WAITING_FOR_VETTING,
     Account,
-    ContactChange,
     ServiceContacts,
 )
 from contacts_requests.replicas import accounts_from, accounts_sql
@@ -68,32 +68,21 @@ async def submission_context(conn: asyncpg.Connection, service: str, nics: list[
     )
 
 
-async def insert_request(
-    conn: asyncpg.Connection,
-    *,
-    request_id: uuid.UUID,
-    service: str,
-    ctype: ContactType,
-    from_: str,
-    to: str,
-    requester: str,
-    confirmers: tuple[str, ...],
-    expires_at: datetime,
-) -> None:
+async def insert_request(conn: asyncpg.Connection, change: ContactChange) -> None:
     """The request, its confirmers and its first history line, in one statement."""
     await conn.execute(
         "WITH request AS (INSERT INTO contact_changes (id, service, type, from_nic, to_nic, requester, state, expires_at)"
         " VALUES ($1, $2, $3, $4, $5, $6, 'checking', $7)),"
         " asked AS (INSERT INTO confirmers (request_id, nic) SELECT $1, unnest($8::text[]))"
         " INSERT INTO history (request_id, state, actor, reason) VALUES ($1, 'checking', $6, 'submitted')",
-        request_id,
-        service,
-        ctype.value,
-        from_,
-        to,
-        requester,
-        expires_at,
-        list(confirmers),
+        uuid.UUID(change.id),
+        change.service,
+        change.type.value,
+        change.from_,
+        change.to,
+        change.requester,
+        change.expires_at,
+        list(change.confirmers),
     )
 
 
@@ -118,11 +107,6 @@ class LoadedChange:
     accounts: dict[str, Account]
     # Each confirmer's token, as far as this service knows it (its hash).
     slots: dict[str, TokenSlot]
-
-
-async def load_change(conn: asyncpg.Connection, request_id: uuid.UUID, *, for_update: bool = False) -> ContactChange | None:
-    loaded = await load(conn, request_id, for_update=for_update)
-    return loaded.change if loaded else None
 
 
 _REQUEST = (

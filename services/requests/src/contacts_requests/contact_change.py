@@ -1,0 +1,221 @@
+"""The life of one request (spec section 3): `ContactChange`, the state machine, whose every
+operation returns a `Decision` (the request as it then is and the events that happened, in
+order: `events`) or refuses. Pure: no I/O, no clock of its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass, replace
+from datetime import datetime
+
+from contacts_shared.contracts import ContactType, Phase, RequestState
+
+from contacts_requests.domain import (
+    ROLE_NAMES,
+    Kind,
+    PlannedChange,
+    Refusal,
+    invalid_token,
+    may_view,
+    not_found,
+    refused,
+)
+from contacts_requests.events import (
+    Answered,
+    CodeRefused,
+    CodesAsked,
+    ContactReplaced,
+    Event,
+    NotReached,
+    StateChanged,
+    Submitted,
+    VettingAsked,
+)
+
+
+class ConfirmerState:
+    pending = "pending"
+    accepted = "accepted"
+    declined = "declined"
+
+
+@dataclass(frozen=True)
+class ContactChange:
+    """One request as the state machine sees it. Each operation returns a `Decision` (the
+    request as it then is, and what happened) or refuses; none changes the record itself."""
+
+    id: str
+    service: str
+    type: ContactType
+    from_: str
+    to: str
+    requester: str
+    state: RequestState
+    confirmers: Mapping[str, str]  # nic -> ConfirmerState
+    expires_at: datetime | None = None  # as stored (when it is known)
+
+    @classmethod
+    def submitted(cls, request_id: str, service: str, plan: PlannedChange, requester: str, expires_at: datetime) -> Decision:
+        """A planned change becomes a request, waiting for the billing check."""
+        change = cls(
+            id=request_id,
+            service=service,
+            type=plan.type,
+            from_=plan.from_,
+            to=plan.to,
+            requester=requester,
+            state=RequestState.checking,
+            confirmers=dict.fromkeys(plan.confirmers, ConfirmerState.pending),
+            expires_at=expires_at,
+        )
+        return Decision(change, (Submitted(requester), VettingAsked(Phase.submit)))
+
+    def _require(self, *states: RequestState) -> None:
+        if self.state not in states:
+            raise Refusal(
+                Kind.conflict,
+                "Request not open for this",
+                f"This request is {self.state.value}; it can no longer be changed that way.",
+                extra={"state": self.state.value},
+            )
+
+    def _moved(self, state: RequestState, actor: str, reason: str | None = None, *more: Event, **changes: object) -> Decision:
+        return Decision(replace(self, state=state, **changes), (StateChanged(state, actor, reason), *more))  # type: ignore[arg-type]
+
+    def vetted_at_submit(self, approved: bool, reasons: list[str], known_accounts: Collection[str]) -> Decision | None:
+        """The billing check answered at submission: the confirmers are asked for their codes,
+        or the request is rejected. None when the answer is stale (the request moved on)."""
+        if self.state != RequestState.checking:
+            return None
+        if not approved:
+            return self._moved(RequestState.rejected, "billing-check", "; ".join(reasons) or "refused by the billing check")
+        if gone := _accounts_gone(self.confirmers, known_accounts):
+            return self._moved(RequestState.rejected, "system", gone)
+        asked = CodesAsked(tuple(self.confirmers))
+        moved = self._moved(RequestState.validating, "billing-check")
+        return Decision(moved.change, (asked, *moved.events))  # the codes are ordered before they are announced
+
+    def vetted_at_apply(self, approved: bool, reasons: list[str], current_holder: str | None) -> Decision | None:
+        """The billing check answered again before applying: apply only if still approved and
+        nobody moved the holder meanwhile. None when the answer is stale."""
+        if self.state != RequestState.applying:
+            return None
+        if not approved:
+            return self._moved(RequestState.failed, "billing-check", "; ".join(reasons) or "refused by the billing check")
+        if current_holder is None:
+            return self._moved(RequestState.failed, "system", "the service no longer exists")
+        if current_holder != self.from_:
+            reason = f"the {ROLE_NAMES[self.type]} contact changed meanwhile (now {current_holder})"
+            return self._moved(RequestState.failed, "system", reason)
+        return self._moved(RequestState.done, "system", None, ContactReplaced())
+
+    def check_answerable(self, nic: str) -> None:
+        """Refused unless `nic` may answer now, whatever the code: a party not asked to confirm,
+        a request no longer waiting for answers, a confirmer who has answered already."""
+        if nic not in self.confirmers:
+            raise Refusal(Kind.forbidden, "Not asked to confirm", "You are informed of this request but not asked to confirm it.")
+        self._require(RequestState.validating)
+        if self.confirmers[nic] != ConfirmerState.pending:
+            # The code was used: refused like any invalid one (spec 4: one generic message).
+            raise invalid_token()
+
+    def answer(self, nic: str, accept: bool) -> Decision:
+        """A confirmer accepts or declines (token already checked): a decline ends the request,
+        the last acceptance sends it to the billing check once more before applying."""
+        self.check_answerable(nic)
+        confirmers = {**self.confirmers, nic: ConfirmerState.accepted if accept else ConfirmerState.declined}
+        answered = Answered(nic, accept)
+        if not accept:
+            moved = self._moved(RequestState.declined, nic, f"declined by {nic}", confirmers=confirmers)
+        elif all(s == ConfirmerState.accepted for s in confirmers.values()):
+            moved = self._moved(RequestState.applying, nic, "all confirmers accepted", VettingAsked(Phase.apply), confirmers=confirmers)
+        else:
+            return Decision(replace(self, confirmers=confirmers), (answered,))
+        return Decision(moved.change, (answered, *moved.events))
+
+    def code_refused(self, nic: str) -> Decision:
+        """A code that is not good (`tokens.check_token` said so) counts against the confirmer."""
+        return Decision(self, (CodeRefused(nic),))
+
+    def cancel(self, nic: str) -> Decision:
+        if nic != self.requester:
+            raise Refusal(Kind.forbidden, "Not allowed", "Only the requester can cancel a request.")
+        self._require(RequestState.checking, RequestState.validating)
+        return self._moved(RequestState.cancelled, nic, f"cancelled by {nic}")
+
+    def may_answer(self, nic: str) -> bool:
+        return refused(self.check_answerable, nic) is None
+
+    def may_resend(self, nic: str) -> bool:
+        return refused(self.check_resend, nic) is None
+
+    def may_cancel(self, nic: str) -> bool:
+        return refused(self.cancel, nic) is None
+
+    def check_resend(self, nic: str) -> list[str]:
+        """Who gets a new token on resend: the confirmers who have not answered. Only the
+        requester and the confirmers may ask (spec 4); the previous contact only looks on."""
+        if not may_view(nic, self.requester, self.from_, self.to):
+            raise not_found()
+        if nic != self.requester and nic not in self.confirmers:
+            raise Refusal(Kind.forbidden, "Not allowed", "Only the requester and the confirmers can ask for new validation codes.")
+        self._require(RequestState.validating)
+        return [n for n, s in self.confirmers.items() if s == ConfirmerState.pending]
+
+    def resend(self, nic: str, known_accounts: Collection[str]) -> Decision:
+        """New codes for the confirmers who have not answered; the old ones stop working.
+        Refused while one of them has no account to mail it to."""
+        pending = self.check_resend(nic)
+        if gone := _accounts_gone(pending, known_accounts):
+            raise Refusal(Kind.conflict, "Cannot resend", f"The validation codes cannot be sent: {gone}.")
+        return Decision(self, (CodesAsked(tuple(pending), resent_by=nic),))
+
+    def awaited_vetting(self) -> Phase | None:
+        """The billing check's verdict this request waits for, if any (to ask for it again)."""
+        return {RequestState.checking: Phase.submit, RequestState.applying: Phase.apply}.get(self.state)
+
+    def ask_vetting_again(self) -> Decision | None:
+        """The verdict is late (its message may have been dead-lettered during an outage): the
+        billing check is asked again; None if the request no longer waits for one."""
+        phase = self.awaited_vetting()
+        return Decision(self, (VettingAsked(phase, again=True),)) if phase else None
+
+    def time_is_up(self) -> Decision | None:
+        """The request's time ran out: how it ends, by the state it was stuck in (None if closed).
+        Waiting for confirmers it expires; waiting for the billing check it expires before
+        anyone was asked, and fails once everyone had accepted (the change was due)."""
+        if self.state == RequestState.validating:
+            return self._moved(RequestState.expired, "system", "not confirmed in time")
+        if self.state == RequestState.checking:
+            return self._moved(RequestState.expired, "system", "the billing check did not answer in time")
+        if self.state == RequestState.applying:
+            return self._moved(RequestState.failed, "system", "the billing check did not answer in time to apply the change")
+        return None
+
+    def not_reached(self, nic: str, kind: str, smtp_code: int) -> Decision:
+        """The notifier gave up an email to `nic`: the history says so."""
+        return Decision(self, (NotReached(nic, kind, smtp_code),))
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What an operation decided: the request as it now is, and what happened, in order."""
+
+    change: ContactChange
+    events: tuple[Event, ...]
+
+    @property
+    def state(self) -> RequestState:
+        return self.change.state
+
+    @property
+    def moved(self) -> StateChanged | None:
+        """The state change among the events, if the request moved."""
+        return next((e for e in self.events if isinstance(e, StateChanged)), None)
+
+
+def _accounts_gone(nics: Iterable[str], known_accounts: Collection[str]) -> str | None:
+    """Why codes cannot be mailed to `nics` (an account gone), or None."""
+    missing = [nic for nic in nics if nic not in known_accounts]
+    return f"the account {', '.join(missing)} no longer exists" if missing else None

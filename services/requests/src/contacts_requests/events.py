@@ -1,0 +1,77 @@
+"""What happens to a request, as the domain records it. Each operation of `ContactChange`
+returns a `Decision`: the request as it now is and these events, in order. The unit of work
+writes each (the state, the history line, the replica) and queues the messages that announce
+it, all in one transaction (`unit_of_work`); the order of the events is the order of the
+messages.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from contacts_shared.contracts import Phase, RequestState
+
+
+@dataclass(frozen=True)
+class Submitted:
+    """The request exists, in `checking`, with its confirmers."""
+
+    requester: str
+
+
+@dataclass(frozen=True)
+class StateChanged:
+    """The request moved to `state`, by `actor`, for `reason`; every party is told."""
+
+    state: RequestState
+    actor: str
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class Answered:
+    """A confirmer accepted or declined; their code is spent."""
+
+    nic: str
+    accepted: bool
+
+
+@dataclass(frozen=True)
+class CodeRefused:
+    """A wrong, expired or spent code was presented: one more failure counted against it."""
+
+    nic: str
+
+
+@dataclass(frozen=True)
+class VettingAsked:
+    """The billing check is asked for its verdict (`again`: after waiting too long for it)."""
+
+    phase: Phase
+    again: bool = False
+
+
+@dataclass(frozen=True)
+class CodesAsked:
+    """The notifier is asked to mail codes to `nics` (`resent_by`: a new round, the old codes
+    stop working)."""
+
+    nics: tuple[str, ...]
+    resent_by: str | None = None
+
+
+@dataclass(frozen=True)
+class ContactReplaced:
+    """The change is applied: the service's contact is the new one."""
+
+
+@dataclass(frozen=True)
+class NotReached:
+    """The notifier gave up an email to `nic` for good (`kind`: token or outcome)."""
+
+    nic: str
+    kind: str
+    smtp_code: int
+
+
+Event = Submitted | StateChanged | Answered | CodeRefused | VettingAsked | CodesAsked | ContactReplaced | NotReached

@@ -1,0 +1,137 @@
+"""The unit of work of the requests service: one transaction in which a use case loads requests,
+and saves what the domain decided (`contact_change.Decision`): each event's writes (the state,
+the history line, the confirmer, the replica) and the messages that announce it, queued in the
+outbox in one statement as the transaction ends. All of it commits, or none of it.
+
+    async with UnitOfWork(conn) as uow:
+        loaded = await uow.load(request_id, for_update=True)
+        await uow.record(loaded.change.cancel(nic), loaded.accounts)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from collections.abc import AsyncIterator, Mapping
+from types import TracebackType
+from typing import Any, Self
+
+import asyncpg
+import structlog
+from asyncpg.transaction import Transaction
+from contacts_shared.contracts import (
+    ContactChangeCompleted,
+    ContactChangeRequested,
+    Contract,
+    RequestState,
+    utcnow,
+)
+from contacts_shared.crashpoints import crash_point
+from contacts_shared.outbox import enqueue
+
+from contacts_requests import replicas, store
+from contacts_requests.announcements import about, state_changed, validation_request
+from contacts_requests.contact_change import ContactChange, Decision
+from contacts_requests.domain import Account, unreachable
+from contacts_requests.events import (
+    Answered,
+    CodeRefused,
+    CodesAsked,
+    ContactReplaced,
+    Event,
+    NotReached,
+    StateChanged,
+    Submitted,
+    VettingAsked,
+)
+
+log = structlog.get_logger("contacts.requests")
+
+
+class UnitOfWork:
+    """A transaction on `conn`: its own, or the one the connection is in already (a consumer's
+    handler runs in the consumer's, which also claims the message)."""
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self.conn = conn
+        self._messages: list[Contract] = []
+        self._transaction: Transaction | None = None
+
+    async def __aenter__(self) -> Self:
+        if not self.conn.is_in_transaction():
+            self._transaction = self.conn.transaction()
+            await self._transaction.start()
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        try:
+            if exc_type is None and self._messages:
+                await enqueue(self.conn, *self._messages)
+        except BaseException:
+            if self._transaction is not None:
+                await self._transaction.rollback()
+            raise
+        finally:
+            self._messages.clear()
+        if self._transaction is not None:
+            await (self._transaction.commit() if exc_type is None else self._transaction.rollback())
+
+    @contextlib.asynccontextmanager
+    async def savepoint(self) -> AsyncIterator[None]:
+        """A part that may fail without spoiling the rest: its writes and its messages are undone
+        together."""
+        queued = len(self._messages)
+        try:
+            async with self.conn.transaction():
+                yield
+        except BaseException:
+            del self._messages[queued:]
+            raise
+
+    async def load(self, request_id: uuid.UUID, **options: Any) -> store.LoadedChange | None:
+        """The request, its parties' accounts and its confirmers (`store.load`'s options)."""
+        return await store.load(self.conn, request_id, **options)
+
+    async def record(self, decision: Decision, accounts: Mapping[str, Account], *, idempotency_key: str | None = None) -> None:
+        """Write each event of `decision`, in order, and queue the messages that announce them.
+        `accounts`: those of the request's parties (their emails go in the messages)."""
+        for event in decision.events:
+            await self._write(decision.change, event, accounts, idempotency_key)
+
+    async def _write(self, change: ContactChange, event: Event, accounts: Mapping[str, Account], idempotency_key: str | None) -> None:
+        conn, request_id = self.conn, uuid.UUID(change.id)
+        match event:
+            case Submitted(requester):
+                await store.insert_request(conn, change)
+                self._announce(change, StateChanged(RequestState.checking, requester, "submitted"), accounts, idempotency_key)
+            case StateChanged(state, actor, reason):
+                await store.set_state(conn, request_id, state, actor, reason)
+                self._announce(change, event, accounts, idempotency_key)
+            case Answered(nic, accepted):
+                # Answers are taken only while the request waits for them (check_answerable).
+                reason = f"{'accepted' if accepted else 'declined'} by {nic}"
+                await store.record_answer(conn, request_id, nic, change.confirmers[nic], RequestState.validating, reason)
+            case CodeRefused(nic):
+                await store.count_token_failure(conn, request_id, nic)
+            case VettingAsked(phase, again):
+                if again:
+                    await store.mark_vetting_asked(conn, request_id, change.state)
+                    log.warning("billing check asked again", request_id=change.id, phase=phase.value)
+                self._messages.append(ContactChangeRequested(**about(change), phase=phase))
+            case CodesAsked(nics, resent_by):
+                generations = None
+                if resent_by is not None:
+                    generations = await store.new_round_of_codes(conn, request_id, list(nics))
+                    await store.record_history(conn, request_id, change.state, resent_by, f"validation codes sent again to {', '.join(nics)}")
+                self._messages.append(validation_request(change, nics, accounts, generations))
+            case ContactReplaced():
+                await replicas.set_contact(conn, change.service, change.type, change.to)
+                crash_point("during-apply")
+                self._messages.append(ContactChangeCompleted(**about(change), completed_at=utcnow()))
+            case NotReached(nic, kind, smtp_code):
+                await store.record_history(conn, request_id, change.state, "system", unreachable(nic, kind, smtp_code))
+
+    def _announce(self, change: ContactChange, moved: StateChanged, accounts: Mapping[str, Account], idempotency_key: str | None) -> None:
+        """Tell the notifier and other systems the request's new state, with its parties' emails."""
+        self._messages.append(state_changed(change, moved.state, moved.reason, accounts, idempotency_key))
+        log.info("request state changed", request_id=change.id, state=moved.state.value, actor=moved.actor)
