@@ -8,14 +8,18 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from contacts_notifier.domain import (
     confirm_link,
-    hash_token,
     outcome_email,
     outcome_recipients,
     token_email,
     token_expiry,
     validation_code,
 )
-from contacts_shared.contracts import ContactChangeStateChanged, Party, RequestState
+from contacts_shared.contracts import (
+    ContactChangeStateChanged,
+    Party,
+    RequestState,
+    hash_token,
+)
 
 
 def event(state: RequestState, to: str = "bb2-ovh", reason: str | None = None) -> ContactChangeStateChanged:

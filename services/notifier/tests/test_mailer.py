@@ -12,13 +12,13 @@ from collections.abc import AsyncIterator, Callable
 import asyncpg
 import pytest
 from contacts_notifier import store
-from contacts_notifier.domain import hash_token
 from contacts_notifier.handlers import HANDLERS
 from contacts_notifier.mailer import Mailer
 from contacts_shared.contracts import (
     ContactChangeTokenIssued,
     ContactChangeValidationRequested,
     envelope_for,
+    hash_token,
 )
 from contacts_shared.handling import by_routing_key
 from contacts_shared.settings import NotifierSettings

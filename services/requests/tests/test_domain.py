@@ -22,8 +22,8 @@ from contacts_requests.events import (
     Submitted,
     VettingAsked,
 )
-from contacts_requests.tokens import TokenSlot, check_token, hash_token
-from contacts_shared.contracts import ContactType, Phase, RequestState
+from contacts_requests.tokens import TokenSlot, check_token
+from contacts_shared.contracts import ContactType, Phase, RequestState, hash_token
 
 ADMIN, TECH, BILLING, NEW, OTHER_ZONE, STRANGER = (
     "aa1-ovh", "bb2-ovh", "cc3-ovh", "dd4-ovh", "ee5-ovh", "ff6-ovh",

@@ -154,7 +154,7 @@ async def test_a_second_upsert_changes_the_type_not_the_contacts(pool: asyncpg.P
     await deliver(pool, hosting(admin=WEBMASTER, tech=WEBMASTER, billing=WEBMASTER, type_="hosting-pro"), t(2))
     assert await contacts(pool) == (OWNER, OLD_TECH, BILLER)
     async with pool.acquire() as conn:
-        (row,) = await replicas.services_of(conn, OWNER)
+        (row,) = await views.my_contacts(conn, OWNER)
     assert row["type"] == "hosting-pro"
 
 
@@ -170,8 +170,8 @@ async def test_an_older_service_upsert_is_ignored_even_its_type(pool: asyncpg.Po
     await deliver(pool, hosting(type_="hosting-pro"), t(2))
     await deliver(pool, hosting(admin=WEBMASTER, type_="hosting"), t(1))
     async with pool.acquire() as conn:
-        (row,) = await replicas.services_of(conn, OWNER)
-    assert (row["type"], row["admin"]) == ("hosting-pro", OWNER)
+        (row,) = await views.my_contacts(conn, OWNER)
+    assert (row["type"], row["contacts"]["admin"]) == ("hosting-pro", OWNER)
 
 
 async def test_a_deleted_service_is_not_revived_by_an_older_upsert_and_no_read_sees_it(pool: asyncpg.Pool) -> None:
@@ -182,7 +182,7 @@ async def test_a_deleted_service_is_not_revived_by_an_older_upsert_and_no_read_s
     assert await contacts(pool) is None
     async with pool.acquire() as conn:
         assert await replicas.get_service(conn, HOSTING, for_update=True) is None
-        assert await replicas.services_of(conn, OWNER) == []
+        assert await views.my_contacts(conn, OWNER) == []
         context = await store.submission_context(conn, HOSTING, [OWNER])
         assert context.service is None and set(context.accounts) == {OWNER}
         # A contact change applied meanwhile finds nothing to change.

@@ -189,6 +189,15 @@ _OUTAGE_ERRORS = (
 )
 
 
+async def database_answers(pool: asyncpg.Pool, timeout: float = 2.0) -> bool:
+    """The readiness check of the database: a connection within `timeout` that answers a query."""
+    try:
+        async with pool.acquire(timeout=timeout) as conn:
+            return bool(await conn.fetchval("SELECT true", timeout=timeout))
+    except Exception:  # noqa: BLE001 - whatever the cause, not ready
+        return False
+
+
 def is_database_outage(exc: BaseException) -> bool:
     """Whether `exc` says the database is unreachable rather than that the work failed."""
     if isinstance(exc, _OUTAGE_ERRORS):

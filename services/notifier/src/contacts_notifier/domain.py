@@ -14,10 +14,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from urllib.parse import quote
 
-from contacts_shared.contracts import ContactChangeStateChanged, RequestState
+from contacts_shared.contracts import (
+    ContactChangeStateChanged,
+    RequestState,
+    hash_token,
+)
+from contacts_shared.wording import ROLE_NAMES, display_time
 from jinja2 import Environment, PackageLoader, StrictUndefined
-
-ROLE_NAMES = {"admin": "administrative", "tech": "technical", "billing": "billing"}
 
 _templates = Environment(
     loader=PackageLoader("contacts_notifier", "templates"),
@@ -39,10 +42,6 @@ def validation_code(key: bytes, request_id: str, nic: str, generation: int) -> t
     digest = hmac.new(key, message, hashlib.sha256).digest()
     token = base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
     return token, hash_token(token)
-
-
-def hash_token(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
 
 
 def token_expiry(request_expires_at: datetime, now: datetime, token_ttl_seconds: float) -> datetime:
@@ -120,7 +119,7 @@ def token_email(
         "recipient": recipient,
         "token": token,
         "link": link,
-        "expires_at": expires_at.strftime("%Y-%m-%d %H:%M UTC"),
+        "expires_at": display_time(expires_at),
     }
     return Email(
         subject=f"Please confirm: new {context['role']} contact for {service}",

@@ -10,9 +10,9 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 
 from contacts_shared.contracts import ContactType, Phase, RequestState
+from contacts_shared.wording import ROLE_NAMES
 
 from contacts_requests.domain import (
-    ROLE_NAMES,
     Kind,
     PlannedChange,
     Refusal,

@@ -14,13 +14,13 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from contacts_shared.contracts import ContactType, RequestState
+from contacts_shared.wording import ROLE_NAMES
 
 OPEN_STATES = frozenset({RequestState.checking, RequestState.validating, RequestState.applying})
 FINAL_STATES = frozenset(RequestState) - OPEN_STATES
 # The states in which a request waits for the billing check's verdict (at submission, before applying).
 WAITING_FOR_VETTING = frozenset({RequestState.checking, RequestState.applying})
 
-ROLE_NAMES = {ContactType.admin: "administrative", ContactType.tech: "technical", ContactType.billing: "billing"}
 
 
 # --- facts the rules look at ------------------------------------------------------------------

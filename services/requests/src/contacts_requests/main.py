@@ -79,7 +79,7 @@ async def serve(settings: RequestsSettings) -> None:
             rate_limits=RateLimits(settings.resend_interval, settings.resends_per_request, settings.submissions_per_hour),
             request_ttl=settings.request_ttl,
             dev_login=settings.dev_login,
-            ready=runtime.bus.ready,
+            ready=runtime.ready,
         )
         config = uvicorn.Config(
             RequestContextMiddleware(StrictTransportSecurity(BodyLimit(app))),

@@ -8,12 +8,12 @@ from datetime import datetime
 from typing import Any
 
 from contacts_shared.contracts import ContactType, RequestState
+from contacts_shared.wording import ROLE_NAMES, display_time
 from fastapi import Request
 from fastapi.responses import HTMLResponse
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
 from contacts_requests.contact_change import ConfirmerState, ContactChange
-from contacts_requests.domain import ROLE_NAMES
 from contacts_requests.page_guard import (
     CSRF_COOKIE,
     csrf_for,
@@ -63,10 +63,11 @@ _templates = Environment(
 def _when(value: Any) -> str:
     if isinstance(value, str):
         value = datetime.fromisoformat(value)
-    return value.strftime("%Y-%m-%d %H:%M UTC") if value else ""
+    return display_time(value) if value else ""
 
 
 _templates.filters["when"] = _when
+_templates.filters["role_name"] = ROLE_NAMES.__getitem__
 _templates.globals.update(role_names=ROLE_NAMES, state_labels=STATE_LABELS, state_help=STATE_HELP)
 
 

@@ -139,16 +139,7 @@ async def signout(request: Request) -> Response:
 async def my_contacts(request: Request) -> Response:
     me = signed_in_nic(request)
     async with _pool(request).acquire() as conn:
-        rows = await replicas.services_of(conn, me)
-    services = [
-        {
-            "service": r["service"],
-            "type": r["type"],
-            "roles": [ROLE_NAMES[t] for t in ContactType if r[t.value] == me],
-            "contacts": {t.value: r[t.value] for t in ContactType},
-        }
-        for r in rows
-    ]
+        services = await views.my_contacts(conn, me)
     return render(request, "contacts.html", services=services)
 
 
@@ -165,7 +156,7 @@ async def _modify_form(
         service = await replicas.get_service(conn, service_id)
         if service is None or not service.roles_of(me):
             return not_found_page(request)
-        row = next((r for r in await replicas.services_of(conn, me) if r["service"] == service_id), None)
+        row = next((s for s in await views.my_contacts(conn, me) if s["service"] == service_id), None)
         open_requests = await store.open_requests_for(conn, service_id)
     fields = []
     for ctype in ContactType:

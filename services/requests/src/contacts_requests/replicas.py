@@ -128,14 +128,6 @@ async def get_service(conn: asyncpg.Connection, service: str, *, for_update: boo
     return _service(row) if row else None
 
 
-async def services_of(conn: asyncpg.Connection, nic: str) -> list[asyncpg.Record]:
-    return await conn.fetch(
-        "SELECT service, type, admin, tech, billing FROM services"
-        " WHERE admin = $1 OR tech = $1 OR billing = $1 ORDER BY service",
-        nic,
-    )
-
-
 async def set_contact(conn: asyncpg.Connection, service: str, ctype: ContactType, nic: str) -> None:
     column = {"admin": "admin", "tech": "tech", "billing": "billing"}[ctype.value]  # never user text in SQL
     await conn.execute(f"UPDATE services SET {column} = $2 WHERE service = $1", service, nic)

@@ -3,17 +3,14 @@ knows of each confirmer's code only its hash, its expiry and how many wrong trie
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 from dataclasses import dataclass
 from datetime import datetime
 
+from contacts_shared.contracts import hash_token
+
 # Wrong tries after which a confirmer's code is locked until a resend.
 MAX_TOKEN_FAILURES = 5
-
-
-def hash_token(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
 
 
 @dataclass(frozen=True)

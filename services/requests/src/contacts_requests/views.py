@@ -1,12 +1,34 @@
-"""What a request and "my requests" look like to the API and the pages: read models, each one
-statement."""
+"""What "my contacts", a request and "my requests" look like to the API and the pages: read
+models, each one statement."""
 
 from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Any
 
 import asyncpg
+from contacts_shared.contracts import ContactType
+
+
+async def my_contacts(conn: asyncpg.Connection, nic: str) -> list[dict[str, Any]]:
+    """The services `nic` is a contact of: each with its type, the roles `nic` holds there and
+    its three contacts."""
+    rows = await conn.fetch(
+        "SELECT service, type, admin, tech, billing FROM services"
+        " WHERE admin = $1 OR tech = $1 OR billing = $1 ORDER BY service",
+        nic,
+    )
+    return [
+        {
+            "service": r["service"],
+            "type": r["type"],
+            "roles": [t.value for t in ContactType if r[t.value] == nic],
+            "contacts": {t.value: r[t.value] for t in ContactType},
+        }
+        for r in rows
+    ]
+
 
 _VIEW_CONFIRMER = ("nic", "state", "answered_at")
 _VIEW_HISTORY = ("at", "state", "actor", "reason")

@@ -35,6 +35,7 @@ from contacts_shared.contracts.contact_change import (
     ContactChangeVetted,
     Generation,
     Party,
+    hash_token,
 )
 from contacts_shared.contracts.envelope import (
     CURRENT_VERSION,
@@ -96,6 +97,7 @@ __all__ = [
     "UtcDatetime",
     "Zone",
     "envelope_for",
+    "hash_token",
     "normalize_nic",
     "parse_message",
     "utcnow",

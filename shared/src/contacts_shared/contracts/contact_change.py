@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from typing import Annotated, Literal
 
@@ -30,26 +31,23 @@ _A_CHANGE = {
 }
 
 
-class ContactChangeRequested(Contract):
-    """The requests service asks the billing check to vet a request (at submission and before applying)."""
+class AboutARequest(Contract):
+    """The fields every message about a request starts with: which request, on which service,
+    which contact, from whom to whom."""
 
     request_id: uuid.UUID
-    phase: Phase
     service: ServiceId
     type: ContactType
     from_: Nic = Field(alias="from")
     to: Nic
 
-    model_config = with_examples(
-        {
-            "request_id": _A_CHANGE["request_id"],
-            "phase": "submit",
-            "service": "shop-example.com",
-            "type": "tech",
-            "from": "cc33333-ovh",
-            "to": "bb22222-ovh",
-        }
-    )
+
+class ContactChangeRequested(AboutARequest):
+    """The requests service asks the billing check to vet a request (at submission and before applying)."""
+
+    phase: Phase
+
+    model_config = with_examples({**_A_CHANGE, "phase": "submit"})
 
 
 class ContactChangeVetted(Contract):
@@ -83,14 +81,9 @@ class Confirmer(Contract):
     generation: Generation = 1
 
 
-class ContactChangeValidationRequested(Contract):
+class ContactChangeValidationRequested(AboutARequest):
     """The requests service asks the notifier to mail tokens to the confirmers."""
 
-    request_id: uuid.UUID
-    service: ServiceId
-    type: ContactType
-    from_: Nic = Field(alias="from")
-    to: Nic
     requester: Nic
     confirmers: list[Confirmer]
     expires_at: UtcDatetime
@@ -128,20 +121,20 @@ class ContactChangeTokenIssued(Contract):
     generation: Generation = 1
 
 
+def hash_token(token: str) -> str:
+    """The `token_hash` of a validation code: SHA-256, hex."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
 class Party(Contract):
     nic: Nic
     email: str
     role: Literal["requester", "from", "to"]
 
 
-class ContactChangeStateChanged(Contract):
+class ContactChangeStateChanged(AboutARequest):
     """A request changed state (every transition, including `checking`), or a submission was refused."""
 
-    request_id: uuid.UUID
-    service: ServiceId
-    type: ContactType
-    from_: Nic = Field(alias="from")
-    to: Nic
     state: RequestState
     reason: str | None = None
     parties: list[Party]
@@ -164,14 +157,9 @@ class ContactChangeStateChanged(Contract):
     )
 
 
-class ContactChangeCompleted(Contract):
+class ContactChangeCompleted(AboutARequest):
     """A change was applied: the service's contact is now `to`."""
 
-    request_id: uuid.UUID
-    service: ServiceId
-    type: ContactType
-    from_: Nic = Field(alias="from")
-    to: Nic
     completed_at: UtcDatetime
 
     model_config = with_examples(
