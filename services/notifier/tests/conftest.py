@@ -6,6 +6,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
+from typing import Any
 
 import asyncpg
 import pytest
@@ -26,15 +27,16 @@ async def pool() -> AsyncIterator[asyncpg.Pool]:
         yield pool
 
 
+def _about(request_id: uuid.UUID) -> dict[str, Any]:
+    """The change the notifier's tests are about: aa1-ovh hands the technical contact to bb2-ovh."""
+    return {"request_id": request_id, "service": "svc-1", "type": "tech", "from_": "aa1-ovh", "to": "bb2-ovh"}
+
+
 @pytest.fixture
 def validation() -> Callable[..., ContactChangeValidationRequested]:
     def for_request(request_id: uuid.UUID, generation: int = 1) -> ContactChangeValidationRequested:
         return ContactChangeValidationRequested(
-            request_id=request_id,
-            service="svc-1",
-            type="tech",
-            from_="aa1-ovh",
-            to="bb2-ovh",
+            **_about(request_id),
             requester="cc3-ovh",
             confirmers=[
                 Confirmer(nic="cc3-ovh", email="cc3@example.com", generation=generation),
@@ -54,11 +56,7 @@ def done_for() -> Callable[[uuid.UUID], ContactChangeStateChanged]:
 
 def _done(request_id: uuid.UUID) -> ContactChangeStateChanged:
     return ContactChangeStateChanged(
-        request_id=request_id,
-        service="svc-1",
-        type="tech",
-        from_="aa1-ovh",
-        to="bb2-ovh",
+        **_about(request_id),
         state="done",
         parties=[
             Party(nic="cc3-ovh", email="cc3@example.com", role="requester"),

@@ -21,10 +21,13 @@ from functools import cached_property, partial
 from typing import Any
 
 import asyncpg
+import structlog
 
 from contacts_shared.contracts import ROUTING_KEYS, Contract, Envelope
 
 HandlerFunction = Callable[..., Awaitable[Any]]
+
+log = structlog.get_logger("contacts.replicas")
 
 
 class Runs(StrEnum):
@@ -92,3 +95,9 @@ def by_routing_key(subscriptions: Iterable[Subscription]) -> dict[str, Subscript
             raise ValueError(f"{subscription.routing_key} is handled twice")
         table[subscription.routing_key] = subscription
     return table
+
+
+def ignored_as_stale(envelope: Envelope, **key: str) -> None:
+    """Say that a replica's message was older than what the row holds, hence ignored: replicas
+    follow the messages' `occurred_at`, not their arrival. `key` names the row."""
+    log.info("older than the replica, ignored", type=envelope.type, occurred_at=envelope.occurred_at.isoformat(), **key)

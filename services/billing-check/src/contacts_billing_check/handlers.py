@@ -4,17 +4,9 @@ from __future__ import annotations
 
 import asyncpg
 import structlog
-from contacts_shared.contracts import (
-    ContactChangeRequested,
-    ContactChangeVetted,
-    Envelope,
-    InvoiceIssued,
-    InvoicePaid,
-    PaymentMethodRemoved,
-    PaymentMethodUpserted,
-    utcnow,
-)
-from contacts_shared.handling import Subscription, on
+from contacts_shared import contracts
+from contacts_shared.contracts import Envelope, utcnow
+from contacts_shared.handling import Subscription, ignored_as_stale, on
 from contacts_shared.outbox import claim_and_enqueue
 
 from contacts_billing_check import store
@@ -23,34 +15,7 @@ from contacts_billing_check.domain import vet_billing
 log = structlog.get_logger("contacts.billing_check")
 
 
-# The replicas follow the messages' `occurred_at`, not their arrival (store's docstring).
-
-
-def _stale(envelope: Envelope, **key: str) -> None:
-    log.info("older than the replica, ignored", type=envelope.type, occurred_at=envelope.occurred_at.isoformat(), **key)
-
-
-async def on_invoice_issued(conn: asyncpg.Connection, envelope: Envelope, data: InvoiceIssued) -> None:
-    if not await store.record_invoice_issued(conn, envelope, data.invoice_id, data.nic, data.amount, data.currency, data.due_at):
-        _stale(envelope, invoice_id=data.invoice_id)
-
-
-async def on_invoice_paid(conn: asyncpg.Connection, envelope: Envelope, data: InvoicePaid) -> None:
-    if not await store.record_invoice_paid(conn, envelope, data.invoice_id):
-        _stale(envelope, invoice_id=data.invoice_id)
-
-
-async def on_payment_method_upserted(conn: asyncpg.Connection, envelope: Envelope, data: PaymentMethodUpserted) -> None:
-    if not await store.upsert_payment_method(conn, envelope, data.payment_method_id, data.nic, data.kind, data.valid_until):
-        _stale(envelope, payment_method_id=data.payment_method_id)
-
-
-async def on_payment_method_removed(conn: asyncpg.Connection, envelope: Envelope, data: PaymentMethodRemoved) -> None:
-    if not await store.remove_payment_method(conn, envelope, data.payment_method_id):
-        _stale(envelope, payment_method_id=data.payment_method_id)
-
-
-async def on_contact_change_requested(conn: asyncpg.Connection, envelope: Envelope, data: ContactChangeRequested) -> bool:
+async def on_contact_change_requested(conn: asyncpg.Connection, envelope: Envelope, data: contracts.ContactChangeRequested) -> bool:
     # The replicas are read on their own, then the message is claimed and the verdict queued in
     # one statement: no transaction needed, as the verdict depends only on what was read (a
     # duplicate reads again and queues nothing).
@@ -64,7 +29,7 @@ async def on_contact_change_requested(conn: asyncpg.Connection, envelope: Envelo
         payment_methods_of_to=billing.payment_methods_of_to,
         now=utcnow(),
     )
-    vetted = ContactChangeVetted(request_id=data.request_id, phase=data.phase, approved=verdict.approved, reasons=verdict.reasons)
+    vetted = contracts.ContactChangeVetted(request_id=data.request_id, phase=data.phase, approved=verdict.approved, reasons=verdict.reasons)
     if fresh := await claim_and_enqueue(conn, envelope, vetted):
         # The invoices behind a refusal stay here, for support: the reasons name none.
         log.info(
@@ -73,10 +38,33 @@ async def on_contact_change_requested(conn: asyncpg.Connection, envelope: Envelo
     return fresh
 
 
+# The replicas of the billing system's invoices and payment methods.
+
+
+async def on_invoice_issued(conn: asyncpg.Connection, envelope: Envelope, data: contracts.InvoiceIssued) -> None:
+    if not await store.record_invoice_issued(conn, envelope, data.invoice_id, data.nic, data.amount, data.currency, data.due_at):
+        ignored_as_stale(envelope, invoice_id=data.invoice_id)
+
+
+async def on_invoice_paid(conn: asyncpg.Connection, envelope: Envelope, data: contracts.InvoicePaid) -> None:
+    if not await store.record_invoice_paid(conn, envelope, data.invoice_id):
+        ignored_as_stale(envelope, invoice_id=data.invoice_id)
+
+
+async def on_payment_method_upserted(conn: asyncpg.Connection, envelope: Envelope, data: contracts.PaymentMethodUpserted) -> None:
+    if not await store.upsert_payment_method(conn, envelope, data.payment_method_id, data.nic, data.kind, data.valid_until):
+        ignored_as_stale(envelope, payment_method_id=data.payment_method_id)
+
+
+async def on_payment_method_removed(conn: asyncpg.Connection, envelope: Envelope, data: contracts.PaymentMethodRemoved) -> None:
+    if not await store.remove_payment_method(conn, envelope, data.payment_method_id):
+        ignored_as_stale(envelope, payment_method_id=data.payment_method_id)
+
+
 HANDLERS: tuple[Subscription, ...] = (
-    on(InvoiceIssued, on_invoice_issued),
-    on(InvoicePaid, on_invoice_paid),
-    on(PaymentMethodUpserted, on_payment_method_upserted),
-    on(PaymentMethodRemoved, on_payment_method_removed),
-    on(ContactChangeRequested, on_contact_change_requested, claims_itself=True),
+    on(contracts.InvoiceIssued, on_invoice_issued),
+    on(contracts.InvoicePaid, on_invoice_paid),
+    on(contracts.PaymentMethodUpserted, on_payment_method_upserted),
+    on(contracts.PaymentMethodRemoved, on_payment_method_removed),
+    on(contracts.ContactChangeRequested, on_contact_change_requested, claims_itself=True),
 )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Sequence
 
 import asyncpg
 from contacts_shared.contracts import (
@@ -101,6 +102,17 @@ PRUNERS = (
 _FRESH_AND_WAKE_MAILER = " SELECT true FROM claimed, pg_notify(current_schema() || '_mail', '')"
 
 
+async def _claim_and_queue(conn: asyncpg.Connection, sql: str, envelope: Envelope, request_id: uuid.UUID, *args: object) -> bool:
+    """Run a statement that claims `envelope` ($1, $2) and queues mails of `request_id` ($3,
+    then `args`); whether the message was fresh."""
+    return bool(await conn.fetchval(sql + _FRESH_AND_WAKE_MAILER, envelope.message_id, envelope.type, request_id, *args))
+
+
+def _columns(rows: Sequence[tuple], width: int) -> list[list]:
+    """`rows` column by column: the arrays a statement unnests into rows again."""
+    return [[row[i] for row in rows] for i in range(width)]
+
+
 async def claim_and_queue_token_mails(
     conn: asyncpg.Connection, envelope: Envelope, request_id: uuid.UUID, confirmers: list[tuple[str, str, int]], context: dict
 ) -> bool:
@@ -109,24 +121,20 @@ async def claim_and_queue_token_mails(
     was claimed before. A round already queued (the same request asked again) is not queued twice."""
     # A newer round (resend) makes an unsent older token mail pointless: its code would be stale.
     # The update sees the table as it was before the statement, so never the mails queued here.
-    return bool(
-        await conn.fetchval(
-            f"WITH {claim_cte('$1', '$2')},"
-            " wanted AS (SELECT * FROM unnest($4::text[], $5::text[], $7::int[]) AS u(n, e, g)),"
-            " superseded AS (UPDATE mails m SET state = 'superseded' FROM wanted"
-            " WHERE m.kind = 'token' AND m.request_id = $3 AND m.nic = wanted.n AND m.state = 'pending'"
-            f" AND coalesce(m.generation, 1) < wanted.g AND {IF_CLAIMED}),"
-            " queued AS (INSERT INTO mails (dedupe_key, kind, request_id, nic, email, generation, token_context)"
-            " SELECT $3::text || ':' || n || ':token:' || g, 'token', $3, n, e, g, $6::jsonb FROM wanted"
-            f" WHERE {IF_CLAIMED} ON CONFLICT (dedupe_key) DO NOTHING)" + _FRESH_AND_WAKE_MAILER,
-            envelope.message_id,
-            envelope.type,
-            request_id,
-            [nic for nic, _, _ in confirmers],
-            [email for _, email, _ in confirmers],
-            json.dumps(context),
-            [generation for _, _, generation in confirmers],
-        )
+    return await _claim_and_queue(
+        conn,
+        f"WITH {claim_cte('$1', '$2')},"
+        " wanted AS (SELECT * FROM unnest($4::text[], $5::text[], $6::int[]) AS u(n, e, g)),"
+        " superseded AS (UPDATE mails m SET state = 'superseded' FROM wanted"
+        " WHERE m.kind = 'token' AND m.request_id = $3 AND m.nic = wanted.n AND m.state = 'pending'"
+        f" AND coalesce(m.generation, 1) < wanted.g AND {IF_CLAIMED}),"
+        " queued AS (INSERT INTO mails (dedupe_key, kind, request_id, nic, email, generation, token_context)"
+        " SELECT $3::text || ':' || n || ':token:' || g, 'token', $3, n, e, g, $7::jsonb FROM wanted"
+        f" WHERE {IF_CLAIMED} ON CONFLICT (dedupe_key) DO NOTHING)",
+        envelope,
+        request_id,
+        *_columns(confirmers, 3),
+        json.dumps(context),
     )
 
 
@@ -138,24 +146,19 @@ async def claim_and_queue_outcome_mails(
     per request, state and recipient (a request reaches each final state once): a state announced
     again (a replayed submission) mails nobody twice. Every outcome is final: token emails of the
     request still waiting are not sent any more."""
-    return bool(
-        await conn.fetchval(
-            f"WITH {claim_cte('$1', '$2')},"
-            " ended AS (UPDATE mails SET state = 'superseded'"
-            f" WHERE kind = 'token' AND request_id = $3 AND state = 'pending' AND {IF_CLAIMED}),"
-            " queued AS (INSERT INTO mails (dedupe_key, kind, request_id, nic, email, subject, body)"
-            " SELECT $3::uuid::text || ':' || $8::text || ':' || n, 'outcome', $3::uuid, n, e, s, b"
-            " FROM unnest($4::text[], $5::text[], $6::text[], $7::text[]) AS u(n, e, s, b)"
-            f" WHERE {IF_CLAIMED} ON CONFLICT (dedupe_key) DO NOTHING)" + _FRESH_AND_WAKE_MAILER,
-            envelope.message_id,
-            envelope.type,
-            request_id,
-            [nic for nic, _, _ in mails],
-            [address for _, address, _ in mails],
-            [email.subject for _, _, email in mails],
-            [email.body for _, _, email in mails],
-            state,
-        )
+    return await _claim_and_queue(
+        conn,
+        f"WITH {claim_cte('$1', '$2')},"
+        " ended AS (UPDATE mails SET state = 'superseded'"
+        f" WHERE kind = 'token' AND request_id = $3 AND state = 'pending' AND {IF_CLAIMED}),"
+        " queued AS (INSERT INTO mails (dedupe_key, kind, request_id, nic, email, subject, body)"
+        " SELECT $3::uuid::text || ':' || $8::text || ':' || n, 'outcome', $3::uuid, n, e, s, b"
+        " FROM unnest($4::text[], $5::text[], $6::text[], $7::text[]) AS u(n, e, s, b)"
+        f" WHERE {IF_CLAIMED} ON CONFLICT (dedupe_key) DO NOTHING)",
+        envelope,
+        request_id,
+        *_columns([(nic, address, email.subject, email.body) for nic, address, email in mails], 4),
+        state,
     )
 
 

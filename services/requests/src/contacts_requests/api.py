@@ -151,24 +151,14 @@ def create_api(
 
     # Routes returning a dict say `response_model=None`: their body is documented by `responses`
     # alone (the dicts are JSON already, and FastAPI encodes them the same way without a model).
-    @app.get(
-        "/healthz",
-        tags=["operations"],
-        summary="Alive",
-        openapi_extra=api_docs.NO_SIGN_IN,
-        response_model=None,
-        responses=api_docs.HEALTHZ,
-    )
+    operations: dict[str, Any] = {"tags": ["operations"], "openapi_extra": api_docs.NO_SIGN_IN}
+    changes: dict[str, Any] = {"tags": ["contact changes"]}
+
+    @app.get("/healthz", summary="Alive", response_model=None, responses=api_docs.HEALTHZ, **operations)
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get(
-        "/readyz",
-        tags=["operations"],
-        summary="Ready: the database and the broker answer",
-        openapi_extra=api_docs.NO_SIGN_IN,
-        responses=api_docs.READYZ,
-    )
+    @app.get("/readyz", summary="Ready: the database and the broker answer", responses=api_docs.READYZ, **operations)
     async def readyz(db: Pool) -> JSONResponse:
         # The service's own check (`Runtime.ready`); an API built alone (tests) has no broker.
         checks = await ready() if ready else {"database": await database_answers(db), "broker": True}
@@ -177,13 +167,7 @@ def create_api(
 
     # --- contacts -------------------------------------------------------------------------------
 
-    @app.get(
-        "/v1/me/contacts",
-        tags=["contacts"],
-        summary="Services where I am a contact",
-        response_model=None,
-        responses=api_docs.MY_CONTACTS,
-    )
+    @app.get("/v1/me/contacts", tags=["contacts"], summary="Services where I am a contact", response_model=None, responses=api_docs.MY_CONTACTS)
     async def my_contacts(me: Me, db: Pool) -> dict[str, Any]:
         async with db.acquire() as conn:
             return {"items": await views.my_contacts(conn, me)}
@@ -191,9 +175,9 @@ def create_api(
     @app.post(
         "/v1/services/{service:path}/contact-changes",
         status_code=202,
-        tags=["contact changes"],
         summary="Ask to change one or more contacts of a service",
         responses=api_docs.SUBMIT,
+        **changes,
     )
     async def submit(
         service: str,
@@ -217,13 +201,7 @@ def create_api(
             items = [await views.request_view(conn, i) for i in ids]
         return JSONResponse(jsonable_encoder({"items": items}), status_code=202)
 
-    @app.get(
-        "/v1/me/contact-changes",
-        tags=["contact changes"],
-        summary="Requests I am a party of, newest first",
-        response_model=None,
-        responses=api_docs.MY_REQUESTS,
-    )
+    @app.get("/v1/me/contact-changes", summary="Requests I am a party of, newest first", response_model=None, responses=api_docs.MY_REQUESTS, **changes)
     async def my_requests(
         me: Me,
         db: Pool,
@@ -251,61 +229,34 @@ def create_api(
             raise not_found()
         return jsonable_encoder(view)
 
-    @app.get(
-        "/v1/contact-changes/{request_id}",
-        tags=["contact changes"],
-        summary="One request, with its history",
-        response_model=None,
-        responses=api_docs.ONE_REQUEST,
-    )
+    @app.get("/v1/contact-changes/{request_id}", summary="One request, with its history", response_model=None, responses=api_docs.ONE_REQUEST, **changes)
     async def one_request(request_id: uuid.UUID, me: Me, db: Pool) -> dict[str, Any]:
         async with db.acquire() as conn:
             return await _visible_view(conn, request_id, me)
 
-    async def _answer(request_id: uuid.UUID, body: TokenBody, me: str, db: asyncpg.Pool, accept: bool) -> dict[str, Any]:
-        await handlers.answer(db, request_id=request_id, nic=me, token=body.token, accept=accept, now=utcnow())
-        async with db.acquire() as conn:
-            return await _visible_view(conn, request_id, me)
+    def answering(accept: bool) -> Callable[..., Awaitable[dict[str, Any]]]:
+        async def answer(request_id: uuid.UUID, body: TokenBody, me: Me, db: Pool) -> dict[str, Any]:
+            await handlers.answer(db, request_id=request_id, nic=me, token=body.token, accept=accept, now=utcnow())
+            async with db.acquire() as conn:
+                return await _visible_view(conn, request_id, me)
+
+        return answer
+
+    for action, accept, responses in (("accept", True, api_docs.ACCEPT), ("decline", False, api_docs.DECLINE)):
+        summary = f"{action.capitalize()} with my token"
+        app.post(f"/v1/contact-changes/{{request_id}}/{action}", name=action, summary=summary, response_model=None, responses=responses, **changes)(
+            answering(accept)
+        )
 
     @app.post(
-        "/v1/contact-changes/{request_id}/accept",
-        tags=["contact changes"],
-        summary="Accept with my token",
-        response_model=None,
-        responses=api_docs.ACCEPT,
-    )
-    async def accept(request_id: uuid.UUID, body: TokenBody, me: Me, db: Pool) -> dict[str, Any]:
-        return await _answer(request_id, body, me, db, accept=True)
-
-    @app.post(
-        "/v1/contact-changes/{request_id}/decline",
-        tags=["contact changes"],
-        summary="Decline with my token",
-        response_model=None,
-        responses=api_docs.DECLINE,
-    )
-    async def decline(request_id: uuid.UUID, body: TokenBody, me: Me, db: Pool) -> dict[str, Any]:
-        return await _answer(request_id, body, me, db, accept=False)
-
-    @app.post(
-        "/v1/contact-changes/{request_id}/resend",
-        status_code=202,
-        tags=["contact changes"],
-        summary="Send new tokens to the confirmers who have not answered",
-        responses=api_docs.RESEND,
+        "/v1/contact-changes/{request_id}/resend", status_code=202, summary="Send new tokens to the confirmers who have not answered", responses=api_docs.RESEND, **changes
     )
     async def resend(request_id: uuid.UUID, me: Me, db: Pool) -> JSONResponse:
         async with db.acquire() as conn:
             await handlers.resend(conn, request_id=request_id, nic=me, rate_limits=rate_limits)
             return JSONResponse(await _visible_view(conn, request_id, me), status_code=202)
 
-    @app.post(
-        "/v1/contact-changes/{request_id}/cancel",
-        tags=["contact changes"],
-        summary="Cancel my open request",
-        response_model=None,
-        responses=api_docs.CANCEL,
-    )
+    @app.post("/v1/contact-changes/{request_id}/cancel", summary="Cancel my open request", response_model=None, responses=api_docs.CANCEL, **changes)
     async def cancel(request_id: uuid.UUID, me: Me, db: Pool) -> dict[str, Any]:
         async with db.acquire() as conn:
             await handlers.cancel(conn, request_id=request_id, nic=me)

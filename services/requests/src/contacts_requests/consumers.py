@@ -24,7 +24,7 @@ from contacts_shared.contracts import (
     ServiceDeleted,
     ServiceUpserted,
 )
-from contacts_shared.handling import Subscription, on
+from contacts_shared.handling import Subscription, ignored_as_stale, on
 from contacts_shared.outbox import enqueue
 
 from contacts_requests import replicas, store, submissions
@@ -36,32 +36,24 @@ from contacts_requests.unit_of_work import UnitOfWork
 log = structlog.get_logger("contacts.requests")
 
 
-# The replicas follow the messages' `occurred_at`, not their arrival: an upsert or a delete older
-# than what a row holds is ignored (store: "Replica rows are written in the order...").
-
-
-def _stale(envelope: Envelope, **key: str) -> None:
-    log.info("older than the replica, ignored", type=envelope.type, occurred_at=envelope.occurred_at.isoformat(), **key)
-
-
 async def on_account_upserted(conn: asyncpg.Connection, envelope: Envelope, data: AccountUpserted) -> None:
     if not await replicas.upsert_account(conn, envelope, data.nic, data.email, data.zone.value):
-        _stale(envelope, nic=data.nic)
+        ignored_as_stale(envelope, nic=data.nic)
 
 
 async def on_account_deleted(conn: asyncpg.Connection, envelope: Envelope, data: AccountDeleted) -> None:
     if not await replicas.delete_account(conn, envelope, data.nic):
-        _stale(envelope, nic=data.nic)
+        ignored_as_stale(envelope, nic=data.nic)
 
 
 async def on_service_upserted(conn: asyncpg.Connection, envelope: Envelope, data: ServiceUpserted) -> None:
     if not await replicas.insert_service_if_new(conn, envelope, data.service, data.type, data.admin, data.tech, data.billing):
-        _stale(envelope, service=data.service)
+        ignored_as_stale(envelope, service=data.service)
 
 
 async def on_service_deleted(conn: asyncpg.Connection, envelope: Envelope, data: ServiceDeleted) -> None:
     if not await replicas.delete_service(conn, envelope, data.service):
-        _stale(envelope, service=data.service)
+        ignored_as_stale(envelope, service=data.service)
 
 
 async def on_vetted(conn: asyncpg.Connection, _: Envelope, data: ContactChangeVetted) -> None:

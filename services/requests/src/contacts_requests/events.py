@@ -14,7 +14,8 @@ from contacts_shared.contracts import Phase, RequestState
 
 @dataclass(frozen=True)
 class Submitted:
-    """The request exists, in `checking`, with its confirmers."""
+    """The request exists, in `checking`, with its confirmers; its history starts with the
+    requester's submission."""
 
     requester: str
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 
 import asyncpg
@@ -15,7 +16,7 @@ import structlog
 from contacts_shared.contracts import ContactType, utcnow
 
 from contacts_requests import store, submissions
-from contacts_requests.contact_change import ContactChange
+from contacts_requests.contact_change import ContactChange, Decision
 from contacts_requests.domain import (
     Refusal,
     invalid_token,
@@ -176,25 +177,27 @@ async def cancel(conn: asyncpg.Connection, *, request_id: uuid.UUID, nic: str) -
 
 async def expire_overdue(pool: asyncpg.Pool) -> int:
     """End every open request whose time ran out (the domain says how), with its emails."""
-    async with pool.acquire() as conn, UnitOfWork(conn) as uow:
-        ids = await store.expired_request_ids(conn)
-        for request_id in ids:
-            loaded = await uow.load(request_id, confirmer_states=False)
-            assert loaded is not None
-            if (decision := loaded.change.time_is_up()) is not None:
-                await uow.record(decision, loaded.accounts)
-        return len(ids)
+    return await _decide_each(pool, store.expired_request_ids, ContactChange.time_is_up)
 
 
 async def ask_vetting_again(pool: asyncpg.Pool, waited: timedelta) -> int:
     """Ask the billing check again about requests whose verdict has not come for `waited` (its
     message may have been dead-lettered during an outage); a verdict that comes twice is taken
     once, the second finds the request moved on."""
+    return await _decide_each(pool, lambda conn: store.unvetted_request_ids(conn, waited), ContactChange.ask_vetting_again)
+
+
+async def _decide_each(
+    pool: asyncpg.Pool,
+    find: Callable[[asyncpg.Connection], Awaitable[list[uuid.UUID]]],
+    decide: Callable[[ContactChange], Decision | None],
+) -> int:
+    """A timer's pass: the requests `find` returns (locked), each decided on in one unit of work."""
     async with pool.acquire() as conn, UnitOfWork(conn) as uow:
-        ids = await store.unvetted_request_ids(conn, waited)
+        ids = await find(conn)
         for request_id in ids:
             loaded = await uow.load(request_id, confirmer_states=False)
             assert loaded is not None
-            if (decision := loaded.change.ask_vetting_again()) is not None:
+            if (decision := decide(loaded.change)) is not None:
                 await uow.record(decision, loaded.accounts)
         return len(ids)

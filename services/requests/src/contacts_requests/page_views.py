@@ -7,13 +7,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from contacts_shared.contracts import ContactType, RequestState
+from contacts_shared.contracts import RequestState
 from contacts_shared.wording import ROLE_NAMES, display_time
 from fastapi import Request
 from fastapi.responses import HTMLResponse
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
-from contacts_requests.contact_change import ConfirmerState, ContactChange
+from contacts_requests.contact_change import ConfirmerState
 from contacts_requests.page_guard import (
     CSRF_COOKIE,
     csrf_for,
@@ -21,6 +21,7 @@ from contacts_requests.page_guard import (
     is_https,
     signed_in,
 )
+from contacts_requests.views import change_of
 
 # What each state means to a customer.
 STATE_LABELS = {
@@ -109,22 +110,9 @@ def not_found_page(request: Request) -> HTMLResponse:
     )
 
 
-def _change_of(view: dict[str, Any]) -> ContactChange:
-    return ContactChange(
-        id=view["id"],
-        service=view["service"],
-        type=ContactType(view["type"]),
-        from_=view["from"],
-        to=view["to"],
-        requester=view["requester"],
-        state=RequestState(view["state"]),
-        confirmers={c["nic"]: c["state"] for c in view["confirmers"]},
-    )
-
-
 def describe(view: dict[str, Any], me: str) -> dict[str, Any]:
     """A request as the pages show it: its view plus progress and the actions `me` may take."""
-    change = _change_of(view)
+    change = change_of(view, {c["nic"]: c["state"] for c in view["confirmers"]})
     state = change.state
     by_state: dict[str, list[str]] = {ConfirmerState.accepted: [], ConfirmerState.declined: [], ConfirmerState.pending: []}
     for nic, answer in change.confirmers.items():

@@ -27,6 +27,7 @@ from contacts_requests.domain import (
 )
 from contacts_requests.replicas import accounts_from, accounts_sql
 from contacts_requests.tokens import TokenSlot
+from contacts_requests.views import change_of
 
 # --- requests -----------------------------------------------------------------------------------
 
@@ -110,7 +111,8 @@ class LoadedChange:
 
 
 _REQUEST = (
-    "SELECT r.id, r.service, r.type, r.from_nic, r.to_nic, r.requester, r.state, r.expires_at,"
+    # `from` and `to` as the request's view names them, so that one function reads both (views.change_of).
+    'SELECT r.id, r.service, r.type, r.from_nic AS "from", r.to_nic AS "to", r.requester, r.state, r.expires_at,'
     f" {accounts_sql('ARRAY[r.requester, r.from_nic, r.to_nic]')} AS accounts"
 )
 _CONFIRMER = "c.nic, c.state, c.token_hash, c.token_expires_at, c.failures"
@@ -146,17 +148,7 @@ async def load(
         if row is None:
             return None
         confirmers = list(row["confirmers"])
-    change = ContactChange(
-        id=str(row["id"]),
-        service=row["service"],
-        type=ContactType(row["type"]),
-        from_=row["from_nic"],
-        to=row["to_nic"],
-        requester=row["requester"],
-        state=RequestState(row["state"]),
-        confirmers={nic: state for nic, state, *_ in confirmers},
-        expires_at=row["expires_at"],
-    )
+    change = change_of(row, {nic: state for nic, state, *_ in confirmers})
     return LoadedChange(
         change=change,
         accounts=accounts_from(row["accounts"]),

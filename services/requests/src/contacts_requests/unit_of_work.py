@@ -29,21 +29,10 @@ from contacts_shared.contracts import (
 from contacts_shared.crashpoints import crash_point
 from contacts_shared.outbox import enqueue
 
-from contacts_requests import replicas, store
+from contacts_requests import events, replicas, store
 from contacts_requests.announcements import about, state_changed, validation_request
 from contacts_requests.contact_change import ContactChange, Decision
 from contacts_requests.domain import Account, unreachable
-from contacts_requests.events import (
-    Answered,
-    CodeRefused,
-    CodesAsked,
-    ContactReplaced,
-    Event,
-    NotReached,
-    StateChanged,
-    Submitted,
-    VettingAsked,
-)
 
 log = structlog.get_logger("contacts.requests")
 
@@ -98,40 +87,40 @@ class UnitOfWork:
         for event in decision.events:
             await self._write(decision.change, event, accounts, idempotency_key)
 
-    async def _write(self, change: ContactChange, event: Event, accounts: Mapping[str, Account], idempotency_key: str | None) -> None:
+    async def _write(self, change: ContactChange, event: events.Event, accounts: Mapping[str, Account], idempotency_key: str | None) -> None:
         conn, request_id = self.conn, uuid.UUID(change.id)
         match event:
-            case Submitted(requester):
+            case events.Submitted(requester):
                 await store.insert_request(conn, change)
-                self._announce(change, StateChanged(RequestState.checking, requester, "submitted"), accounts, idempotency_key)
-            case StateChanged(state, actor, reason):
+                self._announce(change, events.StateChanged(RequestState.checking, requester, "submitted"), accounts, idempotency_key)
+            case events.StateChanged(state, actor, reason):
                 await store.set_state(conn, request_id, state, actor, reason)
                 self._announce(change, event, accounts, idempotency_key)
-            case Answered(nic, accepted):
+            case events.Answered(nic, accepted):
                 # Answers are taken only while the request waits for them (check_answerable).
                 reason = f"{'accepted' if accepted else 'declined'} by {nic}"
                 await store.record_answer(conn, request_id, nic, change.confirmers[nic], RequestState.validating, reason)
-            case CodeRefused(nic):
+            case events.CodeRefused(nic):
                 await store.count_token_failure(conn, request_id, nic)
-            case VettingAsked(phase, again):
+            case events.VettingAsked(phase, again):
                 if again:
                     await store.mark_vetting_asked(conn, request_id, change.state)
                     log.warning("billing check asked again", request_id=change.id, phase=phase.value)
                 self._messages.append(ContactChangeRequested(**about(change), phase=phase))
-            case CodesAsked(nics, resent_by):
+            case events.CodesAsked(nics, resent_by):
                 generations = None
                 if resent_by is not None:
                     generations = await store.new_round_of_codes(conn, request_id, list(nics))
                     await store.record_history(conn, request_id, change.state, resent_by, f"validation codes sent again to {', '.join(nics)}")
                 self._messages.append(validation_request(change, nics, accounts, generations))
-            case ContactReplaced():
+            case events.ContactReplaced():
                 await replicas.set_contact(conn, change.service, change.type, change.to)
                 crash_point("during-apply")
                 self._messages.append(ContactChangeCompleted(**about(change), completed_at=utcnow()))
-            case NotReached(nic, kind, smtp_code):
+            case events.NotReached(nic, kind, smtp_code):
                 await store.record_history(conn, request_id, change.state, "system", unreachable(nic, kind, smtp_code))
 
-    def _announce(self, change: ContactChange, moved: StateChanged, accounts: Mapping[str, Account], idempotency_key: str | None) -> None:
+    def _announce(self, change: ContactChange, moved: events.StateChanged, accounts: Mapping[str, Account], idempotency_key: str | None) -> None:
         """Tell the notifier and other systems the request's new state, with its parties' emails."""
         self._messages.append(state_changed(change, moved.state, moved.reason, accounts, idempotency_key))
         log.info("request state changed", request_id=change.id, state=moved.state.value, actor=moved.actor)

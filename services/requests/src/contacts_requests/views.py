@@ -4,11 +4,14 @@ models, each one statement."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
 import asyncpg
-from contacts_shared.contracts import ContactType
+from contacts_shared.contracts import ContactType, RequestState
+
+from contacts_requests.contact_change import ContactChange
 
 
 async def my_contacts(conn: asyncpg.Connection, nic: str) -> list[dict[str, Any]]:
@@ -28,6 +31,22 @@ async def my_contacts(conn: asyncpg.Connection, nic: str) -> list[dict[str, Any]
         }
         for r in rows
     ]
+
+
+def change_of(request: Mapping[str, Any], confirmers: Mapping[str, str]) -> ContactChange:
+    """The state machine of a request read here (its view, or a row with the same names), to
+    ask the domain what may be done with it."""
+    return ContactChange(
+        id=str(request["id"]),
+        service=request["service"],
+        type=ContactType(request["type"]),
+        from_=request["from"],
+        to=request["to"],
+        requester=request["requester"],
+        state=RequestState(request["state"]),
+        confirmers=confirmers,
+        expires_at=request.get("expires_at"),
+    )
 
 
 _VIEW_CONFIRMER = ("nic", "state", "answered_at")
