@@ -11,94 +11,11 @@ every name is importable from here.
 
 from __future__ import annotations
 
-from contacts_shared.contracts.base import (
-    NIC_PATTERN,
-    ContactType,
-    Contract,
-    Nic,
-    Phase,
-    RequestState,
-    ServiceId,
-    UtcDatetime,
-    Zone,
-    normalize_nic,
-    utcnow,
-)
-from contacts_shared.contracts.contact_change import (
-    Confirmer,
-    ContactChangeCompleted,
-    ContactChangeEmailFailed,
-    ContactChangeRequested,
-    ContactChangeStateChanged,
-    ContactChangeTokenIssued,
-    ContactChangeValidationRequested,
-    ContactChangeVetted,
-    Generation,
-    Party,
-    hash_token,
-)
-from contacts_shared.contracts.envelope import (
-    CURRENT_VERSION,
-    MESSAGE_TYPES,
-    ROUTING_KEYS,
-    Envelope,
-    MalformedMessage,
-    envelope_for,
-    parse_message,
-)
-from contacts_shared.contracts.inbound import (
-    EMAIL_PATTERN,
-    AccountDeleted,
-    AccountUpserted,
-    ContactChanges,
-    ContactChangeSubmit,
-    InvoiceIssued,
-    InvoicePaid,
-    PaymentMethodRemoved,
-    PaymentMethodUpserted,
-    ServiceDeleted,
-    ServiceUpserted,
-)
+# Each module's `__all__` says what it exports; every name is importable from here.
+from contacts_shared.contracts import base, contact_change, envelope, inbound
+from contacts_shared.contracts.base import *
+from contacts_shared.contracts.contact_change import *
+from contacts_shared.contracts.envelope import *
+from contacts_shared.contracts.inbound import *
 
-__all__ = [
-    "CURRENT_VERSION",
-    "EMAIL_PATTERN",
-    "MESSAGE_TYPES",
-    "NIC_PATTERN",
-    "ROUTING_KEYS",
-    "AccountDeleted",
-    "AccountUpserted",
-    "Confirmer",
-    "ContactChangeCompleted",
-    "ContactChangeEmailFailed",
-    "ContactChangeRequested",
-    "ContactChangeStateChanged",
-    "ContactChangeSubmit",
-    "ContactChangeTokenIssued",
-    "ContactChangeValidationRequested",
-    "ContactChangeVetted",
-    "ContactChanges",
-    "ContactType",
-    "Contract",
-    "Envelope",
-    "Generation",
-    "InvoiceIssued",
-    "InvoicePaid",
-    "MalformedMessage",
-    "Nic",
-    "Party",
-    "PaymentMethodRemoved",
-    "PaymentMethodUpserted",
-    "Phase",
-    "RequestState",
-    "ServiceDeleted",
-    "ServiceId",
-    "ServiceUpserted",
-    "UtcDatetime",
-    "Zone",
-    "envelope_for",
-    "hash_token",
-    "normalize_nic",
-    "parse_message",
-    "utcnow",
-]
+__all__ = [*base.__all__, *contact_change.__all__, *envelope.__all__, *inbound.__all__]  # noqa: PLE0604

@@ -17,6 +17,8 @@ from pydantic import (
     WithJsonSchema,
 )
 
+__all__ = ["NIC_PATTERN", "ContactType", "Contract", "Nic", "Phase", "RequestState", "ServiceId", "UtcDatetime", "Zone", "normalize_nic", "utcnow"]
+
 NIC_PATTERN = re.compile(r"^[a-z]{2}[0-9]{1,9}-[a-z]{2,10}$")
 
 

@@ -21,6 +21,8 @@ from contacts_shared.contracts.base import (
     with_examples,
 )
 
+__all__ = ["AboutARequest", "Confirmer", "ContactChangeCompleted", "ContactChangeEmailFailed", "ContactChangeRequested", "ContactChangeStateChanged", "ContactChangeTokenIssued", "ContactChangeValidationRequested", "ContactChangeVetted", "Generation", "Party", "hash_token"]
+
 # The request the examples are about: the fields every message about a request starts with.
 _A_CHANGE = {
     "request_id": "0b6f3f5e-3c1e-4f7a-9d55-2f0a8f3b9c11",

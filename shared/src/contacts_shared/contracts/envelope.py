@@ -13,45 +13,28 @@ from pydantic import (
     ValidationError,
 )
 
+from contacts_shared.contracts import contact_change, inbound
 from contacts_shared.contracts.base import Contract, UtcDatetime, utcnow
-from contacts_shared.contracts.contact_change import (
-    ContactChangeCompleted,
-    ContactChangeEmailFailed,
-    ContactChangeRequested,
-    ContactChangeStateChanged,
-    ContactChangeTokenIssued,
-    ContactChangeValidationRequested,
-    ContactChangeVetted,
-)
-from contacts_shared.contracts.inbound import (
-    AccountDeleted,
-    AccountUpserted,
-    ContactChangeSubmit,
-    InvoiceIssued,
-    InvoicePaid,
-    PaymentMethodRemoved,
-    PaymentMethodUpserted,
-    ServiceDeleted,
-    ServiceUpserted,
-)
+
+__all__ = ["CURRENT_VERSION", "MESSAGE_TYPES", "ROUTING_KEYS", "Envelope", "MalformedMessage", "envelope_for", "parse_message"]
 
 MESSAGE_TYPES: dict[str, type[Contract]] = {
-    "account.upserted": AccountUpserted,
-    "account.deleted": AccountDeleted,
-    "service.upserted": ServiceUpserted,
-    "service.deleted": ServiceDeleted,
-    "invoice.issued": InvoiceIssued,
-    "invoice.paid": InvoicePaid,
-    "payment_method.upserted": PaymentMethodUpserted,
-    "payment_method.removed": PaymentMethodRemoved,
-    "contact_change.submit": ContactChangeSubmit,
-    "contact_change.requested": ContactChangeRequested,
-    "contact_change.vetted": ContactChangeVetted,
-    "contact_change.validation_requested": ContactChangeValidationRequested,
-    "contact_change.token_issued": ContactChangeTokenIssued,
-    "contact_change.email_failed": ContactChangeEmailFailed,
-    "contact_change.state_changed": ContactChangeStateChanged,
-    "contact_change.completed": ContactChangeCompleted,
+    "account.upserted": inbound.AccountUpserted,
+    "account.deleted": inbound.AccountDeleted,
+    "service.upserted": inbound.ServiceUpserted,
+    "service.deleted": inbound.ServiceDeleted,
+    "invoice.issued": inbound.InvoiceIssued,
+    "invoice.paid": inbound.InvoicePaid,
+    "payment_method.upserted": inbound.PaymentMethodUpserted,
+    "payment_method.removed": inbound.PaymentMethodRemoved,
+    "contact_change.submit": inbound.ContactChangeSubmit,
+    "contact_change.requested": contact_change.ContactChangeRequested,
+    "contact_change.vetted": contact_change.ContactChangeVetted,
+    "contact_change.validation_requested": contact_change.ContactChangeValidationRequested,
+    "contact_change.token_issued": contact_change.ContactChangeTokenIssued,
+    "contact_change.email_failed": contact_change.ContactChangeEmailFailed,
+    "contact_change.state_changed": contact_change.ContactChangeStateChanged,
+    "contact_change.completed": contact_change.ContactChangeCompleted,
 }
 ROUTING_KEYS: dict[type[Contract], str] = {model: key for key, model in MESSAGE_TYPES.items()}
 CURRENT_VERSION = 1

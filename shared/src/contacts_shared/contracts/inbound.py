@@ -15,10 +15,6 @@ from pydantic import (
     model_validator,
 )
 
-# One address, nothing else: the local part's dot-atom characters (no comma, semicolon, quote,
-# angle bracket or space, which would let an email header name more than one recipient) and a
-# domain of letters, digits and hyphens.
-EMAIL_PATTERN = r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
 from contacts_shared.contracts.base import (
     ContactType,
     Contract,
@@ -28,6 +24,13 @@ from contacts_shared.contracts.base import (
     Zone,
     with_examples,
 )
+
+__all__ = ["EMAIL_PATTERN", "AccountDeleted", "AccountUpserted", "ContactChangeSubmit", "ContactChanges", "InvoiceIssued", "InvoicePaid", "PaymentMethodRemoved", "PaymentMethodUpserted", "ServiceDeleted", "ServiceUpserted"]
+
+# One address, nothing else: the local part's dot-atom characters (no comma, semicolon, quote,
+# angle bracket or space, which would let an email header name more than one recipient) and a
+# domain of letters, digits and hyphens.
+EMAIL_PATTERN = r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
 
 
 def _one_address(value: str) -> str:
@@ -57,15 +60,7 @@ class AccountDeleted(Contract):
 class ServiceUpserted(Contract):
     """A hosted service was created or changed; its contacts are taken only on creation."""
 
-    model_config = with_examples(
-        {
-            "service": "shop-example.com",
-            "type": "domain",
-            "admin": "aa11111-ovh",
-            "tech": "cc33333-ovh",
-            "billing": "aa11111-ovh",
-        }
-    )
+    model_config = with_examples({"service": "shop-example.com", "type": "domain", "admin": "aa11111-ovh", "tech": "cc33333-ovh", "billing": "aa11111-ovh"})
 
     service: ServiceId
     type: str = Field(min_length=1, max_length=64)
