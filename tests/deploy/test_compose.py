@@ -56,12 +56,15 @@ SERVICE_SETTINGS: dict[str, type[BaseSettings]] = {
 }
 # `contacts demo` only publishes: of the CLI's settings it uses the broker's (commands.publish_all).
 DEMO_SETTINGS = {"CONTACTS_AMQP_URL", "CONTACTS_NAMESPACE"}
-# Compose service -> (Dockerfile, console script, the setting that holds its health/metrics port).
+# Compose service -> (the workspace member its image installs, the folder of that member, the
+# console script it runs). Every image is built from the one Dockerfile at the root.
 IMAGES = {
-    "requests": ("services/requests/Dockerfile", "contacts-requests", "CONTACTS_HTTP_PORT"),
-    "billing-check": ("services/billing-check/Dockerfile", "contacts-billing-check", "CONTACTS_METRICS_PORT"),
-    "notifier": ("services/notifier/Dockerfile", "contacts-notifier", "CONTACTS_METRICS_PORT"),
+    "requests": ("contacts-requests", "services/requests", "contacts-requests"),
+    "billing-check": ("contacts-billing-check", "services/billing-check", "contacts-billing-check"),
+    "notifier": ("contacts-notifier", "services/notifier", "contacts-notifier"),
+    "demo": ("contacts-tools", "tools", "contacts"),
 }
+DOCKERFILE = ROOT / "Dockerfile"
 SERVICE_ROLES = {"requests": "contacts_requests", "billing-check": "contacts_billing_check", "notifier": "contacts_notifier"}
 
 
@@ -140,11 +143,13 @@ def test_the_demo_job_sets_only_the_broker_settings(compose: dict[str, Any]) -> 
 
 def test_ports_agree_between_settings_images_and_compose(compose: dict[str, Any]) -> None:
     services = compose["services"]
-    for service, (dockerfile, _, port_setting) in IMAGES.items():
-        port = int(_environment(services[service])[port_setting])
-        text = (ROOT / dockerfile).read_text()
-        assert re.search(rf"^EXPOSE {port}$", text, re.MULTILINE), f"{dockerfile} does not EXPOSE {port}"
-        assert f"os.environ.get('{port_setting}', '{port}')" in text, f"{dockerfile} HEALTHCHECK is not on {port}"
+    text = DOCKERFILE.read_text()
+    (exposed,) = re.findall(r"^EXPOSE (.+)$", text, re.MULTILINE)
+    assert re.search(r"^    CONTACTS_METRICS_PORT=9100$", text, re.MULTILINE)
+    assert "os.environ.get('CONTACTS_METRICS_PORT', '9100')" in text, "the HEALTHCHECK is not on the metrics port"
+    assert {int(_environment(services["requests"])["CONTACTS_HTTP_PORT"]), 9100} == set(map(int, exposed.split()))
+    for service in ("requests", "billing-check", "notifier"):
+        assert _environment(services[service])["CONTACTS_METRICS_PORT"] == "9100", service
     published = {int(p["target"]): int(p["published"]) for p in services["requests"]["ports"]}
     assert published == {8000: 8000}
     assert {int(p["target"]) for p in services["rabbitmq"]["ports"]} == {15672}
@@ -248,10 +253,8 @@ def test_database_passwords_agree_with_the_role_script(compose: dict[str, Any]) 
         assert url == f"postgresql://{role}:{postgres[password_variable]}@postgres:5432/{postgres['POSTGRES_DB']}"
 
 
-@pytest.mark.parametrize("service", sorted(IMAGES))
-def test_images_are_multi_stage_slim_non_root_with_a_healthcheck(service: str) -> None:
-    dockerfile, program, _ = IMAGES[service]
-    text = (ROOT / dockerfile).read_text()
+def test_the_images_are_multi_stage_slim_non_root_with_a_healthcheck() -> None:
+    text = DOCKERFILE.read_text()
     stages = re.findall(r"^FROM (\S+)(?: AS (\w+))?$", text, re.MULTILINE)
     assert len(stages) == 2 and stages[0][1] == "build", stages
     assert stages[-1][0] == "python:3.11-slim"
@@ -261,9 +264,18 @@ def test_images_are_multi_stage_slim_non_root_with_a_healthcheck(service: str) -
     assert "apt-get" not in final and "pip install" not in final  # no build tools in the final image
     assert re.search(r"^USER contacts$", final, re.MULTILINE) and "useradd" in final
     assert "HEALTHCHECK" in final and "urllib.request" in final
-    assert re.search(rf'^CMD \["{program}"\]$', final, re.MULTILINE)
-    pyproject = (ROOT / Path(dockerfile).parent / "pyproject.toml").read_text()
-    assert f"{program} = " in pyproject
+    assert re.search(r'^CMD \["sh", "-c", "exec \\"\$CONTACTS_PROGRAM\\""\]$', final, re.MULTILINE)
+    assert re.search(r"^    CONTACTS_PROGRAM=\$\{PROGRAM\} \\$", final, re.MULTILINE)
+
+
+@pytest.mark.parametrize("service", sorted(IMAGES))
+def test_each_image_installs_its_member_and_runs_its_program(compose: dict[str, Any], service: str) -> None:
+    package, folder, program = IMAGES[service]
+    build = compose["services"][service]["build"]
+    assert build.get("dockerfile", "Dockerfile") == "Dockerfile" and Path(build["context"]) == ROOT
+    assert build["args"] == {"PACKAGE": package, "PROGRAM": program}
+    pyproject = (ROOT / folder / "pyproject.toml").read_text()
+    assert f'name = "{package}"' in pyproject and f"\n{program} = " in pyproject
 
 
 def settings_from(settings_class: type[BaseSettings], environment: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Any:
