@@ -13,28 +13,30 @@ from pydantic import (
     ValidationError,
 )
 
-from contacts_shared.contracts import contact_change, inbound
+# The two modules of contracts, by who publishes them (imported as modules: no package cycle).
+import contacts_shared.contracts.contact_change as by_the_services
+import contacts_shared.contracts.inbound as by_other_systems
 from contacts_shared.contracts.base import Contract, UtcDatetime, utcnow
 
 __all__ = ["CURRENT_VERSION", "MESSAGE_TYPES", "ROUTING_KEYS", "Envelope", "MalformedMessage", "envelope_for", "parse_message"]
 
 MESSAGE_TYPES: dict[str, type[Contract]] = {
-    "account.upserted": inbound.AccountUpserted,
-    "account.deleted": inbound.AccountDeleted,
-    "service.upserted": inbound.ServiceUpserted,
-    "service.deleted": inbound.ServiceDeleted,
-    "invoice.issued": inbound.InvoiceIssued,
-    "invoice.paid": inbound.InvoicePaid,
-    "payment_method.upserted": inbound.PaymentMethodUpserted,
-    "payment_method.removed": inbound.PaymentMethodRemoved,
-    "contact_change.submit": inbound.ContactChangeSubmit,
-    "contact_change.requested": contact_change.ContactChangeRequested,
-    "contact_change.vetted": contact_change.ContactChangeVetted,
-    "contact_change.validation_requested": contact_change.ContactChangeValidationRequested,
-    "contact_change.token_issued": contact_change.ContactChangeTokenIssued,
-    "contact_change.email_failed": contact_change.ContactChangeEmailFailed,
-    "contact_change.state_changed": contact_change.ContactChangeStateChanged,
-    "contact_change.completed": contact_change.ContactChangeCompleted,
+    "account.upserted": by_other_systems.AccountUpserted,
+    "account.deleted": by_other_systems.AccountDeleted,
+    "service.upserted": by_other_systems.ServiceUpserted,
+    "service.deleted": by_other_systems.ServiceDeleted,
+    "invoice.issued": by_other_systems.InvoiceIssued,
+    "invoice.paid": by_other_systems.InvoicePaid,
+    "payment_method.upserted": by_other_systems.PaymentMethodUpserted,
+    "payment_method.removed": by_other_systems.PaymentMethodRemoved,
+    "contact_change.submit": by_other_systems.ContactChangeSubmit,
+    "contact_change.requested": by_the_services.ContactChangeRequested,
+    "contact_change.vetted": by_the_services.ContactChangeVetted,
+    "contact_change.validation_requested": by_the_services.ContactChangeValidationRequested,
+    "contact_change.token_issued": by_the_services.ContactChangeTokenIssued,
+    "contact_change.email_failed": by_the_services.ContactChangeEmailFailed,
+    "contact_change.state_changed": by_the_services.ContactChangeStateChanged,
+    "contact_change.completed": by_the_services.ContactChangeCompleted,
 }
 ROUTING_KEYS: dict[type[Contract], str] = {model: key for key, model in MESSAGE_TYPES.items()}
 CURRENT_VERSION = 1
