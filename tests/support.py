@@ -38,6 +38,15 @@ ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
 SERVICES = PROGRAMS
 SCHEMAS = ("requests", "billing_check", "notifier")
+SCHEMA_OF = dict(zip(SERVICES, SCHEMAS, strict=True))  # program -> the schema it owns
+
+
+def service_databases() -> dict[str, str]:
+    """Where each service's schema lives when a run is told to keep them on servers of their own
+    (CONTACTS_TEST_SERVICE_DATABASES="billing_check=URL,notifier=URL"): schema -> database URL.
+    A schema not named stays on the main test database."""
+    value = os.environ.get("CONTACTS_TEST_SERVICE_DATABASES", "")
+    return dict(item.split("=", 1) for item in value.split(",") if item)
 T = TypeVar("T")
 
 if TYPE_CHECKING:
@@ -215,8 +224,11 @@ class System:
                 return item["contacts"]
         return None
 
+    def database_url_of(self, schema: str) -> str:
+        return service_databases().get(schema, self.database_url)
+
     async def sql(self, schema: str, query: str, *args: Any) -> list[asyncpg.Record]:
-        conn = await asyncpg.connect(self.database_url, server_settings={"search_path": f"{self.namespace}{schema}"})
+        conn = await asyncpg.connect(self.database_url_of(schema), server_settings={"search_path": f"{self.namespace}{schema}"})
         try:
             return await conn.fetch(query, *args)
         finally:
@@ -292,6 +304,8 @@ def spawn(system: System, name: str, replica: int = 1) -> Process:
     `system.replica_api_urls`."""
     key = name if replica == 1 else f"{name}#{replica}"
     env = {**system.env, **system.service_env.get(name, {})}
+    if (own := service_databases().get(SCHEMA_OF[name])) is not None:
+        env["CONTACTS_DATABASE_URL"] = own  # its schema on a server of its own
     if replica > 1:
         port = free_port()
         env["CONTACTS_HTTP_PORT"] = str(port)
@@ -390,12 +404,12 @@ async def running_system(
 
 async def drop_namespace(database_url: str, amqp_url: str, namespace: str) -> None:
     """Forget everything the services made in `namespace`: schemas, queues, the exchange."""
-    conn = await asyncpg.connect(database_url)
-    try:
-        for schema in SCHEMAS:
+    for schema in SCHEMAS:
+        conn = await asyncpg.connect(service_databases().get(schema, database_url))
+        try:
             await conn.execute(f'DROP SCHEMA IF EXISTS "{namespace}{schema}" CASCADE')
-    finally:
-        await conn.close()
+        finally:
+            await conn.close()
     connection = await aio_pika.connect(amqp_url)
     try:
         channel = await connection.channel()
