@@ -37,6 +37,7 @@ RUN groupadd --system --gid 10001 contacts \
  && useradd --system --uid 10001 --gid contacts --no-create-home --shell /usr/sbin/nologin contacts
 COPY --from=build /app/.venv /app/.venv
 ARG PROGRAM
+RUN : "${PROGRAM:?name the program to run: --build-arg PROGRAM=contacts-requests}"
 # Every service serves /healthz, /readyz and /metrics on CONTACTS_METRICS_PORT (0 would switch
 # that server off, and the HEALTHCHECK with it).
 ENV PATH=/app/.venv/bin:$PATH \

@@ -31,13 +31,14 @@ from contacts_shared.auth import mint_token
 from contacts_shared.bus import exchange_for, new_broker
 from contacts_shared.contracts import Contract, Envelope, envelope_for
 from contacts_shared.outbox import publish_envelope
+from contacts_tools.commands import SERVICE_QUEUES
 from contacts_tools.mailsink import MailSink
 from launch import PROGRAMS, Process, launch
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
 SERVICES = PROGRAMS
-SCHEMAS = ("requests", "billing_check", "notifier")
+SCHEMAS = SERVICE_QUEUES  # each service's queue and schema have the same name
 SCHEMA_OF = dict(zip(SERVICES, SCHEMAS, strict=True))  # program -> the schema it owns
 
 

@@ -260,6 +260,8 @@ def test_the_images_are_multi_stage_slim_non_root_with_a_healthcheck() -> None:
     assert stages[-1][0] == "python:3.11-slim"
     final = text[text.rindex("\nFROM ") :]
     assert "COPY --from=ghcr.io/astral-sh/uv:" in text and "uv sync --frozen --no-dev" in text
+    # A build that forgets an argument stops with a line saying which, not with an empty image.
+    assert '"${PACKAGE:?name the workspace member' in text and '"${PROGRAM:?name the program to run' in final
     assert "astral-sh/uv" not in final and "uv sync" not in final
     assert "apt-get" not in final and "pip install" not in final  # no build tools in the final image
     assert re.search(r"^USER contacts$", final, re.MULTILINE) and "useradd" in final

@@ -156,7 +156,7 @@ async def _modify_form(
         service = await replicas.get_service(conn, service_id)
         if service is None or not service.roles_of(me):
             return not_found_page(request)
-        row = next((s for s in await views.my_contacts(conn, me) if s["service"] == service_id), None)
+        row = next(iter(await views.my_contacts(conn, me, service=service_id)), None)
         open_requests = await store.open_requests_for(conn, service_id)
     fields = []
     for ctype in ContactType:

@@ -14,14 +14,13 @@ from contacts_shared.contracts import ContactType, RequestState
 from contacts_requests.contact_change import ContactChange
 
 
-async def my_contacts(conn: asyncpg.Connection, nic: str) -> list[dict[str, Any]]:
-    """The services `nic` is a contact of: each with its type, the roles `nic` holds there and
-    its three contacts."""
-    rows = await conn.fetch(
-        "SELECT service, type, admin, tech, billing FROM services"
-        " WHERE admin = $1 OR tech = $1 OR billing = $1 ORDER BY service",
-        nic,
-    )
+async def my_contacts(conn: asyncpg.Connection, nic: str, *, service: str | None = None) -> list[dict[str, Any]]:
+    """The services `nic` is a contact of (only `service`, when named): each with its type, the
+    roles `nic` holds there and its three contacts."""
+    where, args = "(admin = $1 OR tech = $1 OR billing = $1)", [nic]
+    if service is not None:
+        where, args = where + " AND service = $2", [nic, service]
+    rows = await conn.fetch(f"SELECT service, type, admin, tech, billing FROM services WHERE {where} ORDER BY service", *args)
     return [
         {
             "service": r["service"],
