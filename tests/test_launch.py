@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 
 import pytest
@@ -28,14 +29,19 @@ def test_a_forked_service_reads_its_own_environment_and_exits_as_the_script(prog
 
 
 async def test_a_forked_service_leads_its_own_group_and_a_kill_shows_as_a_signal(tmp_path) -> None:
-    env = _env(CONTACTS_ENV="development", CONTACTS_DATABASE_URL="postgresql://nobody@127.0.0.1:1/none")
-    forked = launch("contacts-billing-check", env, tmp_path / "forked.log")
-    assert isinstance(forked, Forked)
-    # setsid() is the child's first step: its group is its own once it runs.
-    await eventually(lambda: _leads_its_group(forked.pid), timeout=10, what="the child to lead its group")
-    os.killpg(forked.pid, signal.SIGKILL)
-    assert forked.wait(timeout=10) == -signal.SIGKILL
-    assert forked.poll() == -signal.SIGKILL
+    # A "database" that takes the connection and never answers: the service waits at its start,
+    # alive until the kill (a refused connection would let it exit with 1 first, a race).
+    with socket.create_server(("127.0.0.1", 0)) as silent:
+        port = silent.getsockname()[1]
+        env = _env(CONTACTS_ENV="development", CONTACTS_DATABASE_URL=f"postgresql://nobody@127.0.0.1:{port}/none")
+        forked = launch("contacts-billing-check", env, tmp_path / "forked.log")
+        assert isinstance(forked, Forked)
+        # setsid() is the child's first step: its group is its own once it runs.
+        await eventually(lambda: _leads_its_group(forked.pid), timeout=10, what="the child to lead its group")
+        assert forked.poll() is None, (tmp_path / "forked.log").read_text()
+        os.killpg(forked.pid, signal.SIGKILL)
+        assert forked.wait(timeout=10) == -signal.SIGKILL
+        assert forked.poll() == -signal.SIGKILL
 
 
 async def _leads_its_group(pid: int) -> bool:
