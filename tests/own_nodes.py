@@ -30,6 +30,7 @@ class OwnPostgres:
     directory: Path
     port: int
     bin_dir: Path
+    settings: str = ""  # more server options: "-c name=value …"
 
     @property
     def url(self) -> str:
@@ -37,7 +38,7 @@ class OwnPostgres:
 
     @property
     def options(self) -> str:
-        return f"-p {self.port} -k {self.directory} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=300"
+        return f"-p {self.port} -k {self.directory} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=300 {self.settings}"
 
     def _pg_ctl(self, *args: str) -> None:
         _as(
@@ -66,6 +67,10 @@ class OwnPostgres:
             ],
             timeout=120,
         )
+        self.serve()
+
+    def serve(self) -> None:
+        """Start the server on the data directory as it is."""
         self._pg_ctl("-o", self.options, "-w", "start")
 
     async def restart(self) -> None:
@@ -77,6 +82,10 @@ class OwnPostgres:
         await asyncio.to_thread(self._pg_ctl, "-m", "fast", "-w", "stop")
         await asyncio.sleep(seconds)  # the outage itself
         await asyncio.to_thread(self._pg_ctl, "-o", self.options, "-w", "start")
+
+    def promote(self) -> None:
+        """A standby becomes a primary."""
+        self._pg_ctl("-w", "promote")
 
     def stop(self) -> None:
         with contextlib.suppress(subprocess.CalledProcessError, subprocess.TimeoutExpired):

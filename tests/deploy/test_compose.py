@@ -46,7 +46,10 @@ PRODUCTION_VARIABLES = {
     "CONTACTS_FORWARDED_ALLOW_IPS": "10.0.0.2",
     "CONTACTS_SMTP_HOST": "smtp.example.com",
     "CONTACTS_MAIL_FROM": "Contacts <contacts@example.com>",
+    "RABBITMQ_ERLANG_COOKIE": "ck-" + "c" * 40,
 }
+# The RabbitMQ nodes only `--profile cluster` starts.
+CLUSTER_ONLY = {"rabbitmq-2", "rabbitmq-3"}
 
 # Compose service -> the settings class its program loads at start.
 SERVICE_SETTINGS: dict[str, type[BaseSettings]] = {
@@ -73,12 +76,12 @@ def env_names(cls: type[BaseSettings]) -> set[str]:
     return {f"{prefix}{name}".upper() for name in cls.model_fields}
 
 
-def resolve(*files: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def resolve(*files: Path, env: dict[str, str] | None = None, profile: str | None = None) -> subprocess.CompletedProcess[str]:
     """`docker-compose config` of `files` (anchors merged, ${VAR…} substituted from `env`)."""
     program = shutil.which("docker-compose")
     if program is None:
         pytest.fail("docker-compose is not installed: apt-get install docker-compose (scripts/test does it as root)")
-    options = [arg for file in files for arg in ("--file", str(file))]
+    options = [arg for file in files for arg in ("--file", str(file))] + (["--profile", profile] if profile else [])
     return subprocess.run([program, *options, "config"], capture_output=True, text=True, timeout=60, cwd=ROOT, check=False, env=env)
 
 
@@ -92,7 +95,8 @@ def compose() -> dict[str, Any]:
 
 def test_compose_file_is_valid_and_has_the_whole_system(compose: dict[str, Any]) -> None:
     services = compose["services"]
-    assert set(services) == {"postgres", "rabbitmq", "mailpit", "requests", "billing-check", "notifier", "demo"}
+    assert set(services) == {"postgres", "rabbitmq", "broker", "mailpit", "requests", "billing-check", "notifier", "demo"} | CLUSTER_ONLY
+    assert {name for name, service in services.items() if service.get("profiles")} == CLUSTER_ONLY
     assert "management" in services["rabbitmq"]["image"]
     assert services["demo"]["command"] == ["contacts", "demo"] and services["demo"].get("restart") == "no"
     # Data survives `docker compose down` (without -v).
@@ -112,6 +116,8 @@ def test_everything_waits_for_what_it_needs_to_be_healthy(compose: dict[str, Any
         needs = services[name]["depends_on"]
         for dependency in ("postgres", "rabbitmq"):
             assert needs[dependency]["condition"] == "service_healthy", (name, dependency)
+        # The balancer has no health of its own: it is up, and sends on to the nodes that are.
+        assert needs["broker"]["condition"] == "service_started", name
     # The notifier does not wait for SMTP: emails wait in its table until the server answers.
     assert "mailpit" not in services["notifier"]["depends_on"]
     # The demo data is published once every consumer's queue is bound (the services are ready).

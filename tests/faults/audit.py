@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import email
 import email.policy
+import itertools
 import json
 import math
 import re
@@ -14,6 +15,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 import aio_pika
 from faults.flows import (
@@ -39,6 +41,7 @@ SUMMARY_COLUMNS = (
     "emails missing",
     "emails doubled",
     "SMTP resent (same Message-ID)",
+    "a change applied again after / longest pause (s)",
     "in the fault's window: 5xx or no answer / fresh codes refused",
     "outside it (failures)",
     "requests per state when the fault struck",
@@ -70,8 +73,8 @@ class EventTap:
             for key in self.routing_keys:
                 await queue.bind(f"{self.system.namespace}contacts", routing_key=key)
 
-    async def drain(self) -> list[tuple[str, str, dict]]:
-        """(routing key, message id, data) of every event kept so far."""
+    async def drain(self) -> list[tuple[str, str, dict, datetime]]:
+        """(routing key, message id, data, when it occurred) of every event kept so far."""
         found = []
         connection = await aio_pika.connect(self.system.amqp_url)
         async with connection:
@@ -84,6 +87,7 @@ class EventTap:
                         message.routing_key or "",
                         envelope["message_id"],
                         envelope["data"],
+                        datetime.fromisoformat(envelope["occurred_at"]),
                     )
                 )
             await queue.delete(if_unused=False, if_empty=False)
@@ -104,6 +108,7 @@ class Audit:
     mails_missing: int = 0
     mails_doubled: int = 0
     smtp_resent: int = 0
+    recovery: tuple[float, float] | None = None  # see `recovery`
     in_window: Counter[str] = field(default_factory=Counter)
     outside: Counter[str] = field(default_factory=Counter)
     states_hit: str = "-"
@@ -120,6 +125,7 @@ class Audit:
             self.mails_missing,
             self.mails_doubled,
             self.smtp_resent,
+            "-" if self.recovery is None else "{:.1f} / {:.1f}".format(*self.recovery),
             f"{self.in_window[UNANSWERED]} / {self.in_window[REFUSED]}",
             f"{self.outside[UNANSWERED]} / {self.outside[REFUSED]}",
             self.states_hit,
@@ -152,6 +158,21 @@ class FaultWindow:
     start: float
     states: Counter[str]  # requests per state when the fault struck; "unsubmitted" flows too
     end: float = math.inf
+    struck_at: datetime = field(default_factory=lambda: datetime.now(UTC))  # as the services' clocks say
+
+
+def recovery(completions: list[datetime], windows: list[FaultWindow]) -> tuple[float, float] | None:
+    """Seconds from the first fault users could notice striking until a change is next applied
+    (a contact_change.completed event occurs), and the longest pause between two changes
+    applied from then on: how long the system stood still."""
+    noticed = [w for w in windows if w.end > w.start]
+    if not noticed:
+        return None
+    moments = [noticed[0].struck_at, *sorted(when for when in completions if when >= noticed[0].struck_at)]
+    if len(moments) == 1:
+        return None
+    pauses = [(later - earlier).total_seconds() for earlier, later in itertools.pairwise(moments)]
+    return pauses[0], max(pauses)
 
 
 def mail_counts(
@@ -228,9 +249,10 @@ async def audit(
     doubled_history = {str(r["request_id"]) for r in history}
     events = await tap.drain()
     completed_ids: dict[str, set[str]] = {}
-    for routing_key, message_id, data in events:
+    for routing_key, message_id, data, _ in events:
         if routing_key == "contact_change.completed":
             completed_ids.setdefault(data["request_id"], set()).add(message_id)
+    result.recovery = recovery([when for key, _, _, when in events if key == "contact_change.completed"], windows)
     distinct, raw = mail_counts(system)
     result.smtp_resent = sum(raw.values()) - sum(distinct.values())
 

@@ -62,14 +62,26 @@ def service_settings() -> dict[str, str]:
 
 
 @pytest.fixture
+def database_url(own_infrastructure: OwnInfrastructure) -> str:
+    """Where the services under fault keep their data; a module may override it (a primary with
+    its standby, say)."""
+    return own_infrastructure.postgres.url
+
+
+@pytest.fixture
+def amqp_url(own_infrastructure: OwnInfrastructure) -> str:
+    """The broker the services under fault use; a module may override it (a cluster, say)."""
+    return own_infrastructure.rabbit.url
+
+
+@pytest.fixture
 async def faulty_system(
-    own_infrastructure: OwnInfrastructure, replicas: int, service_settings: dict[str, str], request: pytest.FixtureRequest
+    database_url: str, amqp_url: str, replicas: int, service_settings: dict[str, str], request: pytest.FixtureRequest
 ) -> AsyncIterator[System]:
-    """The three services on the fault suite's own PostgreSQL and RabbitMQ."""
-    infra = own_infrastructure
+    """The three services on the fault suite's own PostgreSQL and RabbitMQ (or what a module gives)."""
     async with running_system(
-        infra.postgres.url,
-        infra.rabbit.url,
+        database_url,
+        amqp_url,
         f"faults-{request.node.name}",
         replicas=replicas,
         settings=service_settings,

@@ -185,6 +185,7 @@ _OUTAGE_ERRORS = (
     asyncpg.CrashShutdownError,
     asyncpg.TooManyConnectionsError,
     asyncpg.ReadOnlySQLTransactionError,  # a standby that is not promoted yet
+    asyncpg.TargetServerAttributeNotMatched,  # of the hosts listed, none accepts writes (yet)
     asyncpg.ConnectionDoesNotExistError,  # the connection was lost mid-statement
 )
 
