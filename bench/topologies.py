@@ -30,9 +30,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))  # the test suite's own servers (tests/own_cluster.py)
 
-from own_cluster import postgres_pair, rabbit_cluster  # noqa: E402
-from own_nodes import OwnPostgres, chown, own_rabbit, postgres_bin_dir  # noqa: E402
-from support import free_port  # noqa: E402
+from own_cluster import postgres_pair, rabbit_cluster
+from own_nodes import OwnPostgres, chown, own_rabbit, postgres_bin_dir
+from support import free_port
 
 
 @contextlib.contextmanager

@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from own_nodes import OwnPostgres, OwnRabbit, _as, chown, own_rabbit
+from own_nodes import OwnPostgres, OwnRabbit, as_user, chown, own_rabbit
 from support import free_port
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
@@ -92,8 +92,7 @@ class RabbitCluster:
             node.ctl("stop_app")
             node.ctl("join_cluster", self.nodes[0].node)
             node.ctl("start_app")
-        running = self.nodes[0].ctl("eval", "length(rabbit_mnesia:cluster_nodes(running)).").strip()
-        assert running == str(len(self.nodes)), f"{running} of {len(self.nodes)} nodes running in the cluster"
+        self.wait_all_running(timeout=60)
         self.proxy.start()
 
     def serving(self) -> OwnRabbit:
@@ -140,6 +139,7 @@ class RabbitCluster:
         node.ctl("eval", f"[erlang:set_cookie(N, erlang:get_cookie()) || N <- [{others}]], [net_adm:ping(N) || N <- [{others}]].")
 
     def wait_all_running(self, timeout: float = 120) -> None:
+        """Until every node runs in the cluster, as the first node sees it."""
         deadline = time.monotonic() + timeout
         while True:
             with contextlib.suppress(RuntimeError, subprocess.TimeoutExpired):
@@ -179,7 +179,7 @@ class PostgresPair:
 
     def start(self) -> None:
         self.primary.start()
-        _as(
+        as_user(
             "postgres",
             [
                 str(self.standby.bin_dir / "pg_basebackup"),
@@ -197,7 +197,7 @@ class PostgresPair:
 
     def _replication(self) -> str:
         psql = [str(self.primary.bin_dir / "psql"), "-h", "127.0.0.1", "-p", str(self.primary.port), "-U", "postgres"]
-        return _as("postgres", [*psql, "-Atc", "SELECT sync_state FROM pg_stat_replication"], timeout=30).stdout.strip()
+        return as_user("postgres", [*psql, "-Atc", "SELECT sync_state FROM pg_stat_replication"], timeout=30).stdout.strip()
 
     def kill_primary(self) -> None:
         """SIGKILL the primary's postmaster and every backend: the machine is gone."""

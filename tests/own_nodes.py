@@ -18,7 +18,7 @@ from pathlib import Path
 from support import free_port
 
 
-def _as(user: str, argv: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
+def as_user(user: str, argv: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
     """Run `argv` as `user` when we are root (PostgreSQL refuses to run as root)."""
     if os.geteuid() == 0:
         argv = ["runuser", "-u", user, "--", *argv]
@@ -41,7 +41,7 @@ class OwnPostgres:
         return f"-p {self.port} -k {self.directory} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=300 {self.settings}"
 
     def _pg_ctl(self, *args: str) -> None:
-        _as(
+        as_user(
             "postgres",
             [
                 str(self.bin_dir / "pg_ctl"),
@@ -55,7 +55,7 @@ class OwnPostgres:
         )
 
     def start(self) -> None:
-        _as(
+        as_user(
             "postgres",
             [
                 str(self.bin_dir / "initdb"),

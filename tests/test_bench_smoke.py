@@ -39,3 +39,11 @@ def test_bench_runs_a_few_flows_without_errors(infrastructure: tuple[str, str], 
     assert result["cost_per_flow"]["smtp_emails"] > 0
     assert all(v > 0 for v in result["ceilings_per_second"].values())
     assert result["combined_ceiling_flows_per_second"] > 0
+
+
+def test_the_topology_comparison_explains_itself() -> None:
+    """`python -m bench.topologies` starts clusters for ten minutes: here only that it loads
+    (the servers of tests/own_cluster.py it imports) and says what it does."""
+    done = subprocess.run([sys.executable, "-m", "bench.topologies", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    assert "--rounds" in done.stdout and "more than one server" in done.stdout
