@@ -63,7 +63,11 @@ async def test_owner_names_the_webmaster_technical_contact(world: System, person
     await expect(webmaster.locator(".notice")).to_have_text("You accepted this request.")
     await expect(webmaster.get_by_test_id("waiting")).to_contain_text(f"still waiting for confirmation from {OWNER}")
     await expect(webmaster.get_by_test_id("progress")).to_have_text(f"accepted by {WEBMASTER}, waiting for {OWNER}")
-    await screenshot(webmaster, world, "confirm-accepted")
+    # Where each code went, masked: the code was taken, so its announcement had come in.
+    codes = webmaster.get_by_test_id("codes")
+    await expect(codes.get_by_test_id(f"code-{WEBMASTER}").get_by_test_id("sent-to")).to_have_text("b•••@example.test")
+    await expect(codes).not_to_contain_text(email_of(WEBMASTER))
+    await screenshot(webmaster, world, "confirm-accepted", docs=True)
 
     # The owner accepts from My requests, typing the code from their email.
     await go_to(owner, "My requests")

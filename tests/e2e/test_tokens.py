@@ -116,3 +116,40 @@ class TestExpiry:
         assert expired["history"][-1]["actor"] == "system"
         await world.wait_mails(email_of(OWNER), "expired")
         await world.wait_mails(email_of(WEBMASTER), "expired")
+
+
+async def test_each_party_sees_where_and_when_each_code_was_mailed(world: System) -> None:
+    """The request shows, per confirmer, the masked address the current code went to and when;
+    a resend to a changed address shows the new one, mailed later."""
+    request_id, owner_token, _ = await _submitted(world)
+
+    async def mailed(after: str = "") -> dict[str, dict] | None:
+        view = await world.request(OWNER, request_id)
+        confirmers = {c["nic"]: c for c in view["confirmers"]}
+        return confirmers if all(c["sent_to"] and c["sent_at"] > after for c in confirmers.values()) else None
+
+    first = await eventually(mailed, what="both codes' addresses on the request")
+    assert {nic: c["sent_to"] for nic, c in first.items()} == {OWNER: "a•••@example.test", WEBMASTER: "b•••@example.test"}
+    seen_by_webmaster = await world.request(WEBMASTER, request_id)
+    assert email_of(OWNER) not in str(seen_by_webmaster) and email_of(WEBMASTER) not in str(seen_by_webmaster)
+
+    assert (await world.act(OWNER, request_id, "accept", owner_token)).status_code == 200
+    await world.publish(AccountUpserted(nic=WEBMASTER, email="webmaster@new-agency.test", zone=Zone.EU))
+
+    async def email_changed() -> bool:
+        rows = await world.sql("requests", "SELECT email FROM accounts WHERE nic = $1", WEBMASTER)
+        return rows[0]["email"] == "webmaster@new-agency.test"
+
+    await eventually(email_changed, what="the account's new email")
+    assert (await world.act(OWNER, request_id, "resend")).status_code == 202
+    await world.token_mail("webmaster@new-agency.test", request_id)
+
+    async def mailed_anew() -> dict | None:
+        view = await world.request(OWNER, request_id)
+        webmaster = next(c for c in view["confirmers"] if c["nic"] == WEBMASTER)
+        return webmaster if webmaster["sent_to"] == "w•••@new-agency.test" else None
+
+    again = await eventually(mailed_anew, what="the new code's address on the request")
+    assert again["sent_at"] > first[WEBMASTER]["sent_at"]
+    owner = next(c for c in (await world.request(OWNER, request_id))["confirmers"] if c["nic"] == OWNER)
+    assert owner == {**first[OWNER], "state": "accepted", "answered_at": owner["answered_at"]}  # answered: no new code

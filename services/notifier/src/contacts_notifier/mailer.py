@@ -38,6 +38,7 @@ from contacts_shared.contracts import (
 from contacts_shared.crashpoints import crash_point
 from contacts_shared.observability import EMAILS_FAILED, EMAILS_SENT
 from contacts_shared.settings import NotifierSettings
+from contacts_shared.wording import masked_email
 
 from contacts_notifier import store
 from contacts_notifier.domain import (
@@ -169,6 +170,11 @@ class Mailer:
             expires_at=expires_at,
         )
         issued = ContactChangeTokenIssued(
-            request_id=request_id, nic=mail["nic"], token_hash=token_hash, expires_at=expires_at, generation=generation
+            request_id=request_id,
+            nic=mail["nic"],
+            token_hash=token_hash,
+            expires_at=expires_at,
+            generation=generation,
+            sent_to=masked_email(mail["email"]),
         )
         return email, issued

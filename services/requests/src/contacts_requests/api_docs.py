@@ -80,6 +80,11 @@ class Confirmer(BaseModel):
     nic: NicHandle
     state: Literal["pending", "accepted", "declined"]
     answered_at: datetime | None
+    sent_to: str | None = Field(
+        description="where the confirmer's current validation code was mailed, masked (w•••@shop-example.test); "
+        "null until it is mailed, and again after a resend until the new one is"
+    )
+    sent_at: datetime | None = Field(description="when that code was mailed (the latest attempt, if the mail server did not take it at once)")
 
 
 class HistoryEntry(BaseModel):

@@ -75,7 +75,7 @@ async def on_vetted(conn: asyncpg.Connection, _: Envelope, data: ContactChangeVe
 
 async def on_token_issued(conn: asyncpg.Connection, envelope: Envelope, data: ContactChangeTokenIssued) -> bool:
     return await store.claim_and_store_token_hash(
-        conn, envelope, data.request_id, data.nic, data.token_hash, data.expires_at, data.generation
+        conn, envelope, data.request_id, data.nic, data.token_hash, data.expires_at, data.generation, data.sent_to
     )
 
 

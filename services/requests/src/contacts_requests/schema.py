@@ -124,4 +124,10 @@ MIGRATIONS = [
         ADD COLUMN resends int NOT NULL DEFAULT 0,
         ADD COLUMN last_resend_at timestamptz;
     """,
+    # Where each confirmer's current code was mailed (masked, as the notifier announced it) and
+    # when: the request's page and API show it ("where did my code go?"). Empty until the code of
+    # the round the confirmer waits for is announced.
+    """
+    ALTER TABLE confirmers ADD COLUMN sent_to text, ADD COLUMN sent_at timestamptz;
+    """,
 ]

@@ -217,9 +217,11 @@ async def claim_and_store_token_hash(
     token_hash: str,
     expires_at: datetime,
     generation: int,
+    sent_to: str | None,
 ) -> bool:
-    """Claim the `token_issued` message and keep its token's hash, in one statement (a
-    handler that claims itself); False if the message was claimed before."""
+    """Claim the `token_issued` message and keep its token's hash, where it was mailed and when
+    (the latest announcement: one per attempt to send), in one statement (a handler that claims
+    itself); False if the message was claimed before."""
     # Only a code of the round the confirmer waits for counts: one from before a resend is
     # stale even if its message arrives late. The same code announced again (its email was
     # written again) keeps the failures counted against it.
@@ -227,7 +229,8 @@ async def claim_and_store_token_hash(
         await conn.fetchval(
             f"WITH {claim_cte('$1', '$2')},"
             " stored AS (UPDATE confirmers c SET token_hash = $5, token_expires_at = $6,"
-            " failures = CASE WHEN c.token_hash = $5 THEN c.failures ELSE 0 END"
+            " failures = CASE WHEN c.token_hash = $5 THEN c.failures ELSE 0 END,"
+            " sent_to = coalesce($8, c.sent_to), sent_at = greatest(c.sent_at, $9)"
             " FROM contact_changes r"
             " WHERE c.request_id = $3 AND c.nic = $4 AND r.id = c.request_id"
             f" AND c.state = 'pending' AND r.state = 'validating' AND c.generation = $7 AND {IF_CLAIMED})"
@@ -239,6 +242,8 @@ async def claim_and_store_token_hash(
             token_hash,
             expires_at,
             generation,
+            sent_to,
+            envelope.occurred_at,
         )
     )
 
@@ -247,7 +252,8 @@ async def new_round_of_codes(conn: asyncpg.Connection, request_id: uuid.UUID, ni
     """Resend: the confirmers' codes stop working now, before the new ones are issued; returns
     the round each of `nics` now waits for."""
     rows = await conn.fetch(
-        "UPDATE confirmers SET generation = generation + 1, token_hash = NULL, token_expires_at = NULL, failures = 0"
+        "UPDATE confirmers SET generation = generation + 1, token_hash = NULL, token_expires_at = NULL, failures = 0,"
+        " sent_to = NULL, sent_at = NULL"
         " WHERE request_id = $1 AND nic = ANY($2::text[]) RETURNING nic, generation",
         request_id,
         nics,

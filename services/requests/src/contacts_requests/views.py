@@ -48,7 +48,7 @@ def change_of(request: Mapping[str, Any], confirmers: Mapping[str, str]) -> Cont
     )
 
 
-_VIEW_CONFIRMER = ("nic", "state", "answered_at")
+_VIEW_CONFIRMER = ("nic", "state", "answered_at", "sent_to", "sent_at")
 _VIEW_HISTORY = ("at", "state", "actor", "reason")
 
 
@@ -57,7 +57,7 @@ async def request_view(conn: asyncpg.Connection, request_id: uuid.UUID) -> dict 
     # arrays of rows, which keep their column types.
     row = await conn.fetchrow(
         "SELECT r.*,"
-        " ARRAY(SELECT ROW(c.nic, c.state, c.answered_at) FROM confirmers c WHERE c.request_id = r.id ORDER BY c.nic) AS confirmers,"
+        " ARRAY(SELECT ROW(c.nic, c.state, c.answered_at, c.sent_to, c.sent_at) FROM confirmers c WHERE c.request_id = r.id ORDER BY c.nic) AS confirmers,"
         " ARRAY(SELECT ROW(h.at, h.state, h.actor, h.reason) FROM history h WHERE h.request_id = r.id ORDER BY h.id) AS history"
         " FROM contact_changes r WHERE r.id = $1",
         request_id,

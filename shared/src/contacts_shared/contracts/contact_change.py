@@ -104,7 +104,8 @@ class ContactChangeValidationRequested(AboutARequest):
 
 
 class ContactChangeTokenIssued(Contract):
-    """The notifier mailed a token; only its hash travels."""
+    """The notifier is mailing a token (announced before each attempt to send its email); only
+    its hash and the masked address travel."""
 
     model_config = with_examples(
         {
@@ -113,6 +114,7 @@ class ContactChangeTokenIssued(Contract):
             "token_hash": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
             "expires_at": "2026-02-14T12:00:00Z",
             "generation": 1,
+            "sent_to": "w•••@shop-example.test",
         }
     )
 
@@ -121,6 +123,12 @@ class ContactChangeTokenIssued(Contract):
     token_hash: str = Field(pattern=r"^[0-9a-f]{64}$", description="SHA-256 of the token, hex")
     expires_at: UtcDatetime
     generation: Generation = 1
+    sent_to: str | None = Field(
+        None,
+        max_length=320,
+        description="Where the code is mailed, masked: the mailbox's first letter and the domain (w•••@shop-example.test). "
+        "Announced just before the email is handed to the mail server, again at each attempt",
+    )
 
 
 def hash_token(token: str) -> str:
