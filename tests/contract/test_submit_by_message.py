@@ -117,5 +117,7 @@ async def test_completed_follows_done_and_a_replayed_submit_announces_the_curren
         lambda: system.sql("notifier", "SELECT 1 FROM inbox WHERE message_id = $1", uuid.UUID(replayed["message_id"])),
         what="the notifier to take the replayed state",
     )
-    outcome = await system.sql("notifier", "SELECT nic FROM mails WHERE kind = 'outcome' AND request_id = $1", uuid.UUID(request_id))
+    outcome = await system.sql(
+        "notifier", "SELECT nic FROM mails WHERE kind = 'outcome' AND subject LIKE 'Contact change done%' AND request_id = $1", uuid.UUID(request_id)
+    )
     assert sorted(r["nic"] for r in outcome) == sorted([OWNER, OLD_TECH, WEBMASTER])

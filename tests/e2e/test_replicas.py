@@ -210,8 +210,10 @@ async def test_a_deleted_account_still_sees_its_services_and_can_become_a_contac
     await world.wait_state(OWNER, request_id, "done")
     assert await world.contacts_of(OWNER, HOSTING) == {"admin": OWNER, "tech": WEBMASTER, "billing": BILLER}
     await world.wait_mails(email_of(OLD_TECH), "done")
-    outcome = await world.sql("notifier", "SELECT nic FROM mails WHERE request_id = $1 AND kind = 'outcome'", request_id)
-    assert sorted(r["nic"] for r in outcome) == sorted([OWNER, OLD_TECH])
+    outcome = await world.sql("notifier", "SELECT nic, subject FROM mails WHERE request_id = $1 AND kind = 'outcome'", request_id)
+    assert sorted((r["nic"], r["subject"].split(":")[0]) for r in outcome) == sorted(
+        [(OWNER, f"Contact change done for {HOSTING}"), (OLD_TECH, f"Contact change done for {HOSTING}"), (OLD_TECH, "Heads-up")]
+    )
 
 
 async def test_a_second_service_upserted_changes_the_type_not_the_contacts(world: System) -> None:

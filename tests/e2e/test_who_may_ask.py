@@ -35,6 +35,13 @@ async def assert_done_mails(system: System, *nics: str) -> None:
         await system.wait_mails(email_of(nic), "contact change done")
 
 
+async def assert_told_beforehand(system: System, nic: str, request_id: str) -> None:
+    """`nic` got one heads-up about the request, with no code in it, and nothing to confirm."""
+    (heads_up,) = await system.wait_mails(email_of(nic), "heads-up")
+    assert request_id in heads_up.body and "contact our support" in heads_up.body
+    assert "token=" not in heads_up.body and system.mails(email_of(nic), "please confirm") == []
+
+
 # --- the table: who may change what, who confirms, who is told ---------------------------------------
 
 
@@ -45,7 +52,8 @@ async def test_admin_names_another_tech_both_confirm_previous_is_told(world: Sys
     owner_mail = await world.token_mail(email_of(OWNER), request_id)
     webmaster_mail = await world.token_mail(email_of(WEBMASTER), request_id)
     assert owner_mail.token != webmaster_mail.token
-    assert world.mails(email_of(OLD_TECH)) == []  # the previous contact confirms nothing
+    await assert_told_beforehand(world, OLD_TECH, request_id)  # the previous contact confirms nothing
+    assert "in your place" in world.mails(email_of(OLD_TECH), "heads-up")[0].body
 
     response = await world.act(WEBMASTER, request_id, "accept", webmaster_mail.token)
     assert response.status_code == 200, response.text
@@ -73,6 +81,7 @@ async def test_admin_takes_over_tech_alone_previous_is_told(world: System) -> No
     request_id = await world.submit_one(OWNER, HOSTING, {"tech": OWNER})
     view = await world.wait_state(OWNER, request_id, "validating")
     assert [c["nic"] for c in view["confirmers"]] == [OWNER]
+    await assert_told_beforehand(world, OLD_TECH, request_id)
     await confirm(world, request_id, OWNER)
     await world.wait_state(OWNER, request_id, "done")
     assert (await world.contacts_of(OWNER, HOSTING))["tech"] == OWNER
@@ -85,12 +94,16 @@ async def test_admin_hands_admin_to_another_both_confirm(world: System) -> None:
     await world.wait_state(OWNER, request_id, "done")
     assert (await world.contacts_of(ACCOUNTANT, HOSTING))["admin"] == ACCOUNTANT
     await assert_done_mails(world, OWNER, ACCOUNTANT)
+    assert world.mails(subject="heads-up") == []  # the one replaced asked for it
 
 
 async def test_tech_replaces_himself(world: System) -> None:
     request_id = await world.submit_one(OLD_TECH, HOSTING, {"tech": WEBMASTER})
     view = await world.wait_state(OLD_TECH, request_id, "validating")
     assert sorted(c["nic"] for c in view["confirmers"]) == sorted([OLD_TECH, WEBMASTER])
+    # The service's admin is told at once, not only once it is done.
+    await assert_told_beforehand(world, OWNER, request_id)
+    assert "asks to hand it over to" in world.mails(email_of(OWNER), "heads-up")[0].body
     await confirm(world, request_id, OLD_TECH, WEBMASTER)
     await world.wait_state(OLD_TECH, request_id, "done")
     assert (await world.contacts_of(OWNER, HOSTING))["tech"] == WEBMASTER
@@ -99,6 +112,7 @@ async def test_tech_replaces_himself(world: System) -> None:
 
 async def test_billing_replaces_himself_with_a_contact_that_can_pay(world: System) -> None:
     request_id = await world.submit_one(BILLER, HOSTING, {"billing": ACCOUNTANT})
+    await assert_told_beforehand(world, OWNER, request_id)
     await confirm(world, request_id, BILLER, ACCOUNTANT)
     await world.wait_state(BILLER, request_id, "done")
     assert (await world.contacts_of(OWNER, HOSTING))["billing"] == ACCOUNTANT

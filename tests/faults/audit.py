@@ -188,6 +188,7 @@ def mail_counts(
         outcome = OUTCOME_SUBJECT.match(m.subject)
         kind = "token" if m.subject.lower().startswith("please confirm") else outcome and outcome.group(1)
         kind = {"refused": "rejected"}.get(kind, kind) if kind else m.subject
+        kind = "heads-up" if m.subject.lower().startswith("heads-up") else kind
         for rcpt in m.rcpt_tos:
             key = (match.group(2), rcpt.lower(), kind)
             distinct.setdefault(key, set()).add(match.group(0))

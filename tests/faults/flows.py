@@ -29,19 +29,21 @@ FINAL = {"done", "declined", "rejected", "failed", "cancelled", "expired"}
 UNANSWERED, REFUSED = "5xx or no answer", "fresh code refused"
 TOKEN_LINK = re.compile(r"/requests/([0-9a-f-]{36})\?token=([A-Za-z0-9_\-%]+)")
 
-# Token and outcome emails each flow kind must produce: {role: kinds of mail}.
+# Token, heads-up and outcome emails each flow kind must produce: {role: kinds of mail}. The
+# previous contact (the owner asked) gets a heads-up when the codes go out; none for a request
+# the billing check refuses at once.
 EXPECTED_MAILS = {
-    "done": {"owner": ("token", "done"), "new": ("token", "done"), "old": ("done",)},
-    "declined": {"owner": ("token", "declined"), "new": ("token", "declined")},
+    "done": {"owner": ("token", "done"), "new": ("token", "done"), "old": ("heads-up", "done")},
+    "declined": {"owner": ("token", "declined"), "new": ("token", "declined"), "old": ("heads-up",)},
     "rejected": {"owner": ("rejected",)},
     # The new contact's mail server refuses them for good: the owner cancels once the request's
-    # history says so, and only the owner is mailed.
-    "unreachable": {"owner": ("token", "cancelled")},
+    # history says so, and only the owner is mailed (and the previous contact told beforehand).
+    "unreachable": {"owner": ("token", "cancelled"), "old": ("heads-up",)},
     # The owner asks for new codes before anyone answers: two token emails each, then done.
     "resent": {
         "owner": ("token", "token", "done"),
         "new": ("token", "token", "done"),
-        "old": ("done",),
+        "old": ("heads-up", "done"),
     },
 }
 # The final state each flow kind must reach, when not the kind itself.

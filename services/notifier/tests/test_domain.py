@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from contacts_notifier.domain import (
     confirm_link,
+    heads_up_email,
     outcome_email,
     outcome_recipients,
     token_email,
@@ -16,6 +17,7 @@ from contacts_notifier.domain import (
 )
 from contacts_shared.contracts import (
     ContactChangeStateChanged,
+    ContactChangeValidationRequested,
     Party,
     RequestState,
     hash_token,
@@ -97,3 +99,27 @@ def test_token_email_says_what_who_token_link_expiry() -> None:
     )  # fmt: skip
     for words in ("aa1-ovh", "bb2-ovh", "technical", "plan", "tok_en", link, "2026-01-15 12:00 UTC"):
         assert words in email.body
+
+
+def _validation_requested(requester: str, from_: str) -> ContactChangeValidationRequested:
+    return ContactChangeValidationRequested.model_validate(
+        {
+            "request_id": str(uuid.uuid4()), "service": "plan.web-hosting", "type": "tech", "from": from_, "to": "nw1-ovh",
+            "requester": requester, "expires_at": "2026-02-14T12:00:00Z",
+            "confirmers": [{"nic": requester, "email": "r@x.test"}, {"nic": "nw1-ovh", "email": "n@x.test"}],
+        }
+    )  # fmt: skip
+
+
+def test_a_heads_up_says_who_asks_what_why_you_and_what_you_can_do() -> None:
+    replaced = heads_up_email(_validation_requested("ad1-ovh", "ot1-ovh"), "ot1-ovh")
+    assert replaced.subject == "Heads-up: nw1-ovh to become the technical contact of plan.web-hosting"
+    assert "ad1-ovh asks to make nw1-ovh the technical contact of plan.web-hosting, in your place." in replaced.body
+    assert "you are the contact being replaced" in replaced.body
+    admin = heads_up_email(_validation_requested("ot1-ovh", "ot1-ovh"), "ad1-ovh")
+    assert "ot1-ovh, the technical contact of plan.web-hosting, asks to hand it over to nw1-ovh." in admin.body
+    assert "you are the administrative contact of plan.web-hosting" in admin.body
+    for email in (replaced, admin):
+        assert "ot1-ovh and nw1-ovh" in email.body or "ad1-ovh and nw1-ovh" in email.body
+        assert "contact our support" in email.body and "2026-02-14 12:00 UTC" in email.body
+        assert "token=" not in email.body and "validation code" not in email.body.lower()

@@ -13,6 +13,7 @@ from contacts_requests.domain import (
     ServiceContacts,
     plan_submission,
     refusal_to_change,
+    told_beforehand,
 )
 from contacts_requests.events import (
     Answered,
@@ -56,6 +57,22 @@ def test_table_rows_allowed(requester: str, changes: dict[str, str], confirmers:
     assert planned.confirmers == confirmers
     assert planned.to == next(iter(changes.values()))
     assert planned.from_ == SERVICE.holder(planned.type)
+
+
+@pytest.mark.parametrize(
+    ("requester", "changes", "told"),
+    [
+        (ADMIN, {"tech": NEW}, (TECH,)),  # the contact being replaced
+        (ADMIN, {"billing": NEW}, (BILLING,)),
+        (ADMIN, {"tech": ADMIN}, (TECH,)),  # taken over: told all the same
+        (ADMIN, {"admin": NEW}, ()),  # the requester is the one replaced
+        (TECH, {"tech": NEW}, (ADMIN,)),  # handing over: the service's admin
+        (BILLING, {"billing": NEW}, (ADMIN,)),
+    ],
+)
+def test_those_not_asked_are_told_beforehand(requester: str, changes: dict[str, str], told: tuple[str, ...]) -> None:
+    (planned,) = plan(requester, changes)
+    assert told_beforehand(requester, planned.from_, SERVICE.admin, planned.confirmers) == told
 
 
 @pytest.mark.parametrize(
@@ -158,9 +175,11 @@ def test_what_a_party_may_do_is_asked_of_the_domain() -> None:
 
 def test_vetting_asks_the_confirmers_for_codes_and_ignores_stale_answers() -> None:
     checking = change(RequestState.checking)
-    approved = checking.vetted_at_submit(True, [], ACCOUNTS)
+    approved = checking.vetted_at_submit(True, [], ACCOUNTS, admin=ADMIN)
     assert approved.state == RequestState.validating
-    assert approved.events == (CodesAsked((ADMIN, NEW)), StateChanged(RequestState.validating, "billing-check"))
+    # The technical contact being replaced hears of it (a heads-up), asked nothing.
+    assert approved.events == (CodesAsked((ADMIN, NEW), told=(TECH,)), StateChanged(RequestState.validating, "billing-check"))
+    assert checking.vetted_at_submit(True, [], {n: a for n, a in ACCOUNTS.items() if n != TECH}, admin=ADMIN).events[0].told == ()
     rejected = checking.vetted_at_submit(False, ["x has an unpaid invoice"], ACCOUNTS)
     assert rejected.state == RequestState.rejected and "unpaid invoice" in rejected.moved.reason
     assert change(RequestState.cancelled).vetted_at_submit(True, [], ACCOUNTS) is None

@@ -16,6 +16,7 @@ from urllib.parse import quote
 
 from contacts_shared.contracts import (
     ContactChangeStateChanged,
+    ContactChangeValidationRequested,
     RequestState,
     hash_token,
 )
@@ -124,6 +125,26 @@ def token_email(
     return Email(
         subject=f"Please confirm: new {context['role']} contact for {service}",
         body=_templates.get_template("token.txt").render(context),
+    )
+
+
+def heads_up_email(event: ContactChangeValidationRequested, recipient: str) -> Email:
+    """A heads-up to someone told of a request though not asked anything (no code)."""
+    role = ROLE_NAMES.get(event.type.value, event.type.value)
+    context = {
+        "request_id": str(event.request_id),
+        "service": event.service,
+        "role": role,
+        "from_": event.from_,
+        "to": event.to,
+        "requester": event.requester,
+        "recipient": recipient,
+        "confirmers": " and ".join(c.nic for c in event.confirmers),
+        "expires_at": display_time(event.expires_at),
+    }
+    return Email(
+        subject=f"Heads-up: {event.to} to become the {role} contact of {event.service}",
+        body=_templates.get_template("heads_up.txt").render(context),
     )
 
 

@@ -11,7 +11,7 @@ from contacts_shared.contracts import (
 from contacts_shared.handling import Subscription, on
 
 from contacts_notifier import store
-from contacts_notifier.domain import outcome_email, outcome_recipients
+from contacts_notifier.domain import heads_up_email, outcome_email, outcome_recipients
 
 
 async def on_validation_requested(conn: asyncpg.Connection, envelope: Envelope, data: ContactChangeValidationRequested) -> bool:
@@ -24,7 +24,8 @@ async def on_validation_requested(conn: asyncpg.Connection, envelope: Envelope, 
         "expires_at": data.expires_at.isoformat(),
     }
     confirmers = [(c.nic, c.email, c.generation) for c in data.confirmers]
-    return await store.claim_and_queue_token_mails(conn, envelope, data.request_id, confirmers, context)
+    heads_up = [(i.nic, i.email, heads_up_email(data, i.nic)) for i in data.informed]
+    return await store.claim_and_queue_token_mails(conn, envelope, data.request_id, confirmers, context, heads_up)
 
 
 async def on_state_changed(conn: asyncpg.Connection, envelope: Envelope, data: ContactChangeStateChanged) -> bool:

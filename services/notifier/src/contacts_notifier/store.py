@@ -114,11 +114,18 @@ def _columns(rows: Sequence[tuple], width: int) -> list[list]:
 
 
 async def claim_and_queue_token_mails(
-    conn: asyncpg.Connection, envelope: Envelope, request_id: uuid.UUID, confirmers: list[tuple[str, str, int]], context: dict
+    conn: asyncpg.Connection,
+    envelope: Envelope,
+    request_id: uuid.UUID,
+    confirmers: list[tuple[str, str, int]],
+    context: dict,
+    heads_up: Sequence[tuple[str, str, Email]] = (),
 ) -> bool:
     """Claim `envelope` and queue a token email for each (nic, email, generation) of
-    `confirmers`, in one statement (a handler that claims itself); False, and nothing queued, if it
-    was claimed before. A round already queued (the same request asked again) is not queued twice."""
+    `confirmers` and each (nic, address, email) of `heads_up`, in one statement (a handler that
+    claims itself); False, and nothing queued, if it was claimed before. A round already queued
+    (the same request asked again) is not queued twice, nor a heads-up (one per request and
+    person)."""
     # A newer round (resend) makes an unsent older token mail pointless: its code would be stale.
     # The update sees the table as it was before the statement, so never the mails queued here.
     return await _claim_and_queue(
@@ -130,11 +137,17 @@ async def claim_and_queue_token_mails(
         f" AND coalesce(m.generation, 1) < wanted.g AND {IF_CLAIMED}),"
         " queued AS (INSERT INTO mails (dedupe_key, kind, request_id, nic, email, generation, token_context)"
         " SELECT $3::text || ':' || n || ':token:' || g, 'token', $3, n, e, g, $7::jsonb FROM wanted"
+        f" WHERE {IF_CLAIMED} ON CONFLICT (dedupe_key) DO NOTHING),"
+        # A heads-up is mailed like an outcome: a text of its own, no code.
+        " told AS (INSERT INTO mails (dedupe_key, kind, request_id, nic, email, subject, body)"
+        " SELECT $3::text || ':heads-up:' || n, 'outcome', $3, n, e, s, b"
+        " FROM unnest($8::text[], $9::text[], $10::text[], $11::text[]) AS u(n, e, s, b)"
         f" WHERE {IF_CLAIMED} ON CONFLICT (dedupe_key) DO NOTHING)",
         envelope,
         request_id,
         *_columns(confirmers, 3),
         json.dumps(context),
+        *_columns([(nic, address, email.subject, email.body) for nic, address, email in heads_up], 4),
     )
 
 

@@ -12,6 +12,7 @@ from contacts_shared.contracts import (
     Confirmer,
     ContactChangeStateChanged,
     ContactChangeValidationRequested,
+    Informed,
     Party,
     RequestState,
 )
@@ -56,10 +57,14 @@ def state_changed(
 
 
 def validation_request(
-    change: ContactChange, nics: Collection[str], accounts: Mapping[str, Account], generations: Mapping[str, int] | None = None
+    change: ContactChange,
+    nics: Collection[str],
+    accounts: Mapping[str, Account],
+    generations: Mapping[str, int] | None = None,
+    told: Collection[str] = (),
 ) -> ContactChangeValidationRequested:
     """The notifier's order to send codes to `nics` (the first round unless `generations` says
-    which); the domain asks only for confirmers whose account it knows."""
+    which) and a heads-up to `told`; the domain names only people whose account it knows."""
     assert change.expires_at is not None, "loaded from the store"
     return ContactChangeValidationRequested(
         **about(change),
@@ -68,4 +73,5 @@ def validation_request(
             Confirmer(nic=nic, email=accounts[nic].email, generation=(generations or {}).get(nic, 1)) for nic in nics
         ],
         expires_at=change.expires_at,
+        informed=[Informed(nic=nic, email=accounts[nic].email) for nic in told],
     )

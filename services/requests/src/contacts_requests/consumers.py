@@ -63,14 +63,19 @@ async def on_vetted(conn: asyncpg.Connection, _: Envelope, data: ContactChangeVe
         if loaded is None:
             log.warning("vetting for an unknown request ignored", request_id=str(data.request_id))
             return
-        change = loaded.change
+        change, accounts = loaded.change, loaded.accounts
         if data.phase == Phase.submit:
-            decision = change.vetted_at_submit(data.approved, data.reasons, loaded.accounts)
+            # The service's admin may hear of it too (a heads-up), so its account is needed.
+            service = await replicas.get_service(conn, change.service)
+            admin = service.admin if service else None
+            if admin is not None and admin not in accounts:
+                accounts = {**accounts, **await replicas.accounts_by_nic(conn, [admin])}
+            decision = change.vetted_at_submit(data.approved, data.reasons, accounts, admin)
         else:
             service = await replicas.get_service(conn, change.service, for_update=True)
             decision = change.vetted_at_apply(data.approved, data.reasons, service.holder(change.type) if service else None)
         if decision is not None:  # None: stale, the request moved on
-            await uow.record(decision, loaded.accounts)
+            await uow.record(decision, accounts)
 
 
 async def on_token_issued(conn: asyncpg.Connection, envelope: Envelope, data: ContactChangeTokenIssued) -> bool:

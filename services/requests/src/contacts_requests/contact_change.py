@@ -20,6 +20,7 @@ from contacts_requests.domain import (
     may_view,
     not_found,
     refused,
+    told_beforehand,
 )
 from contacts_requests.events import (
     Answered,
@@ -83,16 +84,20 @@ class ContactChange:
     def _moved(self, state: RequestState, actor: str, reason: str | None = None, *more: Event, **changes: object) -> Decision:
         return Decision(replace(self, state=state, **changes), (StateChanged(state, actor, reason), *more))  # type: ignore[arg-type]
 
-    def vetted_at_submit(self, approved: bool, reasons: list[str], known_accounts: Collection[str]) -> Decision | None:
-        """The billing check answered at submission: the confirmers are asked for their codes,
-        or the request is rejected. None when the answer is stale (the request moved on)."""
+    def vetted_at_submit(
+        self, approved: bool, reasons: list[str], known_accounts: Collection[str], admin: str | None = None
+    ) -> Decision | None:
+        """The billing check answered at submission: the confirmers are asked for their codes
+        and those told beforehand get a heads-up (`admin`: the service's), or the request is
+        rejected. None when the answer is stale (the request moved on)."""
         if self.state != RequestState.checking:
             return None
         if not approved:
             return self._moved(RequestState.rejected, "billing-check", "; ".join(reasons) or "refused by the billing check")
         if gone := _accounts_gone(self.confirmers, known_accounts):
             return self._moved(RequestState.rejected, "system", gone)
-        asked = CodesAsked(tuple(self.confirmers))
+        told = told_beforehand(self.requester, self.from_, admin, self.confirmers)
+        asked = CodesAsked(tuple(self.confirmers), told=tuple(nic for nic in told if nic in known_accounts))
         moved = self._moved(RequestState.validating, "billing-check")
         return Decision(moved.change, (asked, *moved.events))  # the codes are ordered before they are announced
 

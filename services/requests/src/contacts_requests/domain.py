@@ -9,7 +9,7 @@ the unit of work.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -175,6 +175,18 @@ def _plan_one(
     # The requester always confirms; the new contact too unless it is the requester (take over).
     confirmers = (requester,) if new == requester else (requester, new)
     return PlannedChange(type=ctype, from_=current, to=new, confirmers=confirmers)
+
+
+def told_beforehand(requester: str, from_: str, admin: str | None, confirmers: Collection[str]) -> tuple[str, ...]:
+    """Who hears of a request when its codes are sent, though nobody asks them anything, so
+    that no change comes as a surprise: the contact being replaced, when someone else asked (an
+    admin replacing the technical or billing contact), and the service's admin, when its
+    technical or billing contact hands over."""
+    told: list[str] = []
+    for nic in (from_, admin):
+        if nic and nic != requester and nic not in confirmers and nic not in told:
+            told.append(nic)
+    return tuple(told)
 
 
 def may_view(nic: str, requester: str, from_: str, to: str) -> bool:

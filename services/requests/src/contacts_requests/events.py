@@ -59,6 +59,7 @@ class CodesAsked:
 
     nics: tuple[str, ...]
     resent_by: str | None = None
+    told: tuple[str, ...] = ()  # a heads-up, no code: see domain.told_beforehand
 
 
 @dataclass(frozen=True)

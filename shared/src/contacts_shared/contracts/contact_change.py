@@ -21,7 +21,7 @@ from contacts_shared.contracts.base import (
     with_examples,
 )
 
-__all__ = ["AboutARequest", "Confirmer", "ContactChangeCompleted", "ContactChangeEmailFailed", "ContactChangeRequested", "ContactChangeStateChanged", "ContactChangeTokenIssued", "ContactChangeValidationRequested", "ContactChangeVetted", "Generation", "Party", "hash_token"]
+__all__ = ["AboutARequest", "Confirmer", "ContactChangeCompleted", "ContactChangeEmailFailed", "ContactChangeRequested", "ContactChangeStateChanged", "ContactChangeTokenIssued", "ContactChangeValidationRequested", "ContactChangeVetted", "Generation", "Informed", "Party", "hash_token"]
 
 # The request the examples are about: the fields every message about a request starts with.
 _A_CHANGE = {
@@ -83,12 +83,23 @@ class Confirmer(Contract):
     generation: Generation = 1
 
 
+class Informed(Contract):
+    nic: Nic
+    email: str
+
+
 class ContactChangeValidationRequested(AboutARequest):
-    """The requests service asks the notifier to mail tokens to the confirmers."""
+    """The requests service asks the notifier to mail tokens to the confirmers, and a heads-up
+    to those it tells without asking them anything."""
 
     requester: Nic
     confirmers: list[Confirmer]
     expires_at: UtcDatetime
+    informed: list[Informed] = Field(
+        default_factory=list,
+        description="Told of the request, no code and nothing to do: the contact being replaced when someone else asked, "
+        "the service's administrative contact when a technical or billing contact hands over. Empty for a resend",
+    )
 
     model_config = with_examples(
         {
@@ -99,6 +110,7 @@ class ContactChangeValidationRequested(AboutARequest):
                 {"nic": "bb22222-ovh", "email": "webmaster@shop-example.test"},
             ],
             "expires_at": "2026-02-14T12:00:00Z",
+            "informed": [{"nic": "cc33333-ovh", "email": "previous-agency@shop-example.test"}],
         }
     )
 
