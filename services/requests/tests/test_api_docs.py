@@ -19,6 +19,7 @@ import pytest
 from contacts_requests import schema
 from contacts_requests.api import create_api
 from contacts_requests.consumers import HANDLERS
+from contacts_requests.domain import ReminderSchedule
 from contacts_shared.auth import mint_token
 from contacts_shared.contracts import (
     AccountUpserted,
@@ -90,6 +91,9 @@ class DocumentedApi:
         }
 
 
+REMINDERS = ReminderSchedule(timedelta(days=3), timedelta(days=1), 2)
+
+
 @pytest.fixture
 async def pool() -> AsyncIterator[asyncpg.Pool]:
     async with schema_pool("requests", schema.MIGRATIONS) as pool:
@@ -101,7 +105,7 @@ async def deliver(pool: asyncpg.Pool, *messages: Contract) -> None:
     for message in messages:
         envelope = envelope_for(message)
         async with pool.acquire() as conn, conn.transaction():
-            await handlers[envelope.type](conn, envelope, message, request_ttl=TTL)
+            await handlers[envelope.type](conn, envelope, message, request_ttl=TTL, reminders=REMINDERS)
 
 
 def issued(request_id: str, nic: str, code: str, generation: int = 1) -> ContactChangeTokenIssued:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -10,6 +11,7 @@ from contacts_requests.domain import (
     Account,
     Kind,
     Refusal,
+    ReminderSchedule,
     ServiceContacts,
     plan_submission,
     refusal_to_change,
@@ -19,6 +21,7 @@ from contacts_requests.events import (
     Answered,
     CodesAsked,
     ContactReplaced,
+    ReminderPlanned,
     StateChanged,
     Submitted,
     VettingAsked,
@@ -258,3 +261,39 @@ def test_only_a_request_waiting_for_the_billing_check_asks_it_again() -> None:
     assert change(RequestState.validating).awaited_vetting() is None
     assert change(RequestState.applying).ask_vetting_again().events == (VettingAsked(Phase.apply, again=True),)
     assert change(RequestState.validating).ask_vetting_again() is None
+
+
+SCHEDULE = ReminderSchedule(after=timedelta(days=3), before_expiry=timedelta(days=1), most=2)
+ASKED = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def test_reminders_fall_while_the_request_is_open_once_each_at_most_as_many_as_set() -> None:
+    expires = ASKED + timedelta(days=14)
+    assert SCHEDULE.moments(ASKED, expires) == (ASKED + timedelta(days=3), ASKED + timedelta(days=13))
+    assert ReminderSchedule(timedelta(days=3), timedelta(days=1), 1).moments(ASKED, expires) == (ASKED + timedelta(days=3),)
+    assert ReminderSchedule(timedelta(days=3), timedelta(days=1), 0).moments(ASKED, expires) == ()
+    # A request of 4 days: both moments are the same day; of 2 days, neither falls while it is open.
+    assert SCHEDULE.moments(ASKED, ASKED + timedelta(days=4)) == (ASKED + timedelta(days=3),)
+    assert SCHEDULE.moments(ASKED, ASKED + timedelta(days=2)) == (ASKED + timedelta(days=1),)
+    assert SCHEDULE.moments(ASKED, ASKED + timedelta(hours=12)) == ()
+
+
+def test_a_due_reminder_sends_fresh_codes_to_those_who_have_not_answered_and_plans_the_next() -> None:
+    open_ = dataclasses.replace(
+        change(confirmers={ADMIN: "accepted", NEW: "pending"}), created_at=ASKED, expires_at=ASKED + timedelta(days=14)
+    )
+    assert open_.remind(ASKED + timedelta(days=2), SCHEDULE).events == (ReminderPlanned(0, ASKED + timedelta(days=3)),)
+    first = open_.remind(ASKED + timedelta(days=3), SCHEDULE)
+    assert first.change.reminders == 1
+    assert first.events == (CodesAsked((NEW,), resent_by="system", reminder=True), ReminderPlanned(1, ASKED + timedelta(days=13)))
+    second = first.change.remind(ASKED + timedelta(days=13, hours=1), SCHEDULE)
+    assert second.events == (CodesAsked((NEW,), resent_by="system", reminder=True), ReminderPlanned(2, None))
+    assert second.change.remind(ASKED + timedelta(days=13, hours=2), SCHEDULE).events == (ReminderPlanned(2, None),)  # no third
+    for ended in (RequestState.done, RequestState.cancelled, RequestState.expired, RequestState.applying):
+        assert dataclasses.replace(open_, state=ended).remind(ASKED + timedelta(days=3), SCHEDULE) is None
+
+
+def test_entering_validation_plans_the_first_reminder() -> None:
+    checking = dataclasses.replace(change(RequestState.checking), created_at=ASKED, expires_at=ASKED + timedelta(days=14))
+    approved = checking.vetted_at_submit(True, [], ACCOUNTS, admin=ADMIN, reminders=SCHEDULE)
+    assert approved.events[-1] == ReminderPlanned(0, ASKED + timedelta(days=3))

@@ -13,7 +13,7 @@ import asyncpg
 import pytest
 from contacts_requests import consumers, replicas, schema, store, views
 from contacts_requests.contact_change import ContactChange
-from contacts_requests.domain import PlannedChange
+from contacts_requests.domain import PlannedChange, ReminderSchedule
 from contacts_shared.contracts import (
     AccountDeleted,
     AccountUpserted,
@@ -51,7 +51,7 @@ async def deliver(pool: asyncpg.Pool, message: Contract, at: datetime, message_i
     """As the bus does: the message's handler in a transaction, with an envelope `occurred_at` `at`."""
     envelope = envelope_for(message, message_id).model_copy(update={"occurred_at": at})
     async with pool.acquire() as conn, conn.transaction():
-        await HANDLERS[envelope.type](conn, envelope, message)
+        await HANDLERS[envelope.type](conn, envelope, message, reminders=ReminderSchedule(timedelta(days=3), timedelta(days=1), 2))
 
 
 def account(nic: str, email: str, zone: Zone = Zone.EU) -> AccountUpserted:

@@ -129,6 +129,11 @@ class RequestsSettings(MetricsServerSettings):
     request_ttl: Duration = DEFAULT_TTL
     # Seconds or ISO 8601; a request waiting this long for the billing check's verdict asks again.
     vetting_reask: Duration = timedelta(minutes=5)
+    # Confirmers who have not answered get a reminder with a fresh code this long after the
+    # request, and again this long before it expires; at most CONTACTS_REMINDERS of them (0: none).
+    remind_after: Duration = timedelta(days=3)
+    remind_before_expiry: Duration = timedelta(days=1)
+    reminders: int = Field(2, ge=0, le=10)
     # Development only: a sign-in page where anyone may pick a NIC (CONTACTS_DEV_LOGIN=1).
     dev_login: bool = False
     # An identity provider signing with its own private key (Keycloak, Auth0, a cloud IAM): the

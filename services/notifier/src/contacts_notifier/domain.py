@@ -109,8 +109,10 @@ def token_email(
     token: str,
     link: str,
     expires_at: datetime,
+    reminder: bool = False,
 ) -> Email:
     context = {
+        "reminder": reminder,
         "request_id": request_id,
         "service": service,
         "role": ROLE_NAMES.get(ctype, ctype),
@@ -122,8 +124,9 @@ def token_email(
         "link": link,
         "expires_at": display_time(expires_at),
     }
+    subject = f"Please confirm: new {context['role']} contact for {service}"
     return Email(
-        subject=f"Please confirm: new {context['role']} contact for {service}",
+        subject=f"Reminder: p{subject[1:]}" if reminder else subject,
         body=_templates.get_template("token.txt").render(context),
     )
 

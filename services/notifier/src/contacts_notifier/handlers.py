@@ -22,6 +22,7 @@ async def on_validation_requested(conn: asyncpg.Connection, envelope: Envelope, 
         "to": data.to,
         "requester": data.requester,
         "expires_at": data.expires_at.isoformat(),
+        "reminder": data.reminder,
     }
     confirmers = [(c.nic, c.email, c.generation) for c in data.confirmers]
     heads_up = [(i.nic, i.email, heads_up_email(data, i.nic)) for i in data.informed]

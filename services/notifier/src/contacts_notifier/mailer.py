@@ -164,6 +164,7 @@ class Mailer:
             from_=context["from"],
             to=context["to"],
             requester=context["requester"],
+            reminder=context.get("reminder", False),  # rows queued before reminders had none
             recipient=mail["nic"],
             token=token,
             link=confirm_link(self.settings.public_url, str(request_id), token),

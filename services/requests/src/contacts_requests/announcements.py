@@ -62,6 +62,8 @@ def validation_request(
     accounts: Mapping[str, Account],
     generations: Mapping[str, int] | None = None,
     told: Collection[str] = (),
+    *,
+    reminder: bool = False,
 ) -> ContactChangeValidationRequested:
     """The notifier's order to send codes to `nics` (the first round unless `generations` says
     which) and a heads-up to `told`; the domain names only people whose account it knows."""
@@ -74,4 +76,5 @@ def validation_request(
         ],
         expires_at=change.expires_at,
         informed=[Informed(nic=nic, email=accounts[nic].email) for nic in told],
+        reminder=reminder,
     )

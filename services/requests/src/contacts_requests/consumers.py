@@ -29,7 +29,7 @@ from contacts_shared.outbox import enqueue
 
 from contacts_requests import replicas, store, submissions
 from contacts_requests.announcements import parties, state_changed
-from contacts_requests.domain import Refusal
+from contacts_requests.domain import Refusal, ReminderSchedule
 from contacts_requests.handlers import submit
 from contacts_requests.unit_of_work import UnitOfWork
 
@@ -56,7 +56,7 @@ async def on_service_deleted(conn: asyncpg.Connection, envelope: Envelope, data:
         ignored_as_stale(envelope, service=data.service)
 
 
-async def on_vetted(conn: asyncpg.Connection, _: Envelope, data: ContactChangeVetted) -> None:
+async def on_vetted(conn: asyncpg.Connection, _: Envelope, data: ContactChangeVetted, *, reminders: ReminderSchedule) -> None:
     async with UnitOfWork(conn) as uow:
         # Vetting reads no confirmer's state (only who they are): they come in the same statement.
         loaded = await uow.load(data.request_id, for_update=True, confirmer_states=False)
@@ -70,7 +70,7 @@ async def on_vetted(conn: asyncpg.Connection, _: Envelope, data: ContactChangeVe
             admin = service.admin if service else None
             if admin is not None and admin not in accounts:
                 accounts = {**accounts, **await replicas.accounts_by_nic(conn, [admin])}
-            decision = change.vetted_at_submit(data.approved, data.reasons, accounts, admin)
+            decision = change.vetted_at_submit(data.approved, data.reasons, accounts, admin, reminders)
         else:
             service = await replicas.get_service(conn, change.service, for_update=True)
             decision = change.vetted_at_apply(data.approved, data.reasons, service.holder(change.type) if service else None)

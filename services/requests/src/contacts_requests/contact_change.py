@@ -16,6 +16,7 @@ from contacts_requests.domain import (
     Kind,
     PlannedChange,
     Refusal,
+    ReminderSchedule,
     invalid_token,
     may_view,
     not_found,
@@ -29,6 +30,7 @@ from contacts_requests.events import (
     ContactReplaced,
     Event,
     NotReached,
+    ReminderPlanned,
     StateChanged,
     Submitted,
     VettingAsked,
@@ -55,6 +57,8 @@ class ContactChange:
     state: RequestState
     confirmers: Mapping[str, str]  # nic -> ConfirmerState
     expires_at: datetime | None = None  # as stored (when it is known)
+    created_at: datetime | None = None
+    reminders: int = 0  # reminders sent so far
 
     @classmethod
     def submitted(cls, request_id: str, service: str, plan: PlannedChange, requester: str, expires_at: datetime) -> Decision:
@@ -85,11 +89,17 @@ class ContactChange:
         return Decision(replace(self, state=state, **changes), (StateChanged(state, actor, reason), *more))  # type: ignore[arg-type]
 
     def vetted_at_submit(
-        self, approved: bool, reasons: list[str], known_accounts: Collection[str], admin: str | None = None
+        self,
+        approved: bool,
+        reasons: list[str],
+        known_accounts: Collection[str],
+        admin: str | None = None,
+        reminders: ReminderSchedule | None = None,
     ) -> Decision | None:
         """The billing check answered at submission: the confirmers are asked for their codes
-        and those told beforehand get a heads-up (`admin`: the service's), or the request is
-        rejected. None when the answer is stale (the request moved on)."""
+        and those told beforehand get a heads-up (`admin`: the service's), and the first
+        reminder is planned; or the request is rejected. None when the answer is stale (the
+        request moved on)."""
         if self.state != RequestState.checking:
             return None
         if not approved:
@@ -99,7 +109,29 @@ class ContactChange:
         told = told_beforehand(self.requester, self.from_, admin, self.confirmers)
         asked = CodesAsked(tuple(self.confirmers), told=tuple(nic for nic in told if nic in known_accounts))
         moved = self._moved(RequestState.validating, "billing-check")
-        return Decision(moved.change, (asked, *moved.events))  # the codes are ordered before they are announced
+        planned = (self._next_reminder(reminders, 0),) if reminders else ()
+        return Decision(moved.change, (asked, *moved.events, *planned))  # the codes are ordered before they are announced
+
+    def _next_reminder(self, schedule: ReminderSchedule, sent: int) -> ReminderPlanned:
+        assert self.created_at is not None and self.expires_at is not None, "loaded from the store"
+        moments = schedule.moments(self.created_at, self.expires_at)
+        return ReminderPlanned(sent, moments[sent] if sent < len(moments) else None)
+
+    def remind(self, now: datetime, schedule: ReminderSchedule) -> Decision | None:
+        """A reminder is due: the confirmers who have not answered get fresh codes (the old ones
+        stop working, as with a resend) and the next reminder is planned. A request no longer
+        waiting for confirmers is reminded of nothing (None)."""
+        if self.state != RequestState.validating:
+            return None
+        planned = self._next_reminder(schedule, self.reminders)
+        if planned.at is None or now < planned.at:
+            return Decision(self, (planned,))  # not due (the schedule changed): planned anew
+        pending = tuple(n for n, s in self.confirmers.items() if s == ConfirmerState.pending)
+        sent = self.reminders + 1
+        return Decision(
+            replace(self, reminders=sent),
+            (CodesAsked(pending, resent_by="system", reminder=True), self._next_reminder(schedule, sent)),
+        )
 
     def vetted_at_apply(self, approved: bool, reasons: list[str], current_holder: str | None) -> Decision | None:
         """The billing check answered again before applying: apply only if still approved and

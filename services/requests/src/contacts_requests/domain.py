@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from enum import StrEnum
 
 from contacts_shared.contracts import ContactType, RequestState
@@ -175,6 +176,21 @@ def _plan_one(
     # The requester always confirms; the new contact too unless it is the requester (take over).
     confirmers = (requester,) if new == requester else (requester, new)
     return PlannedChange(type=ctype, from_=current, to=new, confirmers=confirmers)
+
+
+@dataclass(frozen=True)
+class ReminderSchedule:
+    """When confirmers who have not answered are reminded: `after` the request, and
+    `before_expiry`; at most `most` times."""
+
+    after: timedelta
+    before_expiry: timedelta
+    most: int
+
+    def moments(self, created_at: datetime, expires_at: datetime) -> tuple[datetime, ...]:
+        """The reminders of a request, in order: those that fall while it is open, one per moment."""
+        wanted = {created_at + self.after, expires_at - self.before_expiry}
+        return tuple(sorted(m for m in wanted if created_at < m < expires_at))[: self.most]
 
 
 def told_beforehand(requester: str, from_: str, admin: str | None, confirmers: Collection[str]) -> tuple[str, ...]:

@@ -8,6 +8,7 @@ messages.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 from contacts_shared.contracts import Phase, RequestState
 
@@ -60,6 +61,15 @@ class CodesAsked:
     nics: tuple[str, ...]
     resent_by: str | None = None
     told: tuple[str, ...] = ()  # a heads-up, no code: see domain.told_beforehand
+    reminder: bool = False  # the new round is a reminder (resent_by "system")
+
+
+@dataclass(frozen=True)
+class ReminderPlanned:
+    """`sent` reminders so far; the next is due `at` (None: no more)."""
+
+    sent: int
+    at: datetime | None
 
 
 @dataclass(frozen=True)
@@ -76,4 +86,4 @@ class NotReached:
     smtp_code: int
 
 
-Event = Submitted | StateChanged | Answered | CodeRefused | VettingAsked | CodesAsked | ContactReplaced | NotReached
+Event = Submitted | StateChanged | Answered | CodeRefused | VettingAsked | CodesAsked | ReminderPlanned | ContactReplaced | NotReached

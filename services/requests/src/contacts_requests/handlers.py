@@ -19,6 +19,7 @@ from contacts_requests import store, submissions
 from contacts_requests.contact_change import ContactChange, Decision
 from contacts_requests.domain import (
     Refusal,
+    ReminderSchedule,
     invalid_token,
     may_view,
     not_found,
@@ -178,6 +179,11 @@ async def cancel(conn: asyncpg.Connection, *, request_id: uuid.UUID, nic: str) -
 async def expire_overdue(pool: asyncpg.Pool) -> int:
     """End every open request whose time ran out (the domain says how), with its emails."""
     return await _decide_each(pool, store.expired_request_ids, ContactChange.time_is_up)
+
+
+async def remind_due(pool: asyncpg.Pool, schedule: ReminderSchedule) -> int:
+    """Remind the confirmers of every request whose next reminder is due (the domain says who)."""
+    return await _decide_each(pool, store.reminder_due_ids, lambda change: change.remind(utcnow(), schedule))
 
 
 async def ask_vetting_again(pool: asyncpg.Pool, waited: timedelta) -> int:

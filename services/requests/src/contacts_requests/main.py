@@ -25,8 +25,8 @@ from contacts_requests import store
 from contacts_requests.api import create_api
 from contacts_requests.body_limit import BodyLimit
 from contacts_requests.consumers import HANDLERS
-from contacts_requests.domain import OPEN_STATES
-from contacts_requests.handlers import ask_vetting_again, expire_overdue
+from contacts_requests.domain import OPEN_STATES, ReminderSchedule
+from contacts_requests.handlers import ask_vetting_again, expire_overdue, remind_due
 from contacts_requests.rate_limits import RateLimits
 from contacts_requests.schema import MIGRATIONS
 from contacts_requests.transport import StrictTransportSecurity
@@ -59,10 +59,13 @@ def requests_by_state_refresher(runtime: Runtime) -> Refresher:
 
 async def serve(settings: RequestsSettings) -> None:
     # /metrics on a port of its own (CONTACTS_METRICS_PORT), never the public one.
+    reminders = ReminderSchedule(settings.remind_after, settings.remind_before_expiry, settings.reminders)
+    dependencies = {"request_ttl": settings.request_ttl, "reminders": reminders}
     async with service_runtime(
-        "requests", settings, MIGRATIONS, HANDLERS, dependencies={"request_ttl": settings.request_ttl}, metrics_port=settings.metrics_port
+        "requests", settings, MIGRATIONS, HANDLERS, dependencies=dependencies, metrics_port=settings.metrics_port
     ) as runtime:
         runtime.every(1.0, lambda: expire_overdue(runtime.pool), name="expire-overdue")
+        runtime.every(1.0, lambda: remind_due(runtime.pool, reminders), name="remind")
         reask = settings.vetting_reask
         runtime.every(min(reask.total_seconds() / 4, 30.0), lambda: ask_vetting_again(runtime.pool, reask), name="ask-vetting-again")
         runtime.refreshers.append(requests_by_state_refresher(runtime))

@@ -130,4 +130,10 @@ MIGRATIONS = [
     """
     ALTER TABLE confirmers ADD COLUMN sent_to text, ADD COLUMN sent_at timestamptz;
     """,
+    # Reminders: how many were sent, and when the next is due (the domain plans it); the timer
+    # reads only the requests waiting for confirmers.
+    """
+    ALTER TABLE contact_changes ADD COLUMN reminders int NOT NULL DEFAULT 0, ADD COLUMN next_reminder_at timestamptz;
+    CREATE INDEX contact_changes_reminder_due ON contact_changes (next_reminder_at) WHERE state = 'validating';
+    """,
 ]

@@ -113,6 +113,7 @@ class LoadedChange:
 _REQUEST = (
     # `from` and `to` as the request's view names them, so that one function reads both (views.change_of).
     'SELECT r.id, r.service, r.type, r.from_nic AS "from", r.to_nic AS "to", r.requester, r.state, r.expires_at,'
+    " r.created_at, r.reminders,"
     f" {accounts_sql('ARRAY[r.requester, r.from_nic, r.to_nic]')} AS accounts"
 )
 _CONFIRMER = "c.nic, c.state, c.token_hash, c.token_expires_at, c.failures"
@@ -289,6 +290,20 @@ async def unvetted_request_ids(conn: asyncpg.Connection, waited: timedelta, limi
         waited,
     )
     return [r["id"] for r in rows]
+
+
+async def reminder_due_ids(conn: asyncpg.Connection, limit: int = 500) -> list[uuid.UUID]:
+    """Requests waiting for confirmers whose next reminder is due, locked (replicas take others)."""
+    rows = await conn.fetch(
+        "SELECT id FROM contact_changes WHERE state = 'validating' AND next_reminder_at <= now()"
+        " ORDER BY next_reminder_at LIMIT $1 FOR UPDATE SKIP LOCKED",
+        limit,
+    )
+    return [r["id"] for r in rows]
+
+
+async def plan_reminder(conn: asyncpg.Connection, request_id: uuid.UUID, sent: int, at: datetime | None) -> None:
+    await conn.execute("UPDATE contact_changes SET reminders = $2, next_reminder_at = $3 WHERE id = $1", request_id, sent, at)
 
 
 async def mark_vetting_asked(conn: asyncpg.Connection, request_id: uuid.UUID, state: RequestState) -> None:

@@ -107,12 +107,15 @@ class UnitOfWork:
                     await store.mark_vetting_asked(conn, request_id, change.state)
                     log.warning("billing check asked again", request_id=change.id, phase=phase.value)
                 self._messages.append(ContactChangeRequested(**about(change), phase=phase))
-            case events.CodesAsked(nics, resent_by, told):
+            case events.CodesAsked(nics, resent_by, told, reminder):
                 generations = None
                 if resent_by is not None:
                     generations = await store.new_round_of_codes(conn, request_id, list(nics))
-                    await store.record_history(conn, request_id, change.state, resent_by, f"validation codes sent again to {', '.join(nics)}")
-                self._messages.append(validation_request(change, nics, accounts, generations, told))
+                    what = "a reminder with new validation codes sent" if reminder else "validation codes sent again"
+                    await store.record_history(conn, request_id, change.state, resent_by, f"{what} to {', '.join(nics)}")
+                self._messages.append(validation_request(change, nics, accounts, generations, told, reminder=reminder))
+            case events.ReminderPlanned(sent, at):
+                await store.plan_reminder(conn, request_id, sent, at)
             case events.ContactReplaced():
                 await replicas.set_contact(conn, change.service, change.type, change.to)
                 crash_point("during-apply")

@@ -45,6 +45,8 @@ def change_of(request: Mapping[str, Any], confirmers: Mapping[str, str]) -> Cont
         state=RequestState(request["state"]),
         confirmers=confirmers,
         expires_at=request.get("expires_at"),
+        created_at=request.get("created_at"),
+        reminders=request.get("reminders", 0),
     )
 
 

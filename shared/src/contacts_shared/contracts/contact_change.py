@@ -100,6 +100,7 @@ class ContactChangeValidationRequested(AboutARequest):
         description="Told of the request, no code and nothing to do: the contact being replaced when someone else asked, "
         "the service's administrative contact when a technical or billing contact hands over. Empty for a resend",
     )
+    reminder: bool = Field(False, description="These codes remind confirmers who have not answered (their previous codes stopped working)")
 
     model_config = with_examples(
         {
