@@ -41,6 +41,7 @@ from support import (
 CEILING_SUBJECT = "bench ceiling"
 TOKEN_SUBJECT = "please confirm"
 DONE_SUBJECT = "contact change done"
+HEADS_UP_SUBJECT = "heads-up"  # to the technical contact being replaced, when the codes go out
 _REQUEST_ID = re.compile(rb"X-Contacts-Request-Id: ([0-9a-f-]{36})", re.IGNORECASE)
 
 
@@ -145,6 +146,7 @@ class Arrivals:
     tokens: dict[str, str] = field(default_factory=dict)  # nic -> token
     token_at: list[float] = field(default_factory=list)
     done_to: set[str] = field(default_factory=set)
+    heads_up_to: set[str] = field(default_factory=set)
     done_at: list[float] = field(default_factory=list)
     changed: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -183,6 +185,8 @@ class MailTracker:
         elif subject.startswith(DONE_SUBJECT):
             arrivals.done_to.add(nic)
             arrivals.done_at.append(at)
+        elif subject.startswith(HEADS_UP_SUBJECT):
+            arrivals.heads_up_to.add(nic)
         else:
             self.unexpected.append(f"unexpected mail to {nic}: {mail.subject!r}")
         arrivals.changed.set()
