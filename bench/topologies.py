@@ -18,12 +18,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
-import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -31,17 +28,14 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))  # the test suite's own servers (tests/own_cluster.py)
 
 from own_cluster import postgres_pair, rabbit_cluster
-from own_nodes import OwnPostgres, chown, own_rabbit, postgres_bin_dir
+from own_nodes import (
+    OwnPostgres,
+    chown,
+    own_rabbit,
+    postgres_bin_dir,
+    started_in_a_new_directory,
+)
 from support import free_port
-
-
-@contextlib.contextmanager
-def _started(server: object) -> Iterator[object]:
-    try:
-        server.start()  # type: ignore[attr-defined]
-        yield server
-    finally:
-        server.stop()  # type: ignore[attr-defined]
 
 
 def one_postgres(root: Path) -> OwnPostgres:
@@ -53,16 +47,14 @@ def one_postgres(root: Path) -> OwnPostgres:
 
 @contextlib.contextmanager
 def servers(topology: str) -> Iterator[tuple[str, str]]:
-    """(database URL, AMQP URL) of the topology's servers, started in a directory of their own."""
-    root = Path(tempfile.mkdtemp(prefix="contacts-topology-"))
-    os.chmod(root, 0o755)
-    database = postgres_pair(root / "pair", postgres_bin_dir()) if topology == "standby" else one_postgres(root)  # type: ignore[arg-type]
-    broker = rabbit_cluster(root / "cluster") if topology == "cluster" else own_rabbit(root / "mq")
-    try:
-        with _started(database), _started(broker):
-            yield database.url, broker.url
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
+    """(database URL, AMQP URL) of the topology's servers, each started in a directory of its own."""
+    make_database = (lambda root: postgres_pair(root, postgres_bin_dir())) if topology == "standby" else one_postgres  # type: ignore[arg-type]
+    make_broker = rabbit_cluster if topology == "cluster" else own_rabbit
+    with (
+        started_in_a_new_directory("contacts-topology-", make_database) as database,  # type: ignore[type-var]
+        started_in_a_new_directory("contacts-topology-", make_broker) as broker,  # type: ignore[type-var]
+    ):
+        yield database.url, broker.url
 
 
 TOPOLOGIES: dict[str, str] = {

@@ -10,10 +10,13 @@ import glob
 import os
 import shutil
 import subprocess
+import tempfile
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol, TypeVar
 
 from support import free_port
 
@@ -176,6 +179,29 @@ class OwnRabbit:
     def stop(self) -> None:
         with contextlib.suppress(RuntimeError, subprocess.TimeoutExpired):
             self.ctl("stop", timeout=60)
+
+
+class Startable(Protocol):
+    def start(self) -> None: ...
+    def stop(self) -> None: ...
+
+
+S = TypeVar("S", bound=Startable)
+
+
+@contextlib.contextmanager
+def started_in_a_new_directory(prefix: str, make: Callable[[Path], S]) -> Iterator[S]:
+    """A server (or cluster) of the tests' own, made by `make` in a new temporary directory and
+    started; stopped and removed afterwards."""
+    root = Path(tempfile.mkdtemp(prefix=prefix))
+    os.chmod(root, 0o755)  # the servers run as their own users, who must reach their folders
+    server = make(root)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def chown(path: Path, user: str) -> None:

@@ -23,6 +23,17 @@ async def _submitted(system: System) -> tuple[str, str, str]:
     return request_id, owner.token, webmaster.token
 
 
+async def new_email(system: System, nic: str, email: str) -> None:
+    """`nic`'s account changes its email, and the requests service knows it."""
+    await system.publish(AccountUpserted(nic=nic, email=email, zone=Zone.EU))
+
+    async def changed() -> bool:
+        rows = await system.sql("requests", "SELECT email FROM accounts WHERE nic = $1", nic)
+        return rows[0]["email"] == email
+
+    await eventually(changed, what=f"{nic}'s new email")
+
+
 async def test_token_is_single_use(world: System) -> None:
     request_id, _, token = await _submitted(world)
     assert (await world.act(WEBMASTER, request_id, "accept", token)).status_code == 200
@@ -76,13 +87,7 @@ async def test_five_wrong_tokens_lock_until_resend(world: System) -> None:
 async def test_resend_rotates_tokens_and_mails_the_current_email(world: System) -> None:
     request_id, owner_token, old_token = await _submitted(world)
     assert (await world.act(OWNER, request_id, "accept", owner_token)).status_code == 200
-    await world.publish(AccountUpserted(nic=WEBMASTER, email="webmaster@new-agency.test", zone=Zone.EU))
-
-    async def email_changed() -> bool:
-        rows = await world.sql("requests", "SELECT email FROM accounts WHERE nic = $1", WEBMASTER)
-        return rows[0]["email"] == "webmaster@new-agency.test"
-
-    await eventually(email_changed, what="the account's new email")
+    await new_email(world, WEBMASTER, "webmaster@new-agency.test")
     response = await world.act(OWNER, request_id, "resend")
     assert response.status_code == 202, response.text
     fresh = await world.token_mail("webmaster@new-agency.test", request_id)
@@ -134,13 +139,7 @@ async def test_each_party_sees_where_and_when_each_code_was_mailed(world: System
     assert email_of(OWNER) not in str(seen_by_webmaster) and email_of(WEBMASTER) not in str(seen_by_webmaster)
 
     assert (await world.act(OWNER, request_id, "accept", owner_token)).status_code == 200
-    await world.publish(AccountUpserted(nic=WEBMASTER, email="webmaster@new-agency.test", zone=Zone.EU))
-
-    async def email_changed() -> bool:
-        rows = await world.sql("requests", "SELECT email FROM accounts WHERE nic = $1", WEBMASTER)
-        return rows[0]["email"] == "webmaster@new-agency.test"
-
-    await eventually(email_changed, what="the account's new email")
+    await new_email(world, WEBMASTER, "webmaster@new-agency.test")
     assert (await world.act(OWNER, request_id, "resend")).status_code == 202
     await world.token_mail("webmaster@new-agency.test", request_id)
 

@@ -8,11 +8,7 @@ applied again."""
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
-import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 
 import asyncpg
 import pytest
@@ -20,7 +16,7 @@ from faults.audit import queues_drained
 from faults.conftest import OwnInfrastructure
 from faults.scenario import Scenario, run_scenario
 from own_cluster import PostgresPair, postgres_pair
-from own_nodes import postgres_bin_dir
+from own_nodes import postgres_bin_dir, started_in_a_new_directory
 from support import System
 
 pytestmark = [pytest.mark.slow, pytest.mark.cluster, pytest.mark.timeout(900)]
@@ -33,15 +29,8 @@ def pair() -> Iterator[PostgresPair]:
     bin_dir = postgres_bin_dir()
     if bin_dir is None:
         pytest.fail("this test needs PostgreSQL's server binaries: apt-get install postgresql")
-    root = Path(tempfile.mkdtemp(prefix="contacts-failover-"))
-    os.chmod(root, 0o755)
-    started = postgres_pair(root, bin_dir)
-    try:
-        started.start()
+    with started_in_a_new_directory("contacts-failover-", lambda root: postgres_pair(root, bin_dir)) as started:
         yield started
-    finally:
-        started.stop()
-        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture

@@ -9,16 +9,14 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import tempfile
 from collections import Counter
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Awaitable, Callable, Iterator
 
 import pytest
 from faults.audit import queues_drained
 from faults.scenario import Scenario, run_scenario
 from own_cluster import HAPROXY, RabbitCluster, rabbit_cluster
-from own_nodes import OwnRabbit
+from own_nodes import OwnRabbit, started_in_a_new_directory
 from support import SCHEMAS, System, eventually
 
 pytestmark = [pytest.mark.slow, pytest.mark.cluster, pytest.mark.timeout(900)]
@@ -31,15 +29,8 @@ PARTITION_SECONDS = 30
 def cluster() -> Iterator[RabbitCluster]:
     if not shutil.which("rabbitmq-server") or not os.access(HAPROXY, os.X_OK):
         pytest.fail("the cluster tests need RabbitMQ and HAProxy: apt-get install rabbitmq-server haproxy")
-    root = Path(tempfile.mkdtemp(prefix="contacts-cluster-"))
-    os.chmod(root, 0o755)
-    started = rabbit_cluster(root)
-    try:
-        started.start()
+    with started_in_a_new_directory("contacts-cluster-", rabbit_cluster) as started:
         yield started
-    finally:
-        started.stop()
-        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture
@@ -58,41 +49,46 @@ async def leading_node(cluster: RabbitCluster, system: System) -> OwnRabbit:
     return cluster.node_named(node)
 
 
-async def test_the_node_leading_the_queues_killed_and_restarted(faulty_system: System, cluster: RabbitCluster) -> None:
-    async def kill_the_leader(scenario: Scenario) -> None:
-        leader = await leading_node(cluster, faulty_system)
+async def fault_the_leading_node(system: System, cluster: RabbitCluster, name: str, fault: Callable[[OwnRabbit], Awaitable[None]]) -> None:
+    """Run the flows with `fault` done to the node leading most of the services' queues while
+    they are in flight, and audit."""
+
+    async def inject(scenario: Scenario) -> None:
+        node = await leading_node(cluster, system)
         await scenario.in_flight()  # asking the cluster first: rabbitmqctl takes seconds
         async with scenario.fault():
-            await asyncio.to_thread(cluster.kill, leader)
+            await fault(node)
 
-            async def others_lead() -> bool:
-                leaders = await asyncio.to_thread(cluster.leaders, faulty_system.namespace)
-                return bool(leaders) and leader.node not in leaders.values()
-
-            await eventually(others_lead, timeout=60, what="the other nodes to elect new leaders", interval=0.5)
-            await asyncio.to_thread(leader.start)
-            await asyncio.to_thread(cluster.wait_all_running)
-
-    result = await run_scenario(faulty_system, "RabbitMQ cluster: the queues' leader killed, restarted", FLOWS, kill_the_leader)
+    result = await run_scenario(system, name, FLOWS, inject)
     assert result.problems == []
-    await queues_drained(faulty_system, cluster.queues)
+    await queues_drained(system, cluster.queues)
+
+
+async def test_the_node_leading_the_queues_killed_and_restarted(faulty_system: System, cluster: RabbitCluster) -> None:
+    async def kill_and_restart(leader: OwnRabbit) -> None:
+        await asyncio.to_thread(cluster.kill, leader)
+
+        async def others_lead() -> bool:
+            leaders = await asyncio.to_thread(cluster.leaders, faulty_system.namespace)
+            return bool(leaders) and leader.node not in leaders.values()
+
+        await eventually(others_lead, timeout=60, what="the other nodes to elect new leaders", interval=0.5)
+        await asyncio.to_thread(leader.start)
+        await asyncio.to_thread(cluster.wait_all_running)
+
+    await fault_the_leading_node(faulty_system, cluster, "RabbitMQ cluster: the queues' leader killed, restarted", kill_and_restart)
 
 
 async def test_a_node_cut_off_for_30_seconds(faulty_system: System, cluster: RabbitCluster) -> None:
-    async def partition(scenario: Scenario) -> None:
-        node = await leading_node(cluster, faulty_system)
-        await scenario.in_flight()  # asking the cluster first: rabbitmqctl takes seconds
-        async with scenario.fault():
-            await asyncio.to_thread(cluster.cut_off, node)
+    async def cut_off_and_heal(node: OwnRabbit) -> None:
+        await asyncio.to_thread(cluster.cut_off, node)
 
-            async def paused() -> bool:  # in the minority, it stops serving: the cut is real
-                return (await asyncio.to_thread(node.ctl, "eval", "rabbit:is_running().")).strip() == "false"
+        async def paused() -> bool:  # in the minority, it stops serving: the cut is real
+            return (await asyncio.to_thread(node.ctl, "eval", "rabbit:is_running().")).strip() == "false"
 
-            await eventually(paused, timeout=30, what=f"{node.node} to pause in the minority", interval=0.5)
-            await asyncio.sleep(PARTITION_SECONDS)  # the partition itself
-            await asyncio.to_thread(cluster.heal, node)
-            await asyncio.to_thread(cluster.wait_all_running)
+        await eventually(paused, timeout=30, what=f"{node.node} to pause in the minority", interval=0.5)
+        await asyncio.sleep(PARTITION_SECONDS)  # the partition itself
+        await asyncio.to_thread(cluster.heal, node)
+        await asyncio.to_thread(cluster.wait_all_running)
 
-    result = await run_scenario(faulty_system, f"RabbitMQ cluster: a node cut off {PARTITION_SECONDS} s", FLOWS, partition)
-    assert result.problems == []
-    await queues_drained(faulty_system, cluster.queues)
+    await fault_the_leading_node(faulty_system, cluster, f"RabbitMQ cluster: a node cut off {PARTITION_SECONDS} s", cut_off_and_heal)
