@@ -183,4 +183,5 @@ async def test_every_answer_is_one_the_document_describes(pool: asyncpg.Pool) ->
         await api.call("get", ONE, request_id=tech["id"])
 
     unanswered = api.documented() - api.seen
-    assert unanswered == {(m, p, s) for m, p, s in api.documented() if s == "500"} | {("get", "/readyz", "503")}
+    # A 500 never, a 503 only with the database away: tests/test_api_outage.py answers one.
+    assert unanswered == {(m, p, s) for m, p, s in api.documented() if s in ("500", "503")}

@@ -199,6 +199,10 @@ async def database_answers(pool: asyncpg.Pool, timeout: float = 2.0) -> bool:
         return False
 
 
+# Every class an outage may raise, for handlers registered by class (is_database_outage decides).
+MAYBE_OUTAGE_ERRORS: tuple[type[BaseException], ...] = (*_OUTAGE_ERRORS, asyncpg.InterfaceError)
+
+
 def is_database_outage(exc: BaseException) -> bool:
     """Whether `exc` says the database is unreachable rather than that the work failed."""
     if isinstance(exc, _OUTAGE_ERRORS):

@@ -16,7 +16,7 @@ import asyncpg
 import structlog
 from contacts_shared.auth import TokenVerifier
 from contacts_shared.contracts import ContactType, Nic, RequestState, utcnow
-from contacts_shared.db import database_answers
+from contacts_shared.db import MAYBE_OUTAGE_ERRORS, database_answers, is_database_outage
 from fastapi import Depends, FastAPI, Header, Query, Request, Security
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
@@ -41,6 +41,9 @@ from contacts_requests.web import (
 )
 
 log = structlog.get_logger("contacts.requests.api")
+# How long a caller is told to wait when the database is away (its outages end in seconds, or
+# in a failover of about 2: docs/scaling.md).
+DATABASE_RETRY_AFTER_SECONDS = 2
 
 
 class ContactChangeBody(BaseModel):
@@ -141,6 +144,18 @@ def create_api(
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         return problem(exc.status_code, str(exc.detail), str(exc.detail))
+
+    async def _database_away(request: Request, exc: Exception) -> JSONResponse:
+        if not is_database_outage(exc):
+            return await _unexpected(request, exc)
+        # Lost at COMMIT, the work may have been done: the caller must not be told otherwise.
+        log.warning("database unreachable", error=type(exc).__name__)
+        unavailable = problem(503, "Database unavailable", api_docs.PROBLEM_CAUSES[503])
+        unavailable.headers["Retry-After"] = str(DATABASE_RETRY_AFTER_SECONDS)
+        return unavailable
+
+    for error in MAYBE_OUTAGE_ERRORS:
+        app.add_exception_handler(error, _database_away)
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:

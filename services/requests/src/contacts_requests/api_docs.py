@@ -193,15 +193,17 @@ PROBLEM_CAUSES = {
     409: "The request's state does not allow it.",
     422: "Invalid input; `errors` names each field at fault.",
     500: "Something went wrong on our side; nothing was changed. Try again.",
+    503: "The database could not be reached, or was lost while answering: what you asked may have been recorded. "
+    "Look before asking again, after the seconds `Retry-After` gives.",
 }
 
 
 def problems(*statuses: int, causes: Mapping[int, str] | None = None) -> dict[int | str, dict[str, Any]]:
     """The problem responses of an operation, described by `causes` where the generic words of
-    PROBLEM_CAUSES are not precise enough; 401 and 500 are added, as every signed-in operation
-    may answer them."""
+    PROBLEM_CAUSES are not precise enough; 401, 500 and 503 are added, as every signed-in
+    operation may answer them."""
     responses: dict[int | str, dict[str, Any]] = {}
-    for status in sorted({401, *statuses, 500}):
+    for status in sorted({401, *statuses, 500, 503}):
         responses[status] = {
             "description": (causes or {}).get(status, PROBLEM_CAUSES[status]),
             "content": {PROBLEM: {"schema": {"$ref": "#/components/schemas/Problem"}}},
