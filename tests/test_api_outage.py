@@ -4,10 +4,7 @@ answers again once the database is back. A PostgreSQL server of the test's own i
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -17,28 +14,25 @@ from contacts_requests import schema
 from contacts_requests.api import create_api
 from contacts_shared.auth import mint_token
 from contacts_shared.db import create_pool, migrate
-from own_nodes import OwnPostgres, chown, postgres_bin_dir
+from own_nodes import OwnPostgres, chown, postgres_bin_dir, started_in_a_new_directory
 from support import free_port
 
 SECRET = "s" * 32
 OWNER = "aa11111-ovh"
 
 
-@pytest.fixture
-async def server() -> AsyncIterator[OwnPostgres]:
+def own_postgres(root: Path) -> OwnPostgres:
     bin_dir = postgres_bin_dir()
     if bin_dir is None:
         pytest.fail("this test needs PostgreSQL's server binaries: apt-get install postgresql")
-    root = Path(tempfile.mkdtemp(prefix="contacts-outage-"))
-    os.chmod(root, 0o755)
     chown(root, "postgres")
-    own = OwnPostgres(root, free_port(), bin_dir)
-    try:
-        own.start()
-        yield own
-    finally:
-        own.stop()
-        shutil.rmtree(root, ignore_errors=True)
+    return OwnPostgres(root, free_port(), bin_dir)
+
+
+@pytest.fixture
+def server() -> Iterator[OwnPostgres]:
+    with started_in_a_new_directory("contacts-outage-", own_postgres) as started:
+        yield started
 
 
 async def test_with_the_database_away_the_api_says_503_and_that_it_may_have_been_recorded(server: OwnPostgres) -> None:
