@@ -282,15 +282,18 @@ def test_a_due_reminder_sends_fresh_codes_to_those_who_have_not_answered_and_pla
     open_ = dataclasses.replace(
         change(confirmers={ADMIN: "accepted", NEW: "pending"}), created_at=ASKED, expires_at=ASKED + timedelta(days=14)
     )
-    assert open_.remind(ASKED + timedelta(days=2), SCHEDULE).events == (ReminderPlanned(0, ASKED + timedelta(days=3)),)
-    first = open_.remind(ASKED + timedelta(days=3), SCHEDULE)
+    assert open_.remind(ASKED + timedelta(days=2), SCHEDULE, ACCOUNTS).events == (ReminderPlanned(0, ASKED + timedelta(days=3)),)
+    first = open_.remind(ASKED + timedelta(days=3), SCHEDULE, ACCOUNTS)
     assert first.change.reminders == 1
     assert first.events == (CodesAsked((NEW,), resent_by="system", reminder=True), ReminderPlanned(1, ASKED + timedelta(days=13)))
-    second = first.change.remind(ASKED + timedelta(days=13, hours=1), SCHEDULE)
+    second = first.change.remind(ASKED + timedelta(days=13, hours=1), SCHEDULE, ACCOUNTS)
     assert second.events == (CodesAsked((NEW,), resent_by="system", reminder=True), ReminderPlanned(2, None))
-    assert second.change.remind(ASKED + timedelta(days=13, hours=2), SCHEDULE).events == (ReminderPlanned(2, None),)  # no third
+    assert second.change.remind(ASKED + timedelta(days=13, hours=2), SCHEDULE, ACCOUNTS).events == (ReminderPlanned(2, None),)  # no third
     for ended in (RequestState.done, RequestState.cancelled, RequestState.expired, RequestState.applying):
-        assert dataclasses.replace(open_, state=ended).remind(ASKED + timedelta(days=3), SCHEDULE) is None
+        assert dataclasses.replace(open_, state=ended).remind(ASKED + timedelta(days=3), SCHEDULE, ACCOUNTS) is None
+    # The one to remind has no account any more: no code to send, the next reminder planned.
+    gone = open_.remind(ASKED + timedelta(days=3), SCHEDULE, {n: a for n, a in ACCOUNTS.items() if n != NEW})
+    assert gone.events == (ReminderPlanned(1, ASKED + timedelta(days=13)),)
 
 
 def test_entering_validation_plans_the_first_reminder() -> None:

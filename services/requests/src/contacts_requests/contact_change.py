@@ -117,21 +117,20 @@ class ContactChange:
         moments = schedule.moments(self.created_at, self.expires_at)
         return ReminderPlanned(sent, moments[sent] if sent < len(moments) else None)
 
-    def remind(self, now: datetime, schedule: ReminderSchedule) -> Decision | None:
+    def remind(self, now: datetime, schedule: ReminderSchedule, known_accounts: Collection[str]) -> Decision | None:
         """A reminder is due: the confirmers who have not answered get fresh codes (the old ones
         stop working, as with a resend) and the next reminder is planned. A request no longer
-        waiting for confirmers is reminded of nothing (None)."""
+        waiting for confirmers is reminded of nothing (None); a confirmer whose account is gone
+        has no address to remind (the request then expires in its time)."""
         if self.state != RequestState.validating:
             return None
         planned = self._next_reminder(schedule, self.reminders)
         if planned.at is None or now < planned.at:
             return Decision(self, (planned,))  # not due (the schedule changed): planned anew
-        pending = tuple(n for n, s in self.confirmers.items() if s == ConfirmerState.pending)
+        pending = tuple(n for n, s in self.confirmers.items() if s == ConfirmerState.pending and n in known_accounts)
         sent = self.reminders + 1
-        return Decision(
-            replace(self, reminders=sent),
-            (CodesAsked(pending, resent_by="system", reminder=True), self._next_reminder(schedule, sent)),
-        )
+        asked = (CodesAsked(pending, resent_by="system", reminder=True),) if pending else ()
+        return Decision(replace(self, reminders=sent), (*asked, self._next_reminder(schedule, sent)))
 
     def vetted_at_apply(self, approved: bool, reasons: list[str], current_holder: str | None) -> Decision | None:
         """The billing check answered again before applying: apply only if still approved and

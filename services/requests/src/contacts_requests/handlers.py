@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime, timedelta
 
 import asyncpg
@@ -18,6 +18,7 @@ from contacts_shared.contracts import ContactType, utcnow
 from contacts_requests import store, submissions
 from contacts_requests.contact_change import ContactChange, Decision
 from contacts_requests.domain import (
+    Account,
     Refusal,
     ReminderSchedule,
     invalid_token,
@@ -178,32 +179,33 @@ async def cancel(conn: asyncpg.Connection, *, request_id: uuid.UUID, nic: str) -
 
 async def expire_overdue(pool: asyncpg.Pool) -> int:
     """End every open request whose time ran out (the domain says how), with its emails."""
-    return await _decide_each(pool, store.expired_request_ids, ContactChange.time_is_up)
+    return await _decide_each(pool, store.expired_request_ids, lambda change, _: change.time_is_up())
 
 
 async def remind_due(pool: asyncpg.Pool, schedule: ReminderSchedule) -> int:
     """Remind the confirmers of every request whose next reminder is due (the domain says who)."""
-    return await _decide_each(pool, store.reminder_due_ids, lambda change: change.remind(utcnow(), schedule))
+    return await _decide_each(pool, store.reminder_due_ids, lambda change, accounts: change.remind(utcnow(), schedule, accounts))
 
 
 async def ask_vetting_again(pool: asyncpg.Pool, waited: timedelta) -> int:
     """Ask the billing check again about requests whose verdict has not come for `waited` (its
     message may have been dead-lettered during an outage); a verdict that comes twice is taken
     once, the second finds the request moved on."""
-    return await _decide_each(pool, lambda conn: store.unvetted_request_ids(conn, waited), ContactChange.ask_vetting_again)
+    return await _decide_each(pool, lambda conn: store.unvetted_request_ids(conn, waited), lambda change, _: change.ask_vetting_again())
 
 
 async def _decide_each(
     pool: asyncpg.Pool,
     find: Callable[[asyncpg.Connection], Awaitable[list[uuid.UUID]]],
-    decide: Callable[[ContactChange], Decision | None],
+    decide: Callable[[ContactChange, Mapping[str, Account]], Decision | None],
 ) -> int:
-    """A timer's pass: the requests `find` returns (locked), each decided on in one unit of work."""
+    """A timer's pass: the requests `find` returns (locked), each decided on (knowing its
+    parties' accounts) in one unit of work."""
     async with pool.acquire() as conn, UnitOfWork(conn) as uow:
         ids = await find(conn)
         for request_id in ids:
             loaded = await uow.load(request_id, confirmer_states=False)
             assert loaded is not None
-            if (decision := decide(loaded.change)) is not None:
+            if (decision := decide(loaded.change, loaded.accounts)) is not None:
                 await uow.record(decision, loaded.accounts)
         return len(ids)
