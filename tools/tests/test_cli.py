@@ -16,7 +16,7 @@ from pathlib import Path
 import aio_pika
 import jwt
 import pytest
-from contacts_shared.auth import TokenVerifier
+from contacts_shared.auth import Caller, TokenVerifier
 from contacts_shared.contracts import ROUTING_KEYS, AccountUpserted, ServiceUpserted
 from contacts_tools import dev_session
 from contacts_tools.demo import demo_messages
@@ -199,9 +199,21 @@ async def test_token_is_a_jwt_for_the_nic() -> None:
 
     assert result.status == 0, result.stderr
     token = result.stdout.strip()
-    assert await TokenVerifier(SECRET).verify(token) == "aa11111-ovh"
+    assert await TokenVerifier(SECRET).verify(token) == Caller("aa11111-ovh")
     claims = jwt.decode(token, SECRET, algorithms=["HS256"])
     assert claims["exp"] - claims["iat"] == 120
+
+
+async def test_token_for_a_support_agent_holds_the_role_where_the_roles_claim_says() -> None:
+    env = {"CONTACTS_JWT_SECRET": SECRET, "CONTACTS_JWT_ROLES_CLAIM": "realm_access.roles"}
+    result = await run_contacts("token", "zz99999-ovh", "--role", "support", env=env)
+
+    assert result.status == 0, result.stderr
+    token = result.stdout.strip()
+    assert jwt.decode(token, SECRET, algorithms=["HS256"])["realm_access"] == {"roles": ["support"]}
+    caller = await TokenVerifier(SECRET, roles_claim="realm_access.roles").verify(token)
+    assert caller.is_agent
+    assert not (await TokenVerifier(SECRET).verify(token)).is_agent, "read from another claim"
 
 
 @pytest.mark.parametrize(

@@ -20,7 +20,7 @@ from contacts_requests import schema
 from contacts_requests.api import create_api
 from contacts_requests.consumers import HANDLERS
 from contacts_requests.domain import ReminderSchedule
-from contacts_shared.auth import mint_token
+from contacts_shared.auth import SUPPORT_ROLE, mint_token
 from contacts_shared.contracts import (
     AccountUpserted,
     ContactChangeTokenIssued,
@@ -62,12 +62,13 @@ class DocumentedApi:
         self.client, self.document = client, document
         self.seen: set[tuple[str, str, str]] = set()
 
-    async def call(self, method: str, template: str, nic: str | None = None, **kwargs: Any) -> Any:
-        params = {k: kwargs.pop(k) for k in ("request_id", "service", "action") if k in kwargs}
-        path = template.format(**params)
+    async def call(self, method: str, template: str, nic: str | None = None, *, agent: bool = False, **kwargs: Any) -> Any:
+        params = {k: kwargs.pop(k) for k in ("request_id", "service", "action", "confirmer") if k in kwargs}
+        path = template.replace("{nic}", "{confirmer}").format(**params)
         if "action" in params:  # the document has one path per action
             template = template.replace("{action}", params["action"])
-        headers = {"Authorization": f"Bearer {mint_token(SECRET, nic)}"} if nic else {}
+        roles = [SUPPORT_ROLE] if agent else []
+        headers = {"Authorization": f"Bearer {mint_token(SECRET, nic, roles=roles)}"} if nic else {}
         response = await self.client.request(method, path, headers=headers, **kwargs)
         status = str(response.status_code)
         responses = self.document["paths"][template][method]["responses"]
@@ -82,13 +83,17 @@ class DocumentedApi:
         self.seen.add((method, template, status))
         return response.json()
 
-    def documented(self) -> set[tuple[str, str, str]]:
-        return {
+    def unanswered(self, *, support: bool) -> set[tuple[str, str, str]]:
+        """What the document lists and no call answered, among the support desk's operations or
+        the others; a 500 never is, a 503 only with the database away (tests/test_api_outage.py)."""
+        documented = {
             (method, path, status)
             for path, operations in self.document["paths"].items()
             for method, operation in operations.items()
             for status in operation["responses"]
+            if path.startswith("/v1/support/") == support and status not in ("500", "503")
         }
+        return documented - self.seen
 
 
 REMINDERS = ReminderSchedule(timedelta(days=3), timedelta(days=1), 2)
@@ -118,12 +123,16 @@ def issued(request_id: str, nic: str, code: str, generation: int = 1) -> Contact
     )
 
 
-async def test_every_answer_is_one_the_document_describes(pool: asyncpg.Pool) -> None:
+async def a_shop(pool: asyncpg.Pool) -> None:
     await deliver(
         pool,
         *(AccountUpserted(nic=nic, email=f"{nic}@shop-example.test", zone=Zone.EU) for nic in (OWNER, WEBMASTER, OLD_TECH, BILLER)),
         ServiceUpserted(service=SERVICE, type="web-hosting", admin=OWNER, tech=OLD_TECH, billing=BILLER),
     )
+
+
+async def test_every_answer_is_one_the_document_describes(pool: asyncpg.Pool) -> None:
+    await a_shop(pool)
     app = create_api(pool=pool, jwt_secret=SECRET, request_ttl=TTL)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://contacts.test") as client:
         api = DocumentedApi(client, app.openapi())
@@ -182,6 +191,70 @@ async def test_every_answer_is_one_the_document_describes(pool: asyncpg.Pool) ->
         await api.call("get", "/v1/me/contact-changes")
         await api.call("get", ONE, request_id=tech["id"])
 
-    unanswered = api.documented() - api.seen
-    # A 500 never, a 503 only with the database away: tests/test_api_outage.py answers one.
-    assert unanswered == {(m, p, s) for m, p, s in api.documented() if s in ("500", "503")}
+    assert api.unanswered(support=False) == set()
+
+
+AGENT = "zz99999-ovh"
+SUPPORT = "/v1/support/contact-changes/{request_id}"
+SUPPORT_ACTION = "/v1/support/contact-changes/{request_id}/{action}"
+UNLOCK = "/v1/support/contact-changes/{request_id}/confirmers/{nic}/unlock"
+WHY = {"json": {"reason": "ticket 4411"}}
+
+
+async def test_every_answer_of_the_support_desk_is_one_the_document_describes(pool: asyncpg.Pool) -> None:
+    await a_shop(pool)
+    app = create_api(pool=pool, jwt_secret=SECRET, request_ttl=TTL)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://contacts.test") as client:
+        api = DocumentedApi(client, app.openapi())
+        (tech,) = (await api.call("post", SUBMIT, OWNER, service=SERVICE, json={"tech": WEBMASTER}))["items"]
+        (billing,) = (await api.call("post", SUBMIT, OWNER, service=SERVICE, json={"billing": WEBMASTER}))["items"]
+        rid = tech["id"]
+        await deliver(
+            pool,
+            ContactChangeVetted(request_id=uuid.UUID(rid), phase=Phase.submit, approved=True),
+            issued(rid, WEBMASTER, "code-w"),
+        )
+        for _ in range(5):  # the webmaster's code locked
+            await api.call("post", ANSWER, WEBMASTER, request_id=rid, action="accept", json={"token": "wrong"})
+
+        # Looking up: found, paged, refused.
+        services = "/v1/support/services/{service}"
+        page = await api.call("get", services, AGENT, agent=True, service=SERVICE, params={"limit": 1})
+        assert page["service"]["contacts"]["tech"] == OLD_TECH and page["next_cursor"]
+        await api.call("get", services, AGENT, agent=True, service="nothing.example")  # 404
+        await api.call("get", services, AGENT, agent=True, service=SERVICE, params={"cursor": "not one of ours"})  # 422
+        accounts = "/v1/support/accounts/{nic}/contact-changes"
+        await api.call("get", accounts, AGENT, agent=True, confirmer=WEBMASTER)
+        await api.call("get", accounts, AGENT, agent=True, confirmer="zz00000-ovh")  # 404
+        await api.call("get", accounts, AGENT, agent=True, confirmer="not a nic")  # 422
+        seen = await api.call("get", SUPPORT, AGENT, agent=True, request_id=rid)
+        assert {c["nic"]: c["locked"] for c in seen["confirmers"]} == {OWNER: False, WEBMASTER: True}
+        await api.call("get", SUPPORT, AGENT, agent=True, request_id=str(uuid.uuid4()))  # 404
+        await api.call("get", SUPPORT, AGENT, agent=True, request_id="not-a-uuid")  # 422
+
+        # Unlocking: done, then refused.
+        unlocked = await api.call("post", UNLOCK, AGENT, agent=True, request_id=rid, confirmer=WEBMASTER, **WHY)
+        assert not next(c for c in unlocked["confirmers"] if c["nic"] == WEBMASTER)["locked"]
+        await api.call("post", UNLOCK, AGENT, agent=True, request_id=rid, confirmer=WEBMASTER, **WHY)  # 409: not locked
+        await api.call("post", UNLOCK, AGENT, agent=True, request_id=rid, confirmer=BILLER, **WHY)  # 404: not a confirmer
+        await api.call("post", UNLOCK, AGENT, agent=True, request_id=rid, confirmer=WEBMASTER, json={"reason": ""})  # 422
+
+        # Resending and cancelling: done, then refused.
+        for action in ("resend", "cancel"):
+            await api.call("post", SUPPORT_ACTION, AGENT, agent=True, request_id=rid, action=action, **WHY)
+            await api.call("post", SUPPORT_ACTION, AGENT, agent=True, request_id=str(uuid.uuid4()), action=action, **WHY)  # 404
+            await api.call("post", SUPPORT_ACTION, AGENT, agent=True, request_id=rid, action=action, json={})  # 422
+        await api.call("post", SUPPORT_ACTION, AGENT, agent=True, request_id=rid, action="cancel", **WHY)  # 409
+        await api.call("post", SUPPORT_ACTION, AGENT, agent=True, request_id=rid, action="resend", **WHY)  # 409
+        await api.call("post", UNLOCK, AGENT, agent=True, request_id=billing["id"], confirmer=OWNER, **WHY)  # 409: still checking
+
+        # Not an agent, or not signed in, everywhere: 404 and 401.
+        for nic in (OWNER, None):
+            await api.call("get", services, nic, service=SERVICE)
+            await api.call("get", accounts, nic, confirmer=OWNER)
+            await api.call("get", SUPPORT, nic, request_id=rid)
+            await api.call("post", UNLOCK, nic, request_id=rid, confirmer=WEBMASTER, **WHY)
+            for action in ("resend", "cancel"):
+                await api.call("post", SUPPORT_ACTION, nic, request_id=rid, action=action, **WHY)
+
+    assert api.unanswered(support=True) == set()

@@ -5,13 +5,20 @@ Two kinds of signature are accepted: HS256 under the shared secret (`CONTACTS_JW
 identity provider's JSON Web Key Set (`CONTACTS_JWT_JWKS_URL`, as Keycloak, Auth0 or a cloud IAM
 publish it). PyJWT does all the key handling: fetching and caching the set, finding the token's
 `kid`, fetching again when an unknown one appears (key rotation).
+
+A token's roles are read from one claim (`CONTACTS_JWT_ROLES_CLAIM`, by default `roles`; a dotted
+path such as `realm_access.roles` reaches into Keycloak's nesting): a list of names, or one
+string of names separated by spaces. `support` makes the caller a support agent.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Collection
+from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 import jwt
 
@@ -24,15 +31,51 @@ LEEWAY_SECONDS = 30
 # How long the key set is kept before it is fetched again, and the longest wait for it.
 JWKS_CACHE_SECONDS = 300
 JWKS_TIMEOUT_SECONDS = 5
+# The claim that holds a token's roles, and the role of support agents.
+ROLES_CLAIM = "roles"
+SUPPORT_ROLE = "support"
 
 
 class NotAuthenticated(Exception):
     """No usable identity: missing, expired, badly signed or malformed token."""
 
 
-def mint_token(secret: str, nic: str, ttl_seconds: int = 3600) -> str:
+@dataclass(frozen=True)
+class Caller:
+    """Who a valid token names: a NIC, and the roles the identity provider gave it."""
+
+    nic: str
+    roles: frozenset[str] = frozenset()
+
+    @property
+    def is_agent(self) -> bool:
+        return SUPPORT_ROLE in self.roles
+
+
+def mint_token(secret: str, nic: str, ttl_seconds: int = 3600, *, roles: Collection[str] = (), roles_claim: str = ROLES_CLAIM) -> str:
     now = int(time.time())
-    return jwt.encode({"sub": normalize_nic(nic), "iat": now, "exp": now + ttl_seconds}, secret, algorithm=ALGORITHM)
+    claims: dict[str, Any] = {"sub": normalize_nic(nic), "iat": now, "exp": now + ttl_seconds}
+    if roles:
+        # `a.b` nests, as the verifier reads it.
+        *outer, last = roles_claim.split(".")
+        holder = claims
+        for name in outer:
+            holder = holder.setdefault(name, {})
+        holder[last] = sorted(roles)
+    return jwt.encode(claims, secret, algorithm=ALGORITHM)
+
+
+def roles_in(claims: dict[str, Any], roles_claim: str = ROLES_CLAIM) -> frozenset[str]:
+    """The roles a token's claims hold at `roles_claim` (a dotted path); none when the claim is
+    missing or of another shape."""
+    value: Any = claims
+    for name in roles_claim.split("."):
+        value = value.get(name) if isinstance(value, dict) else None
+    if isinstance(value, str):
+        return frozenset(value.split())
+    if isinstance(value, list):
+        return frozenset(v for v in value if isinstance(v, str))
+    return frozenset()
 
 
 class TokenVerifier:
@@ -46,6 +89,7 @@ class TokenVerifier:
         issuer: str | None = None,
         audience: str | None = None,
         max_lifetime: timedelta = timedelta(hours=24),
+        roles_claim: str = ROLES_CLAIM,
     ) -> None:
         self._secret = secret
         self._jwks = (
@@ -56,9 +100,10 @@ class TokenVerifier:
         self._issuer = issuer
         self._audience = audience
         self._max_lifetime = max_lifetime.total_seconds()
+        self._roles_claim = roles_claim
 
-    async def verify(self, token: str) -> str:
-        """The NIC the token was issued to, or NotAuthenticated saying why not."""
+    async def verify(self, token: str) -> Caller:
+        """The NIC the token was issued to and its roles, or NotAuthenticated saying why not."""
         try:
             algorithm = jwt.get_unverified_header(token).get("alg")
             required = ["exp", "iat", "sub"]
@@ -88,6 +133,6 @@ class TokenVerifier:
             )
             if claims["exp"] - claims["iat"] > self._max_lifetime:
                 raise NotAuthenticated(f"the token lives longer than {self._max_lifetime:g} s")
-            return normalize_nic(claims["sub"])
+            return Caller(normalize_nic(claims["sub"]), roles_in(claims, self._roles_claim))
         except (jwt.PyJWTError, ValueError, TypeError) as exc:
             raise NotAuthenticated(str(exc)) from None

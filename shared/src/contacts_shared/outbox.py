@@ -37,7 +37,7 @@ UNROUTABLE_RETRY_MAX_SECONDS = 5.0
 # message reaches only the queues bound when it is published). Every other message of ours has a
 # consumer among the services, so its return means that service's queue is not there yet (or
 # lost its binding): the message is not delivered, and is kept and retried.
-FOR_OTHER_SYSTEMS_ONLY = frozenset({"contact_change.completed"})
+FOR_OTHER_SYSTEMS_ONLY = frozenset({"contact_change.completed", "contact_change.support_acted"})
 
 
 async def publish_envelope(broker: RabbitBroker, exchange: RabbitExchange, envelope: Envelope) -> bool:

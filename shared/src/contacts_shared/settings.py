@@ -145,6 +145,9 @@ class RequestsSettings(MetricsServerSettings):
     jwt_audience: OptionalText = None
     # The longest a token may live (`exp` - `iat`): a stolen one is of use for no longer.
     jwt_max_lifetime: Duration = timedelta(hours=24)
+    # The claim holding a token's roles (a dotted path reaches into nesting, as Keycloak's
+    # `realm_access.roles`); the role `support` makes the caller a support agent.
+    jwt_roles_claim: str = Field("roles", pattern=r"^[A-Za-z0-9_:\-]+(\.[A-Za-z0-9_:\-]+)*$")
     # What one person may make the service mail (kept in PostgreSQL: they hold across replicas).
     # A request's codes may be sent again once at any time, then once per interval, so often in all.
     # The TLS proxy's addresses (comma-separated, or * for any): its X-Forwarded-Proto makes

@@ -36,6 +36,7 @@ WRITES = {
         "contact_change.validation_requested",
         "contact_change.state_changed",
         "contact_change.completed",
+        "contact_change.support_acted",
     ),
 }
 SERVICES = ("requests", "billing-check", "notifier")

@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
-from contacts_shared.auth import mint_token
+from contacts_shared.auth import ROLES_CLAIM, SUPPORT_ROLE, mint_token
 from contacts_shared.contracts import MESSAGE_TYPES, Contract, Envelope
 from contacts_shared.settings import DEV_JWT_SECRET
 from contacts_tools import bus_access, demo
@@ -79,7 +79,8 @@ def run_token(args: argparse.Namespace) -> int:
             f"(under `contacts dev` without one, it is {DEV_JWT_SECRET})"
         )
     try:
-        print(mint_token(secret, args.nic, args.ttl))
+        roles_claim = os.environ.get("CONTACTS_JWT_ROLES_CLAIM") or ROLES_CLAIM
+        print(mint_token(secret, args.nic, args.ttl, roles=args.role, roles_claim=roles_claim))
     except ValueError as exc:
         raise CliError(str(exc)) from None
     return 0
@@ -198,10 +199,19 @@ getting started (PostgreSQL and RabbitMQ running locally):
         """\
   contacts token aa11111-ovh
   curl -H "Authorization: Bearer $(contacts token aa11111-ovh)" http://127.0.0.1:8000/v1/me/contacts
+  contacts token zz99999-ovh --role support     # a support agent's, for /v1/support/... and /support
 """,
     )
     token.add_argument("nic", metavar="NIC", help="the account's NIC handle, e.g. aa11111-ovh")
     token.add_argument("--ttl", type=positive_int, default=3600, metavar="SECONDS", help="lifetime (default 3600)")
+    token.add_argument(
+        "--role",
+        action="append",
+        default=[],
+        metavar="ROLE",
+        help=f"a role in the token's roles claim (CONTACTS_JWT_ROLES_CLAIM, default {ROLES_CLAIM}); "
+        f"`{SUPPORT_ROLE}` makes a support agent; may be repeated",
+    )
     token.set_defaults(run=run_token)
 
     bus_access.add_command(commands)

@@ -59,9 +59,10 @@ PRODUCERS: dict[str, str] = {
     "contact_change.email_failed": "notifier",
     "contact_change.state_changed": "requests",
     "contact_change.completed": "requests",
+    "contact_change.support_acted": "requests",
 }
 # Messages of the project meant for other systems too (they may bind their own queue to them).
-FOR_OTHER_SYSTEMS = ("contact_change.state_changed", "contact_change.completed")
+FOR_OTHER_SYSTEMS = ("contact_change.state_changed", "contact_change.completed", "contact_change.support_acted")
 # The fixed envelope of the examples, so the generated files are stable.
 EXAMPLE_OCCURRED_AT = "2026-01-31T12:00:00Z"
 

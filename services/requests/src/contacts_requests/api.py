@@ -17,24 +17,24 @@ import structlog
 from contacts_shared.auth import TokenVerifier
 from contacts_shared.contracts import ContactType, Nic, RequestState, utcnow
 from contacts_shared.db import MAYBE_OUTAGE_ERRORS, database_answers, is_database_outage
-from fastapi import Depends, FastAPI, Header, Query, Request, Security
+from fastapi import FastAPI, Header, Query, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from contacts_requests import api_docs, handlers, views
+from contacts_requests import api_docs, handlers, support_api, support_docs, views
+from contacts_requests.api_access import Me, Pool
 from contacts_requests.api_docs import PROBLEM
 from contacts_requests.domain import Refusal, may_view, not_found
-from contacts_requests.identity import SESSION_COOKIE, Identity
+from contacts_requests.identity import Identity
 from contacts_requests.pages import install_pages
 from contacts_requests.rate_limits import RateLimits
+from contacts_requests.support_pages import install_support_pages
 from contacts_requests.web import (
-    SAFE_METHODS,
     NotSignedIn,
-    current_nic,
-    cursor_after,
+    page_of,
     parse_cursor,
     problem,
     status_of,
@@ -65,33 +65,6 @@ class TokenBody(BaseModel):
     token: str = Field(min_length=1, max_length=200, description="the validation code from the email")
 
 
-# The two ways in, for the OpenAPI document only: `current_nic` reads them itself.
-_bearer, _session = api_docs.ways_in(SESSION_COOKIE)
-
-
-async def _me(
-    request: Request, _header: Annotated[Any, Security(_bearer)], _cookie: Annotated[Any, Security(_session)]
-) -> str:
-    # Dependencies are async so that FastAPI does not hop to a worker thread for each one.
-    nic = current_nic(request)
-    # A browser sends the session cookie with any cross-site form: a change through the API
-    # needs the Bearer header, which no other site can make a browser send (the pages have
-    # their own CSRF check).
-    if request.state.by_cookie and request.method not in SAFE_METHODS:
-        raise NotSignedIn("A change through the API needs the identity token as an `Authorization: Bearer` header; the session cookie is for the pages.")
-    return nic
-
-
-Me = Annotated[str, Depends(_me)]
-
-
-async def _pool(request: Request) -> asyncpg.Pool:
-    return request.app.state.pool
-
-
-Pool = Annotated[asyncpg.Pool, Depends(_pool)]
-
-
 def create_api(
     *,
     pool: asyncpg.Pool,
@@ -110,7 +83,7 @@ def create_api(
         description=api_docs.DESCRIPTION,
         license_info=api_docs.LICENSE,
         servers=api_docs.SERVERS,
-        openapi_tags=api_docs.TAGS,
+        openapi_tags=[*api_docs.TAGS, support_docs.TAG],
         generate_unique_id_function=api_docs.operation_id,
     )
     api_docs.complete_document(app)
@@ -118,6 +91,8 @@ def create_api(
     app.state.jwt_secret = jwt_secret
     app.state.verifier = verifier or TokenVerifier(jwt_secret)
     app.state.rate_limits = rate_limits = rate_limits or RateLimits()
+    # Outermost first: who is calling, then whether they may reach the support desk at all.
+    app.add_middleware(support_api.SupportOnly)
     app.add_middleware(Identity, verifier=app.state.verifier)
 
     @app.exception_handler(Refusal)
@@ -230,12 +205,7 @@ def create_api(
             ids = await views.requests_of(
                 conn, me, state=state.value if state else None, role=role, limit=limit + 1, before=before
             )
-            page = ids[:limit]
-            items = [await views.request_view(conn, i) for i in page]
-        next_cursor = None
-        if len(ids) > limit and items:
-            last = items[-1]
-            next_cursor = cursor_after(last["created_at"], uuid.UUID(last["id"]))
+            items, next_cursor = await page_of(conn, ids, limit)
         return jsonable_encoder({"items": items, "next_cursor": next_cursor})
 
     async def _visible_view(conn: asyncpg.Connection, request_id: uuid.UUID, me: str) -> dict[str, Any]:
@@ -277,5 +247,7 @@ def create_api(
             await handlers.cancel(conn, request_id=request_id, nic=me)
             return await _visible_view(conn, request_id, me)
 
+    app.include_router(support_api.router)
     install_pages(app, request_ttl=request_ttl, dev_login=dev_login)
+    install_support_pages(app)
     return app

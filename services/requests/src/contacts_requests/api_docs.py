@@ -46,7 +46,7 @@ TAGS = [
     {"name": "contacts", "description": "The services where you are a contact."},
     {"name": "contact changes", "description": "Ask for a change of contact, follow it, confirm or decline it."},
     {"name": "operations", "description": "Liveness and readiness, for orchestrators (no sign-in)."},
-]
+]  # and `support_docs.TAG`, added with its routes
 NO_SIGN_IN: dict[str, Any] = {"security": []}  # openapi_extra of the health checks, open to all
 
 
@@ -90,7 +90,7 @@ class Confirmer(BaseModel):
 class HistoryEntry(BaseModel):
     at: datetime
     state: RequestState = Field(description="the request's state after this event")
-    actor: str = Field(description="the NIC who acted, or `billing-check` or `system`")
+    actor: str = Field(description="the NIC who acted, `support:` and the NIC of a support agent, or `billing-check` or `system`")
     reason: str | None
 
 

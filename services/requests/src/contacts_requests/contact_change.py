@@ -21,18 +21,22 @@ from contacts_requests.domain import (
     may_view,
     not_found,
     refused,
+    support_actor,
+    support_reason,
     told_beforehand,
 )
 from contacts_requests.events import (
     Answered,
     CodeRefused,
     CodesAsked,
+    CodeUnlocked,
     ContactReplaced,
     Event,
     NotReached,
     ReminderPlanned,
     StateChanged,
     Submitted,
+    SupportActed,
     VettingAsked,
 )
 
@@ -206,6 +210,39 @@ class ContactChange:
         if gone := _accounts_gone(pending, known_accounts):
             raise Refusal(Kind.conflict, "Cannot resend", f"The validation codes cannot be sent: {gone}.")
         return Decision(self, (CodesAsked(tuple(pending), resent_by=nic),))
+
+    # --- a support agent's actions: never an answer for anyone, never a contact changed directly ---
+
+    def cancel_by_support(self, agent: str, reason: str) -> Decision:
+        """An agent ends an open request, as its requester could, saying why (the parties are told)."""
+        reason = support_reason(reason)
+        self._require(RequestState.checking, RequestState.validating)
+        acted = SupportActed(agent, "cancel", reason)
+        return self._moved(RequestState.cancelled, support_actor(agent), f"cancelled by support: {reason}", acted)
+
+    def unlock(self, agent: str, nic: str, reason: str, *, locked: bool) -> Decision:
+        """An agent lets a confirmer whose code is `locked` (too many wrong tries: `tokens`) use
+        it again."""
+        reason = support_reason(reason)
+        if nic not in self.confirmers:
+            raise Refusal(Kind.not_found, "Not a confirmer", f"{nic} is not asked to confirm this request.", field="nic")
+        self._require(RequestState.validating)
+        if self.confirmers[nic] != ConfirmerState.pending:
+            raise Refusal(Kind.conflict, "Already answered", f"{nic} has answered this request already.")
+        if not locked:
+            raise Refusal(Kind.conflict, "Not locked", f"The validation code of {nic} is not locked: nothing to unlock.")
+        return Decision(self, (CodeUnlocked(nic, support_actor(agent), reason), SupportActed(agent, "unlock", reason, nic)))
+
+    def resend_by_support(self, agent: str, reason: str, known_accounts: Collection[str]) -> Decision:
+        """An agent has new codes sent to the confirmers who have not answered (the old ones stop
+        working); refused while one of them has no account to mail it to."""
+        reason = support_reason(reason)
+        self._require(RequestState.validating)
+        pending = tuple(n for n, s in self.confirmers.items() if s == ConfirmerState.pending)
+        if gone := _accounts_gone(pending, known_accounts):
+            raise Refusal(Kind.conflict, "Cannot resend", f"The validation codes cannot be sent: {gone}.")
+        asked = CodesAsked(pending, resent_by=support_actor(agent), why=reason)
+        return Decision(self, (asked, SupportActed(agent, "resend", reason)))
 
     def awaited_vetting(self) -> Phase | None:
         """The billing check's verdict this request waits for, if any (to ask for it again)."""

@@ -230,3 +230,25 @@ def invalid_token() -> Refusal:
         "locked after too many tries. Use Resend to get a new one.",
         field="token",
     )
+
+
+# --- support agents (what they may do is in `contact_change`) ----------------------------------
+
+# The longest reason an agent may give; it goes in the history, the emails and the bus.
+MAX_REASON_CHARS = 500
+
+
+def support_actor(agent: str) -> str:
+    """How an agent's actions are signed in the history: apart from the customers' NICs."""
+    return f"support:{agent}"
+
+
+def support_reason(reason: str) -> str:
+    """An agent's reason, trimmed; every action of theirs needs one, to be read by customers and
+    auditors."""
+    reason = " ".join(reason.split())
+    if not reason:
+        raise Refusal(Kind.invalid, "Reason needed", "Say why: the reason is written in the request's history.", field="reason")
+    if len(reason) > MAX_REASON_CHARS:
+        raise Refusal(Kind.invalid, "Reason too long", f"Keep the reason under {MAX_REASON_CHARS} characters.", field="reason")
+    return reason

@@ -62,6 +62,7 @@ class CodesAsked:
     resent_by: str | None = None
     told: tuple[str, ...] = ()  # a heads-up, no code: see domain.told_beforehand
     reminder: bool = False  # the new round is a reminder (resent_by "system")
+    why: str | None = None  # a support agent's reason for the new round
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,27 @@ class ContactReplaced:
 
 
 @dataclass(frozen=True)
+class CodeUnlocked:
+    """A code locked after too many wrong tries works again (its failures forgotten), by `actor`
+    for `reason`."""
+
+    nic: str
+    actor: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class SupportActed:
+    """A support agent acted on the request (`action`: cancel, unlock or resend; `confirmer`:
+    whose code was unlocked), for `reason`: announced to other systems."""
+
+    agent: str
+    action: str
+    reason: str
+    confirmer: str | None = None
+
+
+@dataclass(frozen=True)
 class NotReached:
     """The notifier gave up an email to `nic` for good (`kind`: token or outcome)."""
 
@@ -86,4 +108,16 @@ class NotReached:
     smtp_code: int
 
 
-Event = Submitted | StateChanged | Answered | CodeRefused | VettingAsked | CodesAsked | ReminderPlanned | ContactReplaced | NotReached
+Event = (
+    Submitted
+    | StateChanged
+    | Answered
+    | CodeRefused
+    | VettingAsked
+    | CodesAsked
+    | ReminderPlanned
+    | ContactReplaced
+    | NotReached
+    | CodeUnlocked
+    | SupportActed
+)

@@ -1,13 +1,14 @@
 """Who is calling: the identity provider's token, verified once per HTTP request before any
 route runs (a cross-cutting step, like the body limit before it), so that routes and pages read
-`request.state.nic` without waiting on anything."""
+`request.state.nic` (and `request.state.agent`, whether the caller is a support agent) without
+waiting on anything."""
 
 from __future__ import annotations
 
 import contextlib
 from typing import Any
 
-from contacts_shared.auth import NotAuthenticated, TokenVerifier
+from contacts_shared.auth import Caller, NotAuthenticated, TokenVerifier
 from starlette.requests import cookie_parser
 
 SESSION_COOKIE = "contacts_session"
@@ -25,7 +26,8 @@ def token_of(headers: dict[bytes, bytes]) -> tuple[str | None, bool]:
 
 class Identity:
     """ASGI middleware: leaves in `request.state` the caller's NIC (`nic`, None when there is
-    no valid token) and whether it came from the session cookie (`by_cookie`)."""
+    no valid token), whether it came from the session cookie (`by_cookie`) and whether the caller
+    is a support agent (`agent`)."""
 
     def __init__(self, app: Any, verifier: TokenVerifier) -> None:
         self.app = app
@@ -34,10 +36,12 @@ class Identity:
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "http":
             token, by_cookie = token_of(dict(scope.get("headers") or []))
-            nic = None
+            caller: Caller | None = None
             if token:
                 with contextlib.suppress(NotAuthenticated):
-                    nic = await self.verifier.verify(token)
+                    caller = await self.verifier.verify(token)
             state = scope.setdefault("state", {})
-            state["nic"], state["by_cookie"] = nic, by_cookie and nic is not None
+            state["nic"] = caller.nic if caller else None
+            state["by_cookie"] = by_cookie and caller is not None
+            state["agent"] = caller is not None and caller.is_agent
         await self.app(scope, receive, send)

@@ -78,6 +78,7 @@ async def serve(settings: RequestsSettings) -> None:
                 issuer=settings.jwt_issuer,
                 audience=settings.jwt_audience,
                 max_lifetime=settings.jwt_max_lifetime,
+                roles_claim=settings.jwt_roles_claim,
             ),
             rate_limits=RateLimits(settings.resend_interval, settings.resends_per_request, settings.submissions_per_hour),
             request_ttl=settings.request_ttl,

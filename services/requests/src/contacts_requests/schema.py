@@ -136,4 +136,8 @@ MIGRATIONS = [
     ALTER TABLE contact_changes ADD COLUMN reminders int NOT NULL DEFAULT 0, ADD COLUMN next_reminder_at timestamptz;
     CREATE INDEX contact_changes_reminder_due ON contact_changes (next_reminder_at) WHERE state = 'validating';
     """,
+    # Support agents look up a service's requests, newest first.
+    """
+    CREATE INDEX contact_changes_service ON contact_changes (service, created_at DESC);
+    """,
 ]

@@ -193,6 +193,11 @@ async def count_token_failure(conn: asyncpg.Connection, request_id: uuid.UUID, n
     )
 
 
+async def unlock_code(conn: asyncpg.Connection, request_id: uuid.UUID, nic: str) -> None:
+    """The confirmer's code works again: its wrong tries are forgotten."""
+    await conn.execute("UPDATE confirmers SET failures = 0 WHERE request_id = $1 AND nic = $2", request_id, nic)
+
+
 async def record_answer(
     conn: asyncpg.Connection, request_id: uuid.UUID, nic: str, state: str, request_state: RequestState, reason: str
 ) -> None:

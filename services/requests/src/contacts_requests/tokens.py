@@ -22,13 +22,18 @@ class TokenSlot:
     failures: int
 
 
+def is_locked(slot: TokenSlot) -> bool:
+    """Too many wrong tries: the code is refused, right or wrong, until a resend or an agent's unlock."""
+    return slot.failures >= MAX_TOKEN_FAILURES
+
+
 def check_token(slot: TokenSlot, presented: str, now: datetime) -> bool:
     """True when the token matches; the caller counts a failure otherwise.
 
     A locked, expired, missing or foreign token is refused the same way as a wrong one,
     so that the answer tells a guesser nothing.
     """
-    if slot.token_hash is None or slot.failures >= MAX_TOKEN_FAILURES:
+    if slot.token_hash is None or is_locked(slot):
         return False
     if slot.expires_at is not None and slot.expires_at <= now:
         return False

@@ -22,6 +22,7 @@ from asyncpg.transaction import Transaction
 from contacts_shared.contracts import (
     ContactChangeCompleted,
     ContactChangeRequested,
+    ContactChangeSupportActed,
     Contract,
     RequestState,
     utcnow,
@@ -107,12 +108,13 @@ class UnitOfWork:
                     await store.mark_vetting_asked(conn, request_id, change.state)
                     log.warning("billing check asked again", request_id=change.id, phase=phase.value)
                 self._messages.append(ContactChangeRequested(**about(change), phase=phase))
-            case events.CodesAsked(nics, resent_by, told, reminder):
+            case events.CodesAsked(nics, resent_by, told, reminder, why):
                 generations = None
                 if resent_by is not None:
                     generations = await store.new_round_of_codes(conn, request_id, list(nics))
                     what = "a reminder with new validation codes sent" if reminder else "validation codes sent again"
-                    await store.record_history(conn, request_id, change.state, resent_by, f"{what} to {', '.join(nics)}")
+                    note = f"{what} to {', '.join(nics)}" + (f": {why}" if why else "")
+                    await store.record_history(conn, request_id, change.state, resent_by, note)
                 self._messages.append(validation_request(change, nics, accounts, generations, told, reminder=reminder))
             case events.ReminderPlanned(sent, at):
                 await store.plan_reminder(conn, request_id, sent, at)
@@ -122,6 +124,14 @@ class UnitOfWork:
                 self._messages.append(ContactChangeCompleted(**about(change), completed_at=utcnow()))
             case events.NotReached(nic, kind, smtp_code):
                 await store.record_history(conn, request_id, change.state, "system", unreachable(nic, kind, smtp_code))
+            case events.CodeUnlocked(nic, actor, reason):
+                await store.unlock_code(conn, request_id, nic)
+                await store.record_history(conn, request_id, change.state, actor, f"the validation code of {nic} unlocked: {reason}")
+            case events.SupportActed(agent, action, reason, confirmer):
+                self._messages.append(
+                    ContactChangeSupportActed(**about(change), agent=agent, action=action, reason=reason, confirmer=confirmer, acted_at=utcnow())
+                )
+                log.info("support action", request_id=change.id, agent=agent, action=action, confirmer=confirmer)
 
     def _announce(self, change: ContactChange, moved: events.StateChanged, accounts: Mapping[str, Account], idempotency_key: str | None) -> None:
         """Tell the notifier and other systems the request's new state, with its parties' emails."""

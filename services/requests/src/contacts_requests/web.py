@@ -8,9 +8,11 @@ import uuid
 from datetime import datetime
 from typing import Any
 
+import asyncpg
 from fastapi import Request
 from fastapi.responses import JSONResponse
 
+from contacts_requests import views
 from contacts_requests.api_docs import PROBLEM
 from contacts_requests.domain import Kind, Refusal
 
@@ -67,3 +69,13 @@ def parse_cursor(text: str) -> tuple[datetime, uuid.UUID]:
         return datetime.fromisoformat(at), uuid.UUID(rid)
     except ValueError:
         raise Refusal(Kind.invalid, "Invalid cursor", "The cursor is not one this API gave out.", field="cursor") from None
+
+
+async def page_of(
+    conn: asyncpg.Connection, ids: list[uuid.UUID], limit: int, *, for_support: bool = False
+) -> tuple[list[dict[str, Any]], str | None]:
+    """The views of the first `limit` of `ids` (looked up one more than shown), and the cursor of
+    the next page when there is one."""
+    items = [view for i in ids[:limit] if (view := await views.request_view(conn, i, for_support=for_support)) is not None]
+    more = len(ids) > limit and items
+    return items, cursor_after(items[-1]["created_at"], uuid.UUID(items[-1]["id"])) if more else None

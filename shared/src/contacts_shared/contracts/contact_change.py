@@ -21,7 +21,7 @@ from contacts_shared.contracts.base import (
     with_examples,
 )
 
-__all__ = ["AboutARequest", "Confirmer", "ContactChangeCompleted", "ContactChangeEmailFailed", "ContactChangeRequested", "ContactChangeStateChanged", "ContactChangeTokenIssued", "ContactChangeValidationRequested", "ContactChangeVetted", "Generation", "Informed", "Party", "hash_token"]
+__all__ = ["AboutARequest", "Confirmer", "ContactChangeCompleted", "ContactChangeEmailFailed", "ContactChangeRequested", "ContactChangeStateChanged", "ContactChangeSupportActed", "ContactChangeTokenIssued", "ContactChangeValidationRequested", "ContactChangeVetted", "Generation", "Informed", "Party", "hash_token"]
 
 # The request the examples are about: the fields every message about a request starts with.
 _A_CHANGE = {
@@ -189,6 +189,29 @@ class ContactChangeCompleted(AboutARequest):
         {
             **_A_CHANGE,
             "completed_at": "2026-01-31T12:05:00Z",
+        }
+    )
+
+
+class ContactChangeSupportActed(AboutARequest):
+    """A support agent acted on a request: cancelled it, unlocked a confirmer's code locked after
+    too many wrong tries, or had new codes sent; the request's history says so too. A cancel is
+    also announced as the `state_changed` to `cancelled` it causes."""
+
+    agent: Nic = Field(description="The agent, as the identity provider names them")
+    action: Literal["cancel", "unlock", "resend"]
+    reason: str = Field(min_length=1, max_length=500, description="Why, in the agent's words")
+    confirmer: Nic | None = Field(None, description="Whose code was unlocked (`unlock` only)")
+    acted_at: UtcDatetime
+
+    model_config = with_examples(
+        {
+            **_A_CHANGE,
+            "agent": "zz99999-ovh",
+            "action": "unlock",
+            "reason": "ticket 4411: the customer mistyped the code from a printed email",
+            "confirmer": "bb22222-ovh",
+            "acted_at": "2026-01-31T12:03:00Z",
         }
     )
 

@@ -37,6 +37,7 @@ MESSAGE_TYPES: dict[str, type[Contract]] = {
     "contact_change.email_failed": by_the_services.ContactChangeEmailFailed,
     "contact_change.state_changed": by_the_services.ContactChangeStateChanged,
     "contact_change.completed": by_the_services.ContactChangeCompleted,
+    "contact_change.support_acted": by_the_services.ContactChangeSupportActed,
 }
 ROUTING_KEYS: dict[type[Contract], str] = {model: key for key, model in MESSAGE_TYPES.items()}
 CURRENT_VERSION = 1
