@@ -27,7 +27,7 @@ from urllib.parse import quote
 import aio_pika
 import asyncpg
 import httpx
-from contacts_shared.auth import mint_token
+from contacts_shared.auth import SUPPORT_ROLE, mint_token
 from contacts_shared.bus import exchange_for, new_broker
 from contacts_shared.contracts import Contract, Envelope, envelope_for
 from contacts_shared.outbox import publish_envelope
@@ -137,11 +137,12 @@ class System:
 
     # --- talking to it like users and other systems do ---
 
-    def jwt(self, nic: str) -> str:
-        return mint_token(self.jwt_secret, nic)
+    def jwt(self, nic: str, *, agent: bool = False) -> str:
+        """The identity provider's token for `nic` (`agent`: with the role of support agents)."""
+        return mint_token(self.jwt_secret, nic, roles=[SUPPORT_ROLE] if agent else [])
 
-    def api(self, nic: str | None = None) -> httpx.AsyncClient:
-        headers = {"Authorization": f"Bearer {self.jwt(nic)}"} if nic else {}
+    def api(self, nic: str | None = None, *, agent: bool = False) -> httpx.AsyncClient:
+        headers = {"Authorization": f"Bearer {self.jwt(nic, agent=agent)}"} if nic else {}
         return httpx.AsyncClient(base_url=self.api_url, headers=headers, timeout=15)
 
     async def publish(self, *messages: Contract | Envelope) -> None:

@@ -20,10 +20,12 @@ from contacts_requests.domain import (
 from contacts_requests.events import (
     Answered,
     CodesAsked,
+    CodeUnlocked,
     ContactReplaced,
     ReminderPlanned,
     StateChanged,
     Submitted,
+    SupportActed,
     VettingAsked,
 )
 from contacts_requests.tokens import TokenSlot, check_token
@@ -300,3 +302,66 @@ def test_entering_validation_plans_the_first_reminder() -> None:
     checking = dataclasses.replace(change(RequestState.checking), created_at=ASKED, expires_at=ASKED + timedelta(days=14))
     approved = checking.vetted_at_submit(True, [], ACCOUNTS, admin=ADMIN, reminders=SCHEDULE)
     assert approved.events[-1] == ReminderPlanned(0, ASKED + timedelta(days=3))
+
+
+# --- support agents ---------------------------------------------------------------------------------
+
+AGENT = "zz9-ovh"
+
+
+def test_an_agent_cancels_an_open_request_for_a_reason_written_and_announced() -> None:
+    for state in (RequestState.checking, RequestState.validating):
+        decision = change(state).cancel_by_support(AGENT, "  ticket 42:\n asked by phone ")
+        assert decision.state == RequestState.cancelled
+        assert decision.events == (
+            StateChanged(RequestState.cancelled, "support:zz9-ovh", "cancelled by support: ticket 42: asked by phone"),
+            SupportActed(AGENT, "cancel", "ticket 42: asked by phone"),
+        )
+    for state in (RequestState.applying, RequestState.done, RequestState.cancelled):
+        with pytest.raises(Refusal) as refused:
+            change(state).cancel_by_support(AGENT, "why")
+        assert refused.value.kind is Kind.conflict
+
+
+@pytest.mark.parametrize("reason", ["", "   ", "x" * 501])
+def test_every_agent_action_needs_a_reason_of_reasonable_length(reason: str) -> None:
+    for act in (
+        lambda c: c.cancel_by_support(AGENT, reason),
+        lambda c: c.unlock(AGENT, NEW, reason, locked=True),
+        lambda c: c.resend_by_support(AGENT, reason, ACCOUNTS),
+    ):
+        with pytest.raises(Refusal) as refused:
+            act(change())
+        assert (refused.value.kind, refused.value.field) == (Kind.invalid, "reason")
+
+
+def test_an_agent_unlocks_only_a_locked_code_of_a_confirmer_still_to_answer() -> None:
+    decision = change().unlock(AGENT, NEW, "typo", locked=True)
+    assert decision.change == change()
+    assert decision.events == (CodeUnlocked(NEW, "support:zz9-ovh", "typo"), SupportActed(AGENT, "unlock", "typo", NEW))
+    refusals = [
+        (change(), TECH, True, Kind.not_found),  # informed, not a confirmer
+        (change(), NEW, False, Kind.conflict),  # not locked
+        (change(confirmers={ADMIN: "pending", NEW: "accepted"}), NEW, True, Kind.conflict),  # answered
+        (change(RequestState.checking), NEW, True, Kind.conflict),  # no codes yet
+    ]
+    for request, nic, locked, kind in refusals:
+        with pytest.raises(Refusal) as refused:
+            request.unlock(AGENT, nic, "typo", locked=locked)
+        assert refused.value.kind is kind
+
+
+def test_an_agent_resends_to_those_who_have_not_answered_without_answering_for_anyone() -> None:
+    decision = change(confirmers={ADMIN: "accepted", NEW: "pending"}).resend_by_support(AGENT, "lost", ACCOUNTS)
+    assert decision.events == (CodesAsked((NEW,), resent_by="support:zz9-ovh", why="lost"), SupportActed(AGENT, "resend", "lost"))
+    assert decision.change.confirmers == {ADMIN: "accepted", NEW: "pending"}
+    with pytest.raises(Refusal) as refused:
+        change(RequestState.checking).resend_by_support(AGENT, "lost", ACCOUNTS)
+    assert refused.value.kind is Kind.conflict
+    with pytest.raises(Refusal) as refused:
+        change().resend_by_support(AGENT, "lost", {ADMIN: ACCOUNTS[ADMIN]})
+    assert (refused.value.kind, refused.value.title) == (Kind.conflict, "Cannot resend")
+    # An agent is no confirmer: the customers' own actions stay refused to them.
+    for act in (lambda c: c.answer(AGENT, True), lambda c: c.check_resend(AGENT)):
+        with pytest.raises(Refusal):
+            act(change())
