@@ -42,18 +42,21 @@ async def open_request(world: System) -> str:
 
 
 async def routes(system: System, request_id: str) -> list[tuple[str, str, dict | None]]:
-    """(method, concrete path, JSON body) of every operation the API documents under /v1."""
+    """(method, concrete path, JSON body) of every operation the API documents under /v1 (the
+    support desk's included: a customer is no agent)."""
     async with httpx.AsyncClient(base_url=system.api_url) as client:
         document = (await client.get("/openapi.json")).json()
     found = []
     for path, operations in document["paths"].items():
         if not path.startswith("/v1/"):
             continue
-        concrete = path.replace("{request_id}", request_id).replace("{service}", HOSTING)
+        concrete = path.replace("{request_id}", request_id).replace("{service}", HOSTING).replace("{nic}", WEBMASTER)
         for method in operations:
             body = {"token": "x" * 20} if method == "post" else None
             if "contact-changes" in path and path.startswith("/v1/services/"):
                 body = {"tech": WEBMASTER}
+            elif path.startswith("/v1/support/") and method == "post":
+                body = {"reason": "a customer trying the support desk"}
             found.append((method.upper(), concrete, body))
     assert len(found) >= 7, found
     return found
