@@ -50,6 +50,10 @@ NOTICES = {
     "resend": "New validation codes were sent by email; the previous ones no longer work.",
     "cancel": "You cancelled this request; nothing will change.",
     "signed-out": "You are signed out.",
+    # The support desk's actions (support_pages).
+    "support-cancel": "The request was cancelled; its requester and new contact are told by email, with your reason.",
+    "support-resend": "New validation codes were sent to the confirmers who have not answered; the previous ones no longer work.",
+    "support-unlock": "The validation code was unlocked: its holder can use it again.",
 }
 
 _templates = Environment(

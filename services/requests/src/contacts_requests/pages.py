@@ -18,7 +18,7 @@ from urllib.parse import quote, urlencode
 
 import asyncpg
 import structlog
-from contacts_shared.auth import NotAuthenticated, mint_token
+from contacts_shared.auth import SUPPORT_ROLE, NotAuthenticated, mint_token
 from contacts_shared.contracts import ContactType, RequestState, normalize_nic, utcnow
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import RedirectResponse, Response
@@ -45,7 +45,7 @@ from contacts_requests.page_guard import (
 )
 from contacts_requests.page_views import describe, not_found_page, render
 from contacts_requests.web import (
-    cursor_after,
+    page_of,
     parse_cursor,
     status_of,
 )
@@ -99,7 +99,7 @@ async def home(request: Request) -> Response:
 
 @router.get("/signin")
 async def signin_page(request: Request, next: str | None = None) -> Response:
-    return render(request, "signin.html", next=local_target(next), error=None, value="")
+    return render(request, "signin.html", next=local_target(next), error=None, value="", agent=False)
 
 
 @router.post("/signin")
@@ -108,9 +108,12 @@ async def signin(request: Request) -> Response:
     target = local_target(form.get("next"))
     secret = jwt_secret(request)
     value = form.get("nic" if request.app.state.dev_login else "jwt", "").strip()
+    # Development only: the box makes a support agent (in production the JWT's roles decide).
+    agent = request.app.state.dev_login and form.get("agent") == "1"
     try:
         if request.app.state.dev_login:
-            token = mint_token(secret, normalize_nic(value), DEV_SESSION_SECONDS)
+            roles = [SUPPORT_ROLE] if agent else []
+            token = mint_token(secret, normalize_nic(value), DEV_SESSION_SECONDS, roles=roles)
         else:
             await request.app.state.verifier.verify(value)
             token = value
@@ -121,7 +124,7 @@ async def signin(request: Request) -> Response:
             else "This identity token is not valid or has expired; sign in again with the identity provider."
         )
         shown = value if request.app.state.dev_login else ""
-        return render(request, "signin.html", status=422, next=target, error=error, value=shown)
+        return render(request, "signin.html", status=422, next=target, error=error, value=shown, agent=agent)
     response = RedirectResponse(target, status_code=303)
     response.set_cookie(SESSION_COOKIE, token, httponly=True, samesite="lax", secure=is_https(request), path="/")
     return response
@@ -249,13 +252,9 @@ async def my_requests(request: Request, state: str = "", cursor: str = "") -> Re
         before = None
     async with _pool(request).acquire() as conn:
         ids = await views.requests_of(conn, me, state=wanted, role=None, limit=PAGE_SIZE + 1, before=before)
-        shown = [await views.request_view(conn, i) for i in ids[:PAGE_SIZE]]
-    items = [describe(v, me) for v in shown if v is not None]
-    older = None
-    if len(ids) > PAGE_SIZE and items:
-        older = "/requests?" + urlencode(
-            {**({"state": wanted} if wanted else {}), "cursor": cursor_after(items[-1]["created_at"], uuid.UUID(items[-1]["id"]))}
-        )
+        shown, next_cursor = await page_of(conn, ids, PAGE_SIZE)
+    items = [describe(v, me) for v in shown]
+    older = "/requests?" + urlencode({**({"state": wanted} if wanted else {}), "cursor": next_cursor}) if next_cursor else None
     return render(request, "requests.html", items=items, state=wanted or "", states=list(RequestState), older=older)
 
 
