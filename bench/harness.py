@@ -43,6 +43,8 @@ TOKEN_SUBJECT = "please confirm"
 DONE_SUBJECT = "contact change done"
 HEADS_UP_SUBJECT = "heads-up"  # to the technical contact being replaced, when the codes go out
 _REQUEST_ID = re.compile(rb"X-Contacts-Request-Id: ([0-9a-f-]{36})", re.IGNORECASE)
+# A batch's email (one code for all its requests): its arrivals are kept under the batch's id.
+BATCH_LINK = re.compile(r"/batches/([0-9a-f-]{36})\?token=([A-Za-z0-9_\-%]+)")
 
 
 def database_url_for(admin_url: str, database: str) -> str:
@@ -176,7 +178,7 @@ class MailTracker:
             return
         arrivals = self.requests.setdefault(found.group(1).decode(), Arrivals())
         if subject.startswith(TOKEN_SUBJECT):
-            link = TOKEN_LINK.search(mail.text)
+            link = TOKEN_LINK.search(mail.text) or BATCH_LINK.search(mail.text)
             if link is None:
                 self.unexpected.append(f"token mail without link to {nic}")
                 return
@@ -407,4 +409,4 @@ class Driver:
         return [f"{s.name}: tech is {actual.get(s.name)}, expected {s.tech}" for s in self.bench.services if actual.get(s.name) != s.tech]
 
 
-__all__ = ["SCHEMAS", "Bench", "Driver", "Flow", "FlowError", "ProcessMeter", "start_bench", "stop_bench"]
+__all__ = ["SCHEMAS", "Bench", "BenchService", "Driver", "Flow", "FlowError", "ProcessMeter", "start_bench", "stop_bench"]

@@ -40,6 +40,7 @@ from rich.progress import (
 from rich.table import Table
 
 from bench import ceilings
+from bench.batches import batch_phase
 from bench.harness import (
     ROOT,
     SCHEMAS,
@@ -96,6 +97,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--history", default="1000,100000", help="stored requests before the runs, comma separated (the scale check)")
     parser.add_argument("--services", type=int, default=300, help="services the flows change (each flow holds one; the pool bounds concurrency)")
     parser.add_argument("--warmup", type=int, default=40, help="flows before measuring")
+    parser.add_argument("--batches", type=int, default=6, help="batch flow: batches measured after the first closed loop (0: none; bench/batches.py)")
+    parser.add_argument("--batch-size", type=int, default=30, help="batch flow: services per batch")
+    parser.add_argument("--batch-concurrency", type=int, default=2, help="batch flow: agencies submitting batches back to back")
     parser.add_argument("--ceiling-size", type=int, default=4000, help="operations per ceiling measurement")
     parser.add_argument("--settle", type=float, default=11.0, help="seconds to wait before reading PostgreSQL's statistics (idle backends report them within 10 s)")
     parser.add_argument("--flow-timeout", type=float, default=60.0, help="seconds a flow may take before it counts as an error")
@@ -279,6 +283,18 @@ async def benchmark(args: argparse.Namespace) -> dict[str, Any]:
             result["scans"] = {str(first): scans_between(before[2], after[2], flows)}
             result["stages_ms"] = await stage_breakdown(stats, bench.system.namespace, measured_since)
 
+            if args.batches:
+                single = runs[0].summary()["flows_per_second"] if runs and runs[0].mode == "closed" else 0.0
+                with console.status(f"{args.batches} batches of {args.batch_size}, {args.batch_concurrency} at a time"):
+                    result["batches"] = await batch_phase(
+                        bench,
+                        batches=args.batches,
+                        size=args.batch_size,
+                        concurrency=args.batch_concurrency,
+                        timeout=args.flow_timeout,
+                        single_flows_per_second=single,
+                    )
+
             for size in args.history_list[1:]:
                 with console.status(f"storing {size} past requests"):
                     await grow_history(requests, size, [s.name for s in bench.services])
@@ -423,6 +439,11 @@ def print_summary(result: dict[str, Any]) -> None:
         f"the bench's own CPU per flow (the host's speed) {s['bench_cpu_ms_per_flow']} ms, "
         f"so at the host's speed the drop is {s['drop_at_host_speed']:.1%}"
     )
+    if b := result.get("batches"):
+        console.print(
+            f"batches of {b['size']} ({b['batches']}, {b['concurrency']} at a time): [bold]{b['changes_per_second']}[/] changes/s, "
+            f"against {b['single_flows_per_second']} for single flows in this run (ratio {b['ratio_to_single_flows']})"
+        )
     for size, tables in result.get("scans", {}).items():
         growing = {t: v for t, v in tables.items() if v["seq_rows_read_per_flow"] > 100}
         console.print(f"sequential scans reading > 100 rows per flow at history {size}: {growing or 'none'}")

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import email.message
+import email.parser
 import os
 import random
 import re
@@ -104,6 +106,12 @@ class Mail:
     to: list[str]
     subject: str
     body: str
+    raw: bytes = b""  # the message as the sink received it
+
+    @property
+    def headers(self) -> email.message.Message:
+        """Its header fields (Content-Language, Message-ID...), read from the raw message."""
+        return email.parser.BytesHeaderParser().parsebytes(self.raw)
 
     @property
     def token(self) -> str:
@@ -187,7 +195,7 @@ class System:
     def mails(self, to: str | None = None, subject: str | None = None) -> list[Mail]:
         found = []
         for m in self.sink.store.messages():
-            mail = Mail(to=list(m.rcpt_tos), subject=m.subject, body=m.text)
+            mail = Mail(to=list(m.rcpt_tos), subject=m.subject, body=m.text, raw=m.raw)
             if to and to not in mail.to:
                 continue
             if subject and subject.lower() not in mail.subject.lower():
@@ -219,7 +227,8 @@ class System:
 
     async def contacts_of(self, nic: str, service: str) -> dict[str, str] | None:
         async with self.api(nic) as client:
-            response = await client.get("/v1/me/contacts")
+            # My contacts come by pages: those whose id holds the service's, however many `nic` has.
+            response = await client.get("/v1/me/contacts", params={"q": service, "limit": 200})
             assert response.status_code == 200, response.text
         for item in response.json()["items"]:
             if item["service"] == service:

@@ -27,6 +27,7 @@ def test_bench_runs_a_few_flows_without_errors(infrastructure: tuple[str, str], 
         "--services", "6", "--concurrency", "3", "--flows", "6", "--warmup", "2",
         "--rates", "4", "--rate-seconds", "1", "--history", "50,200",
         "--ceiling-size", "100", "--settle", "0", "--flow-timeout", "60",
+        "--batches", "2", "--batch-size", "3", "--batch-concurrency", "1",
         "--out", str(tmp_path), "--no-chart",
     ]  # fmt: skip
     env = {k: v for k, v in os.environ.items() if not k.startswith("CONTACTS_")}
@@ -39,6 +40,7 @@ def test_bench_runs_a_few_flows_without_errors(infrastructure: tuple[str, str], 
     assert result["cost_per_flow"]["smtp_emails"] > 0
     assert all(v > 0 for v in result["ceilings_per_second"].values())
     assert result["combined_ceiling_flows_per_second"] > 0
+    assert result["batches"]["size"] == 3 and result["batches"]["changes_per_second"] > 0
 
 
 def test_the_topology_comparison_explains_itself() -> None:

@@ -50,11 +50,12 @@ async def world(system: System) -> System:
 @pytest.fixture
 async def person(browser: Browser, world: System) -> AsyncIterator[Person]:
     """`await person(nic)`: a new browser (context) signed in as `nic` on My contacts;
-    `await person()` is one nobody has signed in with yet."""
+    `await person()` is one nobody has signed in with yet; `locale`: the browser's language (its
+    Accept-Language), British English unless said."""
     contexts = []
 
-    async def open_browser(nic: str | None = None, *, viewport: dict[str, int] = DESKTOP) -> Page:
-        context = await browser.new_context(base_url=world.api_url, viewport=viewport, locale="en-GB")
+    async def open_browser(nic: str | None = None, *, viewport: dict[str, int] = DESKTOP, locale: str = "en-GB") -> Page:
+        context = await browser.new_context(base_url=world.api_url, viewport=viewport, locale=locale)
         contexts.append(context)
         page = await context.new_page()
         if nic:

@@ -55,7 +55,7 @@ async def test_an_agent_looks_up_any_service_and_any_account_with_their_requests
 
     response = await as_agent(world, "GET", f"/accounts/{WEBMASTER}/contact-changes")
     assert response.status_code == 200, response.text
-    assert response.json()["account"] == {"nic": WEBMASTER, "email": email_of(WEBMASTER), "zone": "EU"}
+    assert response.json()["account"] == {"nic": WEBMASTER, "email": email_of(WEBMASTER), "zone": "EU", "language": "en"}
     assert [i["id"] for i in response.json()["items"]] == [request_id]
     # A customer account with no request: found, with nothing in it; an unknown one: not found.
     assert (await as_agent(world, "GET", f"/accounts/{STRANGER}/contact-changes")).json()["items"] == []

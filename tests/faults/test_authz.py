@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+import uuid
 from collections.abc import AsyncIterator
 
 import httpx
@@ -24,6 +25,7 @@ from seed import HOSTING, OLD_TECH, OWNER, STRANGER, WEBMASTER, email_of, feed_w
 from support import System, running_system
 
 PROBLEM = "application/problem+json"
+BATCHES = "/v1/contact-change-batches"
 
 
 @pytest.fixture(scope="module")
@@ -50,13 +52,17 @@ async def routes(system: System, request_id: str) -> list[tuple[str, str, dict |
     for path, operations in document["paths"].items():
         if not path.startswith("/v1/"):
             continue
-        concrete = path.replace("{request_id}", request_id).replace("{service}", HOSTING).replace("{nic}", WEBMASTER)
+        concrete = (
+            path.replace("{request_id}", request_id).replace("{service}", HOSTING).replace("{nic}", WEBMASTER).replace("{batch_id}", str(uuid.uuid4()))
+        )
         for method in operations:
             body = {"token": "x" * 20} if method == "post" else None
             if "contact-changes" in path and path.startswith("/v1/services/"):
                 body = {"tech": WEBMASTER}
             elif path.startswith("/v1/support/") and method == "post":
                 body = {"reason": "a customer trying the support desk"}
+            elif path == BATCHES:
+                body = {"changes": [{"service": HOSTING, "tech": WEBMASTER}]}
             found.append((method.upper(), concrete, body))
     assert len(found) >= 7, found
     return found
@@ -82,6 +88,12 @@ async def test_every_route_as_a_nic_that_is_no_party_shows_nothing(world: System
                 assert response.status_code == 200, response.text
                 assert response.json()["items"] == []
                 continue
+            if path == BATCHES:
+                # The stranger's own batch: nothing created, the service refused as not found.
+                assert response.status_code == 202, response.text
+                assert [r["problem"]["status"] for r in response.json()["refused"]] == [404]
+                assert response.json()["items"] == [] and OWNER not in response.text and OLD_TECH not in response.text
+                continue
             problem = assert_problem(response, 404)
             text = response.text
             for secret in (OWNER, WEBMASTER, OLD_TECH, HOSTING) if "contact-changes/" in path else (OWNER, OLD_TECH):
@@ -94,6 +106,8 @@ async def test_every_route_as_a_nic_that_is_no_party_shows_nothing(world: System
     for method, path, _ in tried_routes:
         shown = path.replace(open_request, "{id}")
         answer = "200 with an empty list (own lists)" if path.startswith("/v1/me/") else "404, nothing of the request in it"
+        if path == BATCHES:
+            answer = "202, nothing created: the service refused as not found"
         tried(f"BOLA: {method} {shown} as a NIC that is no party", answer)
 
 

@@ -95,8 +95,8 @@ async def test_publish_sends_the_validated_data_in_an_envelope(exchange: Exchang
     assert envelope["type"] == message.routing_key == "account.upserted"
     assert envelope["version"] == 1
     assert datetime.fromisoformat(envelope["occurred_at"]).utcoffset().total_seconds() == 0
-    # The data went through the contract: the NIC handle is normalised.
-    assert envelope["data"] == {"nic": "aa11111-ovh", "email": "owner@shop-example.test", "zone": "EU"}
+    # The data went through the contract: the NIC handle is normalised, the language a default.
+    assert envelope["data"] == {"nic": "aa11111-ovh", "email": "owner@shop-example.test", "zone": "EU", "language": "en"}
     assert message.delivery_mode == aio_pika.DeliveryMode.PERSISTENT
     assert message.content_type == "application/json"
 

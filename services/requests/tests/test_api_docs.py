@@ -63,7 +63,7 @@ class DocumentedApi:
         self.seen: set[tuple[str, str, str]] = set()
 
     async def call(self, method: str, template: str, nic: str | None = None, *, agent: bool = False, **kwargs: Any) -> Any:
-        params = {k: kwargs.pop(k) for k in ("request_id", "service", "action", "confirmer") if k in kwargs}
+        params = {k: kwargs.pop(k) for k in ("request_id", "service", "action", "confirmer", "batch_id") if k in kwargs}
         path = template.replace("{nic}", "{confirmer}").format(**params)
         if "action" in params:  # the document has one path per action
             template = template.replace("{action}", params["action"])
@@ -78,20 +78,21 @@ class DocumentedApi:
         assert media_type in content, f"{method} {path}: {status} answered {media_type}, documented {list(content)}"
         schema = {**content[media_type]["schema"], "components": closed(self.document["components"])}
         validator = jsonschema.Draft202012Validator(schema, format_checker=jsonschema.FormatChecker())
-        errors = [f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in validator.iter_errors(response.json())]
+        body = response.json() if media_type.endswith("json") else response.text  # text/csv: a string
+        errors = [f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in validator.iter_errors(body)]
         assert not errors, f"{method} {path}: {status} body differs from the document: {errors}\n{response.text}"
         self.seen.add((method, template, status))
-        return response.json()
+        return body
 
-    def unanswered(self, *, support: bool) -> set[tuple[str, str, str]]:
-        """What the document lists and no call answered, among the support desk's operations or
-        the others; a 500 never is, a 503 only with the database away (tests/test_api_outage.py)."""
+    def unanswered(self, prefix: str = "/", *, but: tuple[str, ...] = ()) -> set[tuple[str, str, str]]:
+        """What the document lists under `prefix` (`but` those) and no call answered; a 500 never
+        is, a 503 only with the database away (tests/test_api_outage.py)."""
         documented = {
             (method, path, status)
             for path, operations in self.document["paths"].items()
             for method, operation in operations.items()
             for status in operation["responses"]
-            if path.startswith("/v1/support/") == support and status not in ("500", "503")
+            if path.startswith(prefix) and not path.startswith(but) and status not in ("500", "503")
         }
         return documented - self.seen
 
@@ -156,6 +157,19 @@ async def test_every_answer_is_one_the_document_describes(pool: asyncpg.Pool) ->
         await api.call("get", ONE, OWNER, request_id=str(uuid.uuid4()))  # 404
         await api.call("get", ONE, OWNER, request_id="not-a-uuid")  # 422
 
+        # Finding: my services paged and filtered, my requests of one service, my history downloaded.
+        mine = await api.call("get", "/v1/me/contacts", OWNER, params={"role": "admin", "type": "web-hosting", "q": "SHOP-", "limit": 1})
+        assert [s["service"] for s in mine["items"]] == [SERVICE] and mine["next_cursor"] is None
+        await api.call("get", "/v1/me/contacts", OWNER, params={"cursor": "not one of ours"})  # 422
+        await api.call("get", "/v1/me/contacts", OWNER, params={"role": "owner"})  # 422
+        of_service = await api.call("get", "/v1/me/contact-changes", OWNER, params={"service": SERVICE})
+        assert {i["id"] for i in of_service["items"]} == {tech["id"], billing["id"]}
+        export = "/v1/me/contact-changes/export"
+        assert {i["id"] for i in (await api.call("get", export, OWNER))["items"]} == {tech["id"], billing["id"]}
+        assert (await api.call("get", export, OWNER, params={"format": "csv"})).startswith("request_id,service,")
+        await api.call("get", export, OWNER, params={"format": "xlsx"})  # 422
+        await api.call("get", export)  # 401
+
         # Answering, resending and cancelling: refusals while the request is being checked.
         for action in ("accept", "decline", "resend", "cancel"):
             body = {"json": {"token": "123456"}} if action in ("accept", "decline") else {}
@@ -191,9 +205,10 @@ async def test_every_answer_is_one_the_document_describes(pool: asyncpg.Pool) ->
         await api.call("get", "/v1/me/contact-changes")
         await api.call("get", ONE, request_id=tech["id"])
 
-    assert api.unanswered(support=False) == set()
+    assert api.unanswered(but=(SUPPORT_PREFIX, BATCHES)) == set()
 
 
+SUPPORT_PREFIX, BATCHES = "/v1/support/", "/v1/contact-change-batches"
 AGENT = "zz99999-ovh"
 SUPPORT = "/v1/support/contact-changes/{request_id}"
 SUPPORT_ACTION = "/v1/support/contact-changes/{request_id}/{action}"
@@ -257,4 +272,45 @@ async def test_every_answer_of_the_support_desk_is_one_the_document_describes(po
             for action in ("resend", "cancel"):
                 await api.call("post", SUPPORT_ACTION, nic, request_id=rid, action=action, **WHY)
 
-    assert api.unanswered(support=True) == set()
+    assert api.unanswered(SUPPORT_PREFIX) == set()
+
+
+async def test_every_answer_about_batches_is_one_the_document_describes(pool: asyncpg.Pool) -> None:
+    await a_shop(pool)
+    other = "blog-example.web-hosting"
+    await deliver(pool, ServiceUpserted(service=other, type="web-hosting", admin=OWNER, tech=OLD_TECH, billing=BILLER))
+    app = create_api(pool=pool, jwt_secret=SECRET, request_ttl=TTL)
+    one, answer = BATCHES + "/{batch_id}", BATCHES + "/{batch_id}/{action}"
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://contacts.test") as client:
+        api = DocumentedApi(client, app.openapi())
+        changes = [{"service": SERVICE, "tech": WEBMASTER}, {"service": other, "tech": WEBMASTER}, {"service": "nothing.example", "tech": WEBMASTER}]
+        submitted = await api.call("post", BATCHES, OWNER, json={"changes": changes})
+        assert len(submitted["items"]) == 2 and len(submitted["refused"]) == 1
+        await api.call("post", BATCHES, OWNER, json={"changes": [{"service": SERVICE}]})  # 422
+        await api.call("post", BATCHES, json={"changes": changes})  # 401
+        batch_id = submitted["batch_id"]
+        await api.call("get", one, OWNER, batch_id=batch_id)
+        await api.call("get", one, BILLER, batch_id=batch_id)  # 404
+        await api.call("get", one, OWNER, batch_id="not-a-uuid")  # 422
+        await api.call("get", one, batch_id=batch_id)  # 401
+
+        for item in submitted["items"]:
+            await deliver(
+                pool,
+                ContactChangeVetted(request_id=uuid.UUID(item["id"]), phase=Phase.submit, approved=True),
+                issued(item["id"], WEBMASTER, "batch-code-w"),
+                issued(item["id"], OWNER, "batch-code-o"),
+            )
+        for action in ("accept", "decline"):
+            await api.call("post", answer, BILLER, batch_id=batch_id, action=action, json={"token": "x"})  # 404
+            await api.call("post", answer, WEBMASTER, batch_id=batch_id, action=action, json={"token": "wrong"})  # 422
+            await api.call("post", answer, WEBMASTER, batch_id=batch_id, action=action, json={})  # 422
+            await api.call("post", answer, batch_id=batch_id, action=action, json={"token": "x"})  # 401
+        accepted = await api.call("post", answer, WEBMASTER, batch_id=batch_id, action="accept", json={"token": "batch-code-w"})
+        assert {c["state"] for i in accepted["items"] for c in i["confirmers"] if c["nic"] == WEBMASTER} == {"accepted"}
+        await api.call("post", answer, WEBMASTER, batch_id=batch_id, action="decline", json={"token": "batch-code-w"})  # 409
+        declined = await api.call("post", answer, OWNER, batch_id=batch_id, action="decline", json={"token": "batch-code-o"})
+        assert {i["state"] for i in declined["items"]} == {"declined"}
+        await api.call("post", answer, OWNER, batch_id=batch_id, action="accept", json={"token": "batch-code-o"})  # 409
+
+    assert api.unanswered(BATCHES) == set()

@@ -28,12 +28,13 @@ import httpx
 
 # The routing keys each user may publish on the exchange (RabbitMQ's topic permissions).
 WRITES = {
-    "other-systems": ("account.*", "service.*", "invoice.*", "payment_method.*", "contact_change.submit"),
+    "other-systems": ("account.*", "service.*", "invoice.*", "payment_method.*", "contact_change.submit", "contact_change.submit_batch"),
     "billing-check": ("contact_change.vetted",),
     "notifier": ("contact_change.token_issued", "contact_change.email_failed"),
     "requests": (
         "contact_change.requested",
         "contact_change.validation_requested",
+        "contact_change.batch_validation_requested",
         "contact_change.state_changed",
         "contact_change.completed",
         "contact_change.support_acted",

@@ -19,7 +19,7 @@ from pathlib import Path
 from contacts_shared.auth import ROLES_CLAIM, SUPPORT_ROLE, mint_token
 from contacts_shared.contracts import MESSAGE_TYPES, Contract, Envelope
 from contacts_shared.settings import DEV_JWT_SECRET
-from contacts_tools import bus_access, demo
+from contacts_tools import bus_access, demo, translations
 from contacts_tools.commands import (
     PROGRAM,
     CliError,
@@ -215,6 +215,7 @@ getting started (PostgreSQL and RabbitMQ running locally):
     token.set_defaults(run=run_token)
 
     bus_access.add_command(commands)
+    translations.add_command(commands)
 
     docs = _subcommand(
         commands,

@@ -55,6 +55,7 @@ PRODUCERS: dict[str, str] = {
     "contact_change.requested": "requests",
     "contact_change.vetted": "billing_check",
     "contact_change.validation_requested": "requests",
+    "contact_change.batch_validation_requested": "requests",
     "contact_change.token_issued": "notifier",
     "contact_change.email_failed": "notifier",
     "contact_change.state_changed": "requests",

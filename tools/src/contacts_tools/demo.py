@@ -7,7 +7,7 @@ used to be the technical contact (`cc33333-ovh`), and she wants her new webmaste
 
 - `dd44444-ovh` has an unpaid invoice, so the billing check refuses any change involving them;
 - `ee55555-ovh` is in the CA zone, so EU accounts cannot hand it a contact (and it cannot take
-  one), but it manages its own VPS;
+  one), but it manages its own VPS; it reads French (`fr-CA`): its pages and emails are in French;
 - the owner and the webmaster have valid payment methods, so either can become billing contact.
 
 The messages come in the order other systems would send them: accounts before the services
@@ -47,7 +47,7 @@ def demo_messages(now: datetime | None = None) -> list[Contract]:
         AccountUpserted(nic=WEBMASTER, email="webmaster@shop-example.test", zone=Zone.EU),
         AccountUpserted(nic=CURRENT_TECH, email="tech@web-agency.test", zone=Zone.EU),
         AccountUpserted(nic=LATE_PAYER, email="accounts@late-payer.test", zone=Zone.EU),
-        AccountUpserted(nic=CANADIAN, email="ops@maple-hosting.test", zone=Zone.CA),
+        AccountUpserted(nic=CANADIAN, email="ops@maple-hosting.test", zone=Zone.CA, language="fr-CA"),
         ServiceUpserted(service=HOSTING, type="hosting", admin=OWNER, tech=CURRENT_TECH, billing=OWNER),
         ServiceUpserted(service=DOMAIN, type="domain", admin=OWNER, tech=CURRENT_TECH, billing=OWNER),
         ServiceUpserted(service=VPS, type="vps", admin=CANADIAN, tech=CANADIAN, billing=CANADIAN),

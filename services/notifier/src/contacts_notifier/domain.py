@@ -8,6 +8,7 @@ secret key and what identifies it.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 from dataclasses import dataclass
@@ -20,15 +21,25 @@ from contacts_shared.contracts import (
     RequestState,
     hash_token,
 )
-from contacts_shared.wording import ROLE_NAMES, display_time
-from jinja2 import Environment, PackageLoader, StrictUndefined
-
-_templates = Environment(
-    loader=PackageLoader("contacts_notifier", "templates"),
-    undefined=StrictUndefined,
-    autoescape=False,  # plain-text emails
-    keep_trailing_newline=True,
+from contacts_shared.i18n import (
+    N_,
+    SOURCE_LANGUAGE,
+    _l,
+    _ln,
+    joined,
+    supported,
+    translate,
 )
+from contacts_shared.i18n_templates import environment
+from contacts_shared.wording import display_time, role_name
+from jinja2 import Environment, PackageLoader
+
+
+@functools.cache
+def templates(language: str) -> Environment:
+    """The emails' templates, written in `language` (one of `i18n.languages()`): plain text, each
+    message's line breaks as its catalog writes them."""
+    return environment(PackageLoader("contacts_notifier", "templates"), language, autoescape=False, keep_trailing_newline=True)
 
 
 def validation_code(key: bytes, request_id: str, nic: str, generation: int) -> tuple[str, str]:
@@ -67,6 +78,7 @@ def confirm_link(public_url: str, request_id: str, token: str) -> str:
 class Recipient:
     nic: str
     email: str
+    language: str = SOURCE_LANGUAGE  # their account's (a BCP 47 tag)
 
 
 def outcome_recipients(event: ContactChangeStateChanged) -> list[Recipient]:
@@ -87,7 +99,7 @@ def outcome_recipients(event: ContactChangeStateChanged) -> list[Recipient]:
         for party in event.parties:
             if party.role == role and party.nic not in seen:
                 seen.add(party.nic)
-                recipients.append(Recipient(party.nic, party.email))
+                recipients.append(Recipient(party.nic, party.email, party.language))
     return recipients
 
 
@@ -95,6 +107,7 @@ def outcome_recipients(event: ContactChangeStateChanged) -> list[Recipient]:
 class Email:
     subject: str
     body: str
+    language: str = SOURCE_LANGUAGE  # what it is written in (its Content-Language)
 
 
 def token_email(
@@ -110,30 +123,74 @@ def token_email(
     link: str,
     expires_at: datetime,
     reminder: bool = False,
+    language: str = SOURCE_LANGUAGE,
 ) -> Email:
+    """The email with a confirmer's code, in `language` (their account's; the nearest there is)."""
+    language = supported(language)
     context = {
         "reminder": reminder,
         "request_id": request_id,
         "service": service,
-        "role": ROLE_NAMES.get(ctype, ctype),
+        "role": role_name(ctype, language),
         "from_": from_,
         "to": to,
         "requester": requester,
         "recipient": recipient,
         "token": token,
         "link": link,
-        "expires_at": display_time(expires_at),
+        "expires_at": display_time(expires_at, language),
     }
-    subject = f"Please confirm: new {context['role']} contact for {service}"
+    words = {"role": context["role"], "service": service}
+    subject = (
+        _l("Reminder: please confirm: new %(role)s contact for %(service)s", **words)
+        if reminder
+        else _l("Please confirm: new %(role)s contact for %(service)s", **words)
+    )
     return Email(
-        subject=f"Reminder: p{subject[1:]}" if reminder else subject,
-        body=_templates.get_template("token.txt").render(context),
+        subject=subject.translated(language),
+        body=templates(language).get_template("token.txt").render(context),
+        language=language,
     )
 
 
-def heads_up_email(event: ContactChangeValidationRequested, recipient: str) -> Email:
-    """A heads-up to someone told of a request though not asked anything (no code)."""
-    role = ROLE_NAMES.get(event.type.value, event.type.value)
+def batch_link(public_url: str, batch_id: str, token: str) -> str:
+    """The batch's page, with the code filled in: the code answers all its requests at once."""
+    return f"{public_url.rstrip('/')}/batches/{quote(batch_id)}?token={quote(token)}"
+
+
+def batch_token_email(
+    *,
+    batch_id: str,
+    items: list[dict[str, str]],
+    requester: str,
+    recipient: str,
+    token: str,
+    link: str,
+    expires_at: datetime,
+    language: str = SOURCE_LANGUAGE,
+) -> Email:
+    """One email to a confirmer for every request of a batch waiting for them, with one code, in
+    `language`."""
+    language = supported(language)
+    shown = [{**item, "role": role_name(item["type"], language), "from_": item["from"]} for item in items]
+    context = {"batch_id": batch_id, "items": shown, "requester": requester, "recipient": recipient, "token": token, "link": link}
+    subject = _ln(
+        "Please confirm: %(count)s contact change asked by %(requester)s",
+        "Please confirm: %(count)s contact changes asked by %(requester)s",
+        len(items),
+        requester=requester,
+    )
+    return Email(
+        subject=subject.translated(language),
+        body=templates(language).get_template("batch_token.txt").render(context, expires_at=display_time(expires_at, language)),
+        language=language,
+    )
+
+
+def heads_up_email(event: ContactChangeValidationRequested, recipient: str, language: str = SOURCE_LANGUAGE) -> Email:
+    """A heads-up to someone told of a request though not asked anything (no code), in `language`."""
+    language = supported(language)
+    role = role_name(event.type.value, language)
     context = {
         "request_id": str(event.request_id),
         "service": event.service,
@@ -142,30 +199,35 @@ def heads_up_email(event: ContactChangeValidationRequested, recipient: str) -> E
         "to": event.to,
         "requester": event.requester,
         "recipient": recipient,
-        "confirmers": " and ".join(c.nic for c in event.confirmers),
-        "expires_at": display_time(event.expires_at),
+        "confirmers": joined((c.nic for c in event.confirmers), language),
+        "expires_at": display_time(event.expires_at, language),
     }
+    subject = _l("Heads-up: %(to)s to become the %(role)s contact of %(service)s", to=event.to, role=role, service=event.service)
     return Email(
-        subject=f"Heads-up: {event.to} to become the {role} contact of {event.service}",
-        body=_templates.get_template("heads_up.txt").render(context),
+        subject=subject.translated(language),
+        body=templates(language).get_template("heads_up.txt").render(context),
+        language=language,
     )
 
 
 OUTCOME_SUBJECTS = {
-    RequestState.rejected: "Contact change refused for {service}",
-    RequestState.declined: "Contact change declined for {service}",
-    RequestState.cancelled: "Contact change cancelled for {service}",
-    RequestState.expired: "Contact change expired for {service}",
-    RequestState.failed: "Contact change failed for {service}",
-    RequestState.done: "Contact change done for {service}",
+    RequestState.rejected: N_("Contact change refused for %(service)s"),
+    RequestState.declined: N_("Contact change declined for %(service)s"),
+    RequestState.cancelled: N_("Contact change cancelled for %(service)s"),
+    RequestState.expired: N_("Contact change expired for %(service)s"),
+    RequestState.failed: N_("Contact change failed for %(service)s"),
+    RequestState.done: N_("Contact change done for %(service)s"),
 }
 
 
-def outcome_email(event: ContactChangeStateChanged, recipient: str) -> Email:
+def outcome_email(event: ContactChangeStateChanged, recipient: str, language: str = SOURCE_LANGUAGE) -> Email:
+    """The email telling a party how a request ended, in `language`. The reason is the one
+    recorded (the billing check's, a support agent's...): in the words it was given in."""
+    language = supported(language)
     context = {
         "request_id": str(event.request_id),
         "service": event.service,
-        "role": ROLE_NAMES.get(event.type.value, event.type.value),
+        "role": role_name(event.type.value, language),
         "from_": event.from_,
         "to": event.to,
         "state": event.state.value,
@@ -173,6 +235,7 @@ def outcome_email(event: ContactChangeStateChanged, recipient: str) -> Email:
         "recipient": recipient,
     }
     return Email(
-        subject=OUTCOME_SUBJECTS[event.state].format(service=event.service),
-        body=_templates.get_template(f"{event.state.value}.txt").render(context),
+        subject=translate(language, OUTCOME_SUBJECTS[event.state], service=event.service),
+        body=templates(language).get_template(f"{event.state.value}.txt").render(context),
+        language=language,
     )

@@ -36,6 +36,7 @@ from contacts_shared.contracts import (
     utcnow,
 )
 from contacts_shared.crashpoints import crash_point
+from contacts_shared.i18n import SOURCE_LANGUAGE
 from contacts_shared.observability import EMAILS_FAILED, EMAILS_SENT
 from contacts_shared.settings import NotifierSettings
 from contacts_shared.wording import masked_email
@@ -43,6 +44,8 @@ from contacts_shared.wording import masked_email
 from contacts_notifier import store
 from contacts_notifier.domain import (
     Email,
+    batch_link,
+    batch_token_email,
     confirm_link,
     retry_delay,
     token_email,
@@ -109,15 +112,15 @@ class Mailer:
 
     async def _send_claimed(self, conn: asyncpg.Connection, mails: list[asyncpg.Record]) -> None:
         to_send = [(mail, *self._compose(mail)) for mail in mails]
-        if tokens := [token for _, _, token in to_send if token is not None]:
+        if tokens := [token for _, _, issued in to_send for token in issued]:
             try:
                 await asyncio.wait_for(self.announce(*tokens), ANNOUNCE_TIMEOUT)
             except Exception as exc:  # noqa: BLE001 - broker away: the token emails wait for it
                 reason = f"token not announced: {type(exc).__name__}: {exc}"
-                for mail, _, token in to_send:
-                    if token is not None:
+                for mail, _, issued in to_send:
+                    if issued:
                         await self._failed(conn, mail, reason, refusal=None)
-                to_send = [(mail, email, token) for mail, email, token in to_send if token is None]
+                to_send = [(mail, email, issued) for mail, email, issued in to_send if not issued]
         smtp = self.smtp.take()
         try:
             for mail, email, _ in to_send:
@@ -140,20 +143,27 @@ class Mailer:
         EMAILS_FAILED.labels(mail["kind"]).inc()
         refusals = mail["refusals"] + (refusal is not None)
         if refusal is not None and refusals >= self.settings.smtp_max_refusals:
-            failed = ContactChangeEmailFailed(request_id=mail["request_id"], nic=mail["nic"], kind=mail["kind"], smtp_code=refusal)
-            await store.give_up(conn, mail["id"], reason[:300], failed)
+            failed = [
+                ContactChangeEmailFailed(request_id=request_id, nic=mail["nic"], kind=mail["kind"], smtp_code=refusal)
+                for request_id in _requests_of(mail)
+            ]
+            await store.give_up(conn, mail["id"], reason[:300], *failed)
             log.error("email refused for good, not sent", mail_id=mail["id"], request_id=str(mail["request_id"]), nic=mail["nic"], smtp_code=refusal)
             return
         delay = retry_delay(mail["attempts"])
         await store.postpone(conn, mail["id"], delay, reason[:300], refused=refusal is not None)
         log.warning("email not sent, will retry", mail_id=mail["id"], attempts=mail["attempts"] + 1, retry_in=delay, smtp_code=refusal)
 
-    def _compose(self, mail: asyncpg.Record) -> tuple[Email, ContactChangeTokenIssued | None]:
-        """The email, and for a token email the announcement of its code's hash."""
+    def _compose(self, mail: asyncpg.Record) -> tuple[Email, list[ContactChangeTokenIssued]]:
+        """The email, and for a token email the announcement of its code's hash (one per request
+        for a batch's email). In the language of its row (English for a row queued before
+        languages): an outcome was written when queued, a token email is written now."""
         if mail["kind"] == "outcome":
-            return Email(mail["subject"], mail["body"]), None
+            return Email(mail["subject"], mail["body"], mail["language"] or SOURCE_LANGUAGE), []
         context = json.loads(mail["token_context"])  # asyncpg returns jsonb as text
         expires_at = token_expiry(datetime.fromisoformat(context["expires_at"]), utcnow(), self.settings.token_ttl.total_seconds())
+        if "batch_id" in context:
+            return self._compose_batch(mail, context, expires_at)
         request_id: uuid.UUID = mail["request_id"]
         generation = mail["generation"] or 1  # rows queued before rounds were numbered
         token, token_hash = validation_code(self._key, str(request_id), mail["nic"], generation)
@@ -169,6 +179,7 @@ class Mailer:
             token=token,
             link=confirm_link(self.settings.public_url, str(request_id), token),
             expires_at=expires_at,
+            language=mail["language"] or SOURCE_LANGUAGE,
         )
         issued = ContactChangeTokenIssued(
             request_id=request_id,
@@ -178,4 +189,40 @@ class Mailer:
             generation=generation,
             sent_to=masked_email(mail["email"]),
         )
+        return email, [issued]
+
+    def _compose_batch(self, mail: asyncpg.Record, context: dict, expires_at: datetime) -> tuple[Email, list[ContactChangeTokenIssued]]:
+        """A batch's email: one code, derived from the batch, announced for each of its requests
+        waiting for the confirmer (the first round of each)."""
+        batch_id = context["batch_id"]
+        token, token_hash = validation_code(self._key, f"batch:{batch_id}", mail["nic"], 1)
+        email = batch_token_email(
+            batch_id=batch_id,
+            items=context["items"],
+            requester=context["requester"],
+            recipient=mail["nic"],
+            token=token,
+            link=batch_link(self.settings.public_url, batch_id, token),
+            expires_at=expires_at,
+            language=mail["language"] or SOURCE_LANGUAGE,
+        )
+        issued = [
+            ContactChangeTokenIssued(
+                request_id=uuid.UUID(item["request_id"]),
+                nic=mail["nic"],
+                token_hash=token_hash,
+                expires_at=expires_at,
+                generation=1,
+                sent_to=masked_email(mail["email"]),
+            )
+            for item in context["items"]
+        ]
         return email, issued
+
+
+def _requests_of(mail: asyncpg.Record) -> list[uuid.UUID]:
+    """The requests an email is about: its own, or for a batch's email each request it listed."""
+    context = json.loads(mail["token_context"]) if mail["token_context"] else {}
+    if "batch_id" in context:
+        return [uuid.UUID(item["request_id"]) for item in context["items"]]
+    return [mail["request_id"]]

@@ -88,6 +88,7 @@ class SmtpClient:
         message["From"] = self.settings.mail_from
         message["To"] = to
         message["Subject"] = email.subject if email.subject.isascii() else Header(email.subject, "utf-8")
+        message["Content-Language"] = email.language  # RFC 3282: the language it is written in
         # Stable per mail row, so a receiving system can recognise a retry.
         message["Message-ID"] = message_id
         message["X-Contacts-Request-Id"] = request_id

@@ -77,6 +77,12 @@ MIGRATIONS = [
     """
     DROP TABLE tokens;
     """,
+    # The language each email is written in (its Content-Language): a token email is written
+    # when it is sent, in its recipient's language as the message asking for it said. NULL: a
+    # row queued before languages, written in English.
+    """
+    ALTER TABLE mails ADD COLUMN language text;
+    """,
 ]
 
 # Pruned by the retention job (contacts_shared.retention; $1 the retention in days, $2 the batch).
@@ -117,11 +123,11 @@ async def claim_and_queue_token_mails(
     conn: asyncpg.Connection,
     envelope: Envelope,
     request_id: uuid.UUID,
-    confirmers: list[tuple[str, str, int]],
+    confirmers: list[tuple[str, str, int, str]],
     context: dict,
     heads_up: Sequence[tuple[str, str, Email]] = (),
 ) -> bool:
-    """Claim `envelope` and queue a token email for each (nic, email, generation) of
+    """Claim `envelope` and queue a token email for each (nic, email, generation, language) of
     `confirmers` and each (nic, address, email) of `heads_up`, in one statement (a handler that
     claims itself); False, and nothing queued, if it was claimed before. A round already queued
     (the same request asked again) is not queued twice, nor a heads-up (one per request and
@@ -131,23 +137,44 @@ async def claim_and_queue_token_mails(
     return await _claim_and_queue(
         conn,
         f"WITH {claim_cte('$1', '$2')},"
-        " wanted AS (SELECT * FROM unnest($4::text[], $5::text[], $6::int[]) AS u(n, e, g)),"
+        " wanted AS (SELECT * FROM unnest($4::text[], $5::text[], $6::int[], $12::text[]) AS u(n, e, g, l)),"
         " superseded AS (UPDATE mails m SET state = 'superseded' FROM wanted"
         " WHERE m.kind = 'token' AND m.request_id = $3 AND m.nic = wanted.n AND m.state = 'pending'"
         f" AND coalesce(m.generation, 1) < wanted.g AND {IF_CLAIMED}),"
-        " queued AS (INSERT INTO mails (dedupe_key, kind, request_id, nic, email, generation, token_context)"
-        " SELECT $3::text || ':' || n || ':token:' || g, 'token', $3, n, e, g, $7::jsonb FROM wanted"
+        " queued AS (INSERT INTO mails (dedupe_key, kind, request_id, nic, email, generation, token_context, language)"
+        " SELECT $3::text || ':' || n || ':token:' || g, 'token', $3, n, e, g, $7::jsonb, l FROM wanted"
         f" WHERE {IF_CLAIMED} ON CONFLICT (dedupe_key) DO NOTHING),"
         # A heads-up is mailed like an outcome: a text of its own, no code.
-        " told AS (INSERT INTO mails (dedupe_key, kind, request_id, nic, email, subject, body)"
-        " SELECT $3::text || ':heads-up:' || n, 'outcome', $3, n, e, s, b"
-        " FROM unnest($8::text[], $9::text[], $10::text[], $11::text[]) AS u(n, e, s, b)"
+        " told AS (INSERT INTO mails (dedupe_key, kind, request_id, nic, email, subject, body, language)"
+        " SELECT $3::text || ':heads-up:' || n, 'outcome', $3, n, e, s, b, l"
+        " FROM unnest($8::text[], $9::text[], $10::text[], $11::text[], $13::text[]) AS u(n, e, s, b, l)"
         f" WHERE {IF_CLAIMED} ON CONFLICT (dedupe_key) DO NOTHING)",
         envelope,
         request_id,
-        *_columns(confirmers, 3),
+        *_columns([(nic, address, generation) for nic, address, generation, _ in confirmers], 3),
         json.dumps(context),
         *_columns([(nic, address, email.subject, email.body) for nic, address, email in heads_up], 4),
+        [language for *_, language in confirmers],
+        [email.language for _, _, email in heads_up],
+    )
+
+
+async def claim_and_queue_batch_mails(
+    conn: asyncpg.Connection, envelope: Envelope, batch_id: uuid.UUID, mails: list[tuple[str, str, dict, str]]
+) -> bool:
+    """Claim `envelope` and queue, for each (nic, address, context, language) of `mails`, the token email of
+    a batch (one per batch and confirmer, its code derived from the batch: `request_id` holds the
+    batch's id); False, and nothing queued, if it was claimed before."""
+    return await _claim_and_queue(
+        conn,
+        f"WITH {claim_cte('$1', '$2')},"
+        " queued AS (INSERT INTO mails (dedupe_key, kind, request_id, nic, email, generation, token_context, language)"
+        " SELECT 'batch:' || $3::uuid::text || ':' || n || ':token', 'token', $3::uuid, n, e, 1, c::jsonb, l"
+        " FROM unnest($4::text[], $5::text[], $6::text[], $7::text[]) AS u(n, e, c, l)"
+        f" WHERE {IF_CLAIMED} ON CONFLICT (dedupe_key) DO NOTHING)",
+        envelope,
+        batch_id,
+        *_columns([(nic, address, json.dumps(context), language) for nic, address, context, language in mails], 4),
     )
 
 
@@ -164,14 +191,15 @@ async def claim_and_queue_outcome_mails(
         f"WITH {claim_cte('$1', '$2')},"
         " ended AS (UPDATE mails SET state = 'superseded'"
         f" WHERE kind = 'token' AND request_id = $3 AND state = 'pending' AND {IF_CLAIMED}),"
-        " queued AS (INSERT INTO mails (dedupe_key, kind, request_id, nic, email, subject, body)"
-        " SELECT $3::uuid::text || ':' || $8::text || ':' || n, 'outcome', $3::uuid, n, e, s, b"
-        " FROM unnest($4::text[], $5::text[], $6::text[], $7::text[]) AS u(n, e, s, b)"
+        " queued AS (INSERT INTO mails (dedupe_key, kind, request_id, nic, email, subject, body, language)"
+        " SELECT $3::uuid::text || ':' || $8::text || ':' || n, 'outcome', $3::uuid, n, e, s, b, l"
+        " FROM unnest($4::text[], $5::text[], $6::text[], $7::text[], $9::text[]) AS u(n, e, s, b, l)"
         f" WHERE {IF_CLAIMED} ON CONFLICT (dedupe_key) DO NOTHING)",
         envelope,
         request_id,
         *_columns([(nic, address, email.subject, email.body) for nic, address, email in mails], 4),
         state,
+        [email.language for _, _, email in mails],
     )
 
 
@@ -228,8 +256,9 @@ async def postpone(conn: asyncpg.Connection, mail_id: int, delay_seconds: float,
     )
 
 
-async def give_up(conn: asyncpg.Connection, mail_id: int, error: str, failed: ContactChangeEmailFailed) -> None:
-    """The email was refused for good too often: it is failed, and the requests service told."""
+async def give_up(conn: asyncpg.Connection, mail_id: int, error: str, *failed: ContactChangeEmailFailed) -> None:
+    """The email was refused for good too often: it is failed, and the requests service told
+    (of each request a batch's email was about)."""
     async with conn.transaction():
         await conn.execute(
             "UPDATE mails SET state = 'failed', attempts = attempts + 1, refusals = refusals + 1, last_error = $2,"
@@ -237,4 +266,4 @@ async def give_up(conn: asyncpg.Connection, mail_id: int, error: str, failed: Co
             mail_id,
             error,
         )
-        await enqueue(conn, failed)
+        await enqueue(conn, *failed)

@@ -34,7 +34,7 @@ def about(change: ContactChange) -> dict[str, Any]:
 
 def parties(accounts: Mapping[str, Account], requester: str, from_: str, to: str) -> list[Party]:
     return [
-        Party(nic=nic, email=accounts[nic].email, role=role)
+        Party(nic=nic, email=accounts[nic].email, role=role, language=accounts[nic].language)
         for role, nic in (("requester", requester), ("from", from_), ("to", to))
         if nic in accounts
     ]
@@ -72,9 +72,10 @@ def validation_request(
         **about(change),
         requester=change.requester,
         confirmers=[
-            Confirmer(nic=nic, email=accounts[nic].email, generation=(generations or {}).get(nic, 1)) for nic in nics
+            Confirmer(nic=nic, email=accounts[nic].email, generation=(generations or {}).get(nic, 1), language=accounts[nic].language)
+            for nic in nics
         ],
         expires_at=change.expires_at,
-        informed=[Informed(nic=nic, email=accounts[nic].email) for nic in told],
+        informed=[Informed(nic=nic, email=accounts[nic].email, language=accounts[nic].language) for nic in told],
         reminder=reminder,
     )

@@ -15,20 +15,30 @@ from typing import Annotated, Any, Literal
 import asyncpg
 import structlog
 from contacts_shared.auth import TokenVerifier
-from contacts_shared.contracts import ContactType, Nic, RequestState, utcnow
+from contacts_shared.contracts import RequestState, utcnow
 from contacts_shared.db import MAYBE_OUTAGE_ERRORS, database_answers, is_database_outage
 from fastapi import FastAPI, Header, Query, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from contacts_requests import api_docs, handlers, support_api, support_docs, views
+from contacts_requests import (
+    api_docs,
+    batch_api,
+    exports,
+    handlers,
+    support_api,
+    support_docs,
+    views,
+)
 from contacts_requests.api_access import Me, Pool
+from contacts_requests.api_bodies import ContactChangeBody, TokenBody
 from contacts_requests.api_docs import PROBLEM
+from contacts_requests.batch_pages import install_batch_pages
 from contacts_requests.domain import Refusal, may_view, not_found
 from contacts_requests.identity import Identity
+from contacts_requests.page_language import PageLanguage
 from contacts_requests.pages import install_pages
 from contacts_requests.rate_limits import RateLimits
 from contacts_requests.support_pages import install_support_pages
@@ -36,7 +46,9 @@ from contacts_requests.web import (
     NotSignedIn,
     page_of,
     parse_cursor,
+    parse_service_cursor,
     problem,
+    services_page,
     status_of,
 )
 
@@ -44,25 +56,8 @@ log = structlog.get_logger("contacts.requests.api")
 # How long a caller is told to wait when the database is away (its outages end in seconds, or
 # in a failover of about 2: docs/scaling.md).
 DATABASE_RETRY_AFTER_SECONDS = 2
-
-
-class ContactChangeBody(BaseModel):
-    """The new holders wanted, by contact type; at least one."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    admin: Nic | None = None
-    tech: Nic | None = None
-    billing: Nic | None = None
-
-    def changes(self) -> dict[ContactType, str]:
-        return {t: v for t in ContactType if (v := getattr(self, t.value)) is not None}
-
-
-class TokenBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    token: str = Field(min_length=1, max_length=200, description="the validation code from the email")
+# What a text parameter may hold: no control character (PostgreSQL takes no NUL).
+PRINTABLE = r"^[^\x00-\x1f\x7f]*$"
 
 
 def create_api(
@@ -92,6 +87,7 @@ def create_api(
     app.state.verifier = verifier or TokenVerifier(jwt_secret)
     app.state.rate_limits = rate_limits = rate_limits or RateLimits()
     # Outermost first: who is calling, then whether they may reach the support desk at all.
+    app.add_middleware(PageLanguage)  # a page's language: the signed-in account's (after Identity)
     app.add_middleware(support_api.SupportOnly)
     app.add_middleware(Identity, verifier=app.state.verifier)
 
@@ -157,10 +153,21 @@ def create_api(
 
     # --- contacts -------------------------------------------------------------------------------
 
-    @app.get("/v1/me/contacts", tags=["contacts"], summary="Services where I am a contact", response_model=None, responses=api_docs.MY_CONTACTS)
-    async def my_contacts(me: Me, db: Pool) -> dict[str, Any]:
+    @app.get("/v1/me/contacts", tags=["contacts"], summary="Services where I am a contact, by service id", response_model=None, responses=api_docs.MY_CONTACTS)
+    async def my_contacts(
+        me: Me,
+        db: Pool,
+        role: Annotated[Literal["admin", "tech", "billing"] | None, Query(description="only where I hold this role")] = None,
+        type_: Annotated[str | None, Query(alias="type", max_length=64, pattern=PRINTABLE, description="only services of this type (exact)")] = None,
+        q: Annotated[str | None, Query(max_length=255, pattern=PRINTABLE, description="only services whose id contains this text, in any case")] = None,
+        limit: Annotated[int, Query(ge=1, le=200)] = 50,
+        cursor: Annotated[str | None, Query(max_length=2000, description="the `next_cursor` of the page before")] = None,
+    ) -> dict[str, Any]:
+        after = parse_service_cursor(cursor) if cursor else None
         async with db.acquire() as conn:
-            return {"items": await views.my_contacts(conn, me)}
+            found = await views.my_contacts(conn, me, role=role, type_=type_ or None, text=q or None, after=after, limit=limit + 1)
+        items, next_cursor = services_page(found, limit)
+        return {"items": items, "next_cursor": next_cursor}
 
     @app.post(
         "/v1/services/{service:path}/contact-changes",
@@ -199,11 +206,12 @@ def create_api(
         role: Literal["requester", "from", "to"] | None = None,
         limit: Annotated[int, Query(ge=1, le=200)] = 50,
         cursor: Annotated[str | None, Query(max_length=200)] = None,
+        service: Annotated[str | None, Query(max_length=255, pattern=PRINTABLE, description="only the requests of this service (its exact id)")] = None,
     ) -> dict[str, Any]:
         before = parse_cursor(cursor) if cursor else None
         async with db.acquire() as conn:
             ids = await views.requests_of(
-                conn, me, state=state.value if state else None, role=role, limit=limit + 1, before=before
+                conn, me, state=state.value if state else None, role=role, limit=limit + 1, before=before, service=service or None
             )
             items, next_cursor = await page_of(conn, ids, limit)
         return jsonable_encoder({"items": items, "next_cursor": next_cursor})
@@ -247,7 +255,10 @@ def create_api(
             await handlers.cancel(conn, request_id=request_id, nic=me)
             return await _visible_view(conn, request_id, me)
 
+    app.include_router(exports.router)
+    app.include_router(batch_api.router)
     app.include_router(support_api.router)
     install_pages(app, request_ttl=request_ttl, dev_login=dev_login)
     install_support_pages(app)
+    install_batch_pages(app)
     return app

@@ -108,6 +108,7 @@ class ContactChangeRequest(BaseModel):
     created_at: datetime
     updated_at: datetime
     expires_at: datetime = Field(description="when it expires unless every confirmer has answered")
+    batch_id: uuid.UUID | None = Field(description="the batch it was submitted in (`POST /v1/contact-change-batches`), if any")
     confirmers: list[Confirmer] = Field(description="who must confirm, by NIC")
     history: list[HistoryEntry] = Field(description="every transition, oldest first")
 
@@ -135,7 +136,8 @@ class MyService(BaseModel):
 
 
 class MyServices(BaseModel):
-    items: list[MyService]
+    items: list[MyService] = Field(description="in the order of their ids")
+    next_cursor: str | None = Field(description="pass as `cursor` (with the same filters) for the next page; null on the last one")
 
 
 class Health(BaseModel):
@@ -241,7 +243,10 @@ def complete_document(app: FastAPI) -> None:
 NOT_A_UUID = "`request_id` is not a UUID."
 HEALTHZ = answer(200, Health, "Alive")
 READYZ = {**answer(200, Readiness, "Ready"), **answer(503, Readiness, "Not ready: `checks` says what fails")}
-MY_CONTACTS = {**answer(200, MyServices, "The services where I am a contact, with my roles"), **problems()}
+MY_CONTACTS = {
+    **answer(200, MyServices, "One page of the services where I am a contact, with my roles"),
+    **problems(422, causes={422: "Invalid `role`, `type`, `q`, `limit` or `cursor`."}),
+}
 SUBMIT = {
     **answer(202, SubmittedRequests, "Accepted: the requests created (or, for an Idempotency-Key sent before, found)"),
     **problems(
@@ -260,7 +265,7 @@ SUBMIT = {
 }
 MY_REQUESTS = {
     **answer(200, RequestPage, "One page of the requests"),
-    **problems(422, causes={422: "Invalid `state`, `role`, `limit` or `cursor`."}),
+    **problems(422, causes={422: "Invalid `state`, `role`, `service`, `limit` or `cursor`."}),
 }
 ONE_REQUEST = {**answer(200, ContactChangeRequest, "The request"), **problems(404, 422, causes={422: NOT_A_UUID})}
 _ANSWER_PROBLEMS = problems(

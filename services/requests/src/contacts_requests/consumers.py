@@ -13,8 +13,10 @@ from contacts_shared.contracts import (
     AccountDeleted,
     AccountUpserted,
     ContactChangeEmailFailed,
+    ContactChanges,
     ContactChangeStateChanged,
     ContactChangeSubmit,
+    ContactChangeSubmitBatch,
     ContactChangeTokenIssued,
     ContactChangeVetted,
     ContactType,
@@ -27,7 +29,7 @@ from contacts_shared.contracts import (
 from contacts_shared.handling import Subscription, ignored_as_stale, on
 from contacts_shared.outbox import enqueue
 
-from contacts_requests import replicas, store, submissions
+from contacts_requests import batches, replicas, store, submissions
 from contacts_requests.announcements import parties, state_changed
 from contacts_requests.domain import Refusal, ReminderSchedule
 from contacts_requests.handlers import submit
@@ -37,7 +39,7 @@ log = structlog.get_logger("contacts.requests")
 
 
 async def on_account_upserted(conn: asyncpg.Connection, envelope: Envelope, data: AccountUpserted) -> None:
-    if not await replicas.upsert_account(conn, envelope, data.nic, data.email, data.zone.value):
+    if not await replicas.upsert_account(conn, envelope, data.nic, data.email, data.zone.value, data.language):
         ignored_as_stale(envelope, nic=data.nic)
 
 
@@ -127,13 +129,39 @@ async def _reannounce_submission(conn: asyncpg.Connection, request_ids: list[uui
     log.info("submission replayed: current states announced", idempotency_key=idempotency_key, requests=len(announcements))
 
 
-def refused_request_id(data: ContactChangeSubmit, ctype: ContactType) -> uuid.UUID:
+async def on_submit_batch(conn: asyncpg.Connection, _: Envelope, data: ContactChangeSubmitBatch, *, request_ttl: timedelta) -> None:
+    """A batch by message: as through the API, each change judged on its own; the requests
+    created announce themselves with the key, each change refused is announced `rejected`. The
+    same key again announces the same again (the current states, the same refusals)."""
+    entries = [(entry.service, dict(entry.changes.items())) for entry in data.changes]
+    submitted = await batches.submit_batch(
+        conn, requester=data.requester, entries=entries, idempotency_key=data.idempotency_key, request_ttl=request_ttl
+    )
+    if submitted.replayed:
+        await _reannounce_submission(conn, submitted.request_ids, data.idempotency_key)
+    by_service: dict[str, list[batches.Refused]] = {}
+    for refused in submitted.refused:
+        by_service.setdefault(refused.service, []).append(refused)
+    for service, refusals in by_service.items():
+        # Announced as the refusal of a submission of that service alone (its ids told apart).
+        alone = ContactChangeSubmit(
+            requester=data.requester,
+            service=service,
+            changes=ContactChanges(**{r.type.value: dict(entries)[service][r.type] for r in refusals}),
+            idempotency_key=data.idempotency_key,
+        )
+        await _announce_refused_submission(conn, alone, refusals[0].refusal, salt=f":{service}")
+    log.info("batch submitted by message", requester=data.requester, requests=len(submitted.request_ids), refused=len(submitted.refused))
+
+
+def refused_request_id(data: ContactChangeSubmit, ctype: ContactType, salt: str = "") -> uuid.UUID:
     """The id a refused submission's request would have had: stable for the same submission,
-    so a resubmission with the same idempotency key announces the same id."""
-    return uuid.uuid5(uuid.NAMESPACE_URL, f"contact_change.submit:{data.requester}:{data.idempotency_key}:{ctype.value}")
+    so a resubmission with the same idempotency key announces the same id (`salt` tells the
+    services of a batch apart)."""
+    return uuid.uuid5(uuid.NAMESPACE_URL, f"contact_change.submit:{data.requester}:{data.idempotency_key}:{ctype.value}{salt}")
 
 
-async def _announce_refused_submission(conn: asyncpg.Connection, data: ContactChangeSubmit, refusal: Refusal) -> None:
+async def _announce_refused_submission(conn: asyncpg.Connection, data: ContactChangeSubmit, refusal: Refusal, salt: str = "") -> None:
     """One `state_changed` per type asked, straight to `rejected` with the reason: no request
     was created (nothing to look up in the API), and the submitter matches it by idempotency key."""
     service = await replicas.get_service(conn, data.service)
@@ -147,7 +175,7 @@ async def _announce_refused_submission(conn: asyncpg.Connection, data: ContactCh
         conn,
         *(
             ContactChangeStateChanged(
-                request_id=refused_request_id(data, ctype),
+                request_id=refused_request_id(data, ctype, salt),
                 service=data.service,
                 type=ctype,
                 from_=holders[ctype],
@@ -164,7 +192,7 @@ async def _announce_refused_submission(conn: asyncpg.Connection, data: ContactCh
     )
 
 
-# `on_submit` needs the `request_ttl` setting, given by name at start (main.py).
+# `on_submit` and `on_submit_batch` need the `request_ttl` setting, given by name at start (main.py).
 HANDLERS: tuple[Subscription, ...] = (
     on(AccountUpserted, on_account_upserted),
     on(AccountDeleted, on_account_deleted),
@@ -175,4 +203,5 @@ HANDLERS: tuple[Subscription, ...] = (
     on(ContactChangeTokenIssued, on_token_issued, claims_itself=True),
     on(ContactChangeEmailFailed, on_email_failed),
     on(ContactChangeSubmit, on_submit),
+    on(ContactChangeSubmitBatch, on_submit_batch),
 )

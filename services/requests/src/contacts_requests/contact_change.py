@@ -10,6 +10,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 
 from contacts_shared.contracts import ContactType, Phase, RequestState
+from contacts_shared.i18n import _l
 from contacts_shared.wording import ROLE_NAMES
 
 from contacts_requests.domain import (
@@ -63,10 +64,18 @@ class ContactChange:
     expires_at: datetime | None = None  # as stored (when it is known)
     created_at: datetime | None = None
     reminders: int = 0  # reminders sent so far
+    batch_id: str | None = None  # the batch it was submitted in, if any
+
+    @property
+    def in_batch(self) -> bool:
+        return self.batch_id is not None
 
     @classmethod
-    def submitted(cls, request_id: str, service: str, plan: PlannedChange, requester: str, expires_at: datetime) -> Decision:
-        """A planned change becomes a request, waiting for the billing check."""
+    def submitted(
+        cls, request_id: str, service: str, plan: PlannedChange, requester: str, expires_at: datetime, batch_id: str | None = None
+    ) -> Decision:
+        """A planned change becomes a request, waiting for the billing check (one of a batch's,
+        with `batch_id`)."""
         change = cls(
             id=request_id,
             service=service,
@@ -77,6 +86,7 @@ class ContactChange:
             state=RequestState.checking,
             confirmers=dict.fromkeys(plan.confirmers, ConfirmerState.pending),
             expires_at=expires_at,
+            batch_id=batch_id,
         )
         return Decision(change, (Submitted(requester), VettingAsked(Phase.submit)))
 
@@ -85,7 +95,7 @@ class ContactChange:
             raise Refusal(
                 Kind.conflict,
                 "Request not open for this",
-                f"This request is {self.state.value}; it can no longer be changed that way.",
+                _l("This request is %(state)s; it can no longer be changed that way.", state=self.state.value),
                 extra={"state": self.state.value},
             )
 
@@ -111,7 +121,10 @@ class ContactChange:
         if gone := _accounts_gone(self.confirmers, known_accounts):
             return self._moved(RequestState.rejected, "system", gone)
         told = told_beforehand(self.requester, self.from_, admin, self.confirmers)
-        asked = CodesAsked(tuple(self.confirmers), told=tuple(nic for nic in told if nic in known_accounts))
+        # A batch's codes go out together, in one email per confirmer (`domain.batch_codes_due`):
+        # this request's own message carries only its heads-ups.
+        confirmers = () if self.in_batch else tuple(self.confirmers)
+        asked = CodesAsked(confirmers, told=tuple(nic for nic in told if nic in known_accounts))
         moved = self._moved(RequestState.validating, "billing-check")
         planned = (self._next_reminder(reminders, 0),) if reminders else ()
         return Decision(moved.change, (asked, *moved.events, *planned))  # the codes are ordered before they are announced
@@ -154,7 +167,7 @@ class ContactChange:
         """Refused unless `nic` may answer now, whatever the code: a party not asked to confirm,
         a request no longer waiting for answers, a confirmer who has answered already."""
         if nic not in self.confirmers:
-            raise Refusal(Kind.forbidden, "Not asked to confirm", "You are informed of this request but not asked to confirm it.")
+            raise Refusal(Kind.forbidden, "Not asked to confirm", _l("You are informed of this request but not asked to confirm it."))
         self._require(RequestState.validating)
         if self.confirmers[nic] != ConfirmerState.pending:
             # The code was used: refused like any invalid one (spec 4: one generic message).
@@ -180,7 +193,7 @@ class ContactChange:
 
     def cancel(self, nic: str) -> Decision:
         if nic != self.requester:
-            raise Refusal(Kind.forbidden, "Not allowed", "Only the requester can cancel a request.")
+            raise Refusal(Kind.forbidden, "Not allowed", _l("Only the requester can cancel a request."))
         self._require(RequestState.checking, RequestState.validating)
         return self._moved(RequestState.cancelled, nic, f"cancelled by {nic}")
 
@@ -199,7 +212,7 @@ class ContactChange:
         if not may_view(nic, self.requester, self.from_, self.to):
             raise not_found()
         if nic != self.requester and nic not in self.confirmers:
-            raise Refusal(Kind.forbidden, "Not allowed", "Only the requester and the confirmers can ask for new validation codes.")
+            raise Refusal(Kind.forbidden, "Not allowed", _l("Only the requester and the confirmers can ask for new validation codes."))
         self._require(RequestState.validating)
         return [n for n, s in self.confirmers.items() if s == ConfirmerState.pending]
 
@@ -207,8 +220,8 @@ class ContactChange:
         """New codes for the confirmers who have not answered; the old ones stop working.
         Refused while one of them has no account to mail it to."""
         pending = self.check_resend(nic)
-        if gone := _accounts_gone(pending, known_accounts):
-            raise Refusal(Kind.conflict, "Cannot resend", f"The validation codes cannot be sent: {gone}.")
+        if refusal := _cannot_resend(pending, known_accounts):
+            raise refusal
         return Decision(self, (CodesAsked(tuple(pending), resent_by=nic),))
 
     # --- a support agent's actions: never an answer for anyone, never a contact changed directly ---
@@ -225,12 +238,12 @@ class ContactChange:
         it again."""
         reason = support_reason(reason)
         if nic not in self.confirmers:
-            raise Refusal(Kind.not_found, "Not a confirmer", f"{nic} is not asked to confirm this request.", field="nic")
+            raise Refusal(Kind.not_found, "Not a confirmer", _l("%(nic)s is not asked to confirm this request.", nic=nic), field="nic")
         self._require(RequestState.validating)
         if self.confirmers[nic] != ConfirmerState.pending:
-            raise Refusal(Kind.conflict, "Already answered", f"{nic} has answered this request already.")
+            raise Refusal(Kind.conflict, "Already answered", _l("%(nic)s has answered this request already.", nic=nic))
         if not locked:
-            raise Refusal(Kind.conflict, "Not locked", f"The validation code of {nic} is not locked: nothing to unlock.")
+            raise Refusal(Kind.conflict, "Not locked", _l("The validation code of %(nic)s is not locked: nothing to unlock.", nic=nic))
         return Decision(self, (CodeUnlocked(nic, support_actor(agent), reason), SupportActed(agent, "unlock", reason, nic)))
 
     def resend_by_support(self, agent: str, reason: str, known_accounts: Collection[str]) -> Decision:
@@ -239,8 +252,8 @@ class ContactChange:
         reason = support_reason(reason)
         self._require(RequestState.validating)
         pending = tuple(n for n, s in self.confirmers.items() if s == ConfirmerState.pending)
-        if gone := _accounts_gone(pending, known_accounts):
-            raise Refusal(Kind.conflict, "Cannot resend", f"The validation codes cannot be sent: {gone}.")
+        if refusal := _cannot_resend(pending, known_accounts):
+            raise refusal
         asked = CodesAsked(pending, resent_by=support_actor(agent), why=reason)
         return Decision(self, (asked, SupportActed(agent, "resend", reason)))
 
@@ -289,6 +302,15 @@ class Decision:
 
 
 def _accounts_gone(nics: Iterable[str], known_accounts: Collection[str]) -> str | None:
-    """Why codes cannot be mailed to `nics` (an account gone), or None."""
+    """Why codes cannot be mailed to `nics` (an account gone), or None: the reason recorded."""
     missing = [nic for nic in nics if nic not in known_accounts]
     return f"the account {', '.join(missing)} no longer exists" if missing else None
+
+
+def _cannot_resend(nics: Iterable[str], known_accounts: Collection[str]) -> Refusal | None:
+    """The refusal of codes that cannot be mailed to `nics` (an account gone), or None."""
+    missing = [nic for nic in nics if nic not in known_accounts]
+    if not missing:
+        return None
+    words = _l("The validation codes cannot be sent: the account %(nics)s no longer exists.", nics=", ".join(missing))
+    return Refusal(Kind.conflict, "Cannot resend", words)

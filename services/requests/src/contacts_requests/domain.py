@@ -15,7 +15,8 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 
 from contacts_shared.contracts import ContactType, RequestState
-from contacts_shared.wording import ROLE_NAMES
+from contacts_shared.i18n import _l, listed
+from contacts_shared.wording import role_text
 
 OPEN_STATES = frozenset({RequestState.checking, RequestState.validating, RequestState.applying})
 FINAL_STATES = frozenset(RequestState) - OPEN_STATES
@@ -32,6 +33,7 @@ class Account:
     nic: str
     email: str
     zone: str
+    language: str = "en"  # BCP 47: what the account reads its emails and pages in
 
 
 @dataclass(frozen=True)
@@ -63,7 +65,10 @@ class Kind(StrEnum):
 
 @dataclass
 class Refusal(Exception):
-    """A submission or action the rules refuse, of a kind, with words for the person asking."""
+    """A submission or action the rules refuse, of a kind, with words for the person asking.
+
+    The `detail` is English wherever it is a `str` (the JSON API, the logs); made with `_l`, the
+    pages show it in their reader's language (contacts_shared.i18n)."""
 
     kind: Kind
     title: str
@@ -77,7 +82,7 @@ class Refusal(Exception):
 
 def not_found() -> Refusal:
     # One answer for "does not exist" and "not yours": never reveal what a NIC is not party to.
-    return Refusal(Kind.not_found, "Not found", "No such service or request among those you are a contact of.")
+    return Refusal(Kind.not_found, "Not found", _l("No such service or request among those you are a contact of."))
 
 
 # --- who may ask for what (section 2) ---------------------------------------------------------
@@ -106,15 +111,17 @@ def plan_submission(
     if service is None or not service.roles_of(requester):
         raise not_found()
     if not changes:
-        raise Refusal(Kind.invalid, "Nothing to change", "Name at least one of admin, tech or billing.", field="body")
+        raise Refusal(Kind.invalid, "Nothing to change", _l("Name at least one of admin, tech or billing."), field="body")
     plans = [_plan_one(requester, service, ctype, new, accounts) for ctype, new in changes.items()]
     for plan in plans:
         if plan.type in open_requests:
             raise Refusal(
                 Kind.conflict,
                 "A request is already open",
-                f"A change of the {ROLE_NAMES[plan.type]} contact of this service is already under way; "
-                "wait for it to finish or cancel it.",
+                _l(
+                    "A change of the %(role)s contact of this service is already under way; wait for it to finish or cancel it.",
+                    role=role_text(plan.type),
+                ),
                 field=plan.type.value,
                 extra={"open_request_id": open_requests[plan.type]},
             )
@@ -128,12 +135,14 @@ def check_may_change(requester: str, service: ServiceContacts, ctype: ContactTyp
     if not roles:
         raise not_found()
     if ContactType.admin not in roles and ctype not in roles:
-        mine = " and ".join(ROLE_NAMES[r] for r in roles)
         raise Refusal(
             Kind.forbidden,
             "Not allowed",
-            f"As {mine} contact you may only replace yourself; "
-            f"the {ROLE_NAMES[ctype]} contact can be changed by the administrative contact.",
+            _l(
+                "As %(mine)s contact you may only replace yourself; the %(role)s contact can be changed by the administrative contact.",
+                mine=listed(role_text(r) for r in roles),
+                role=role_text(ctype),
+            ),
             field=ctype.value,
         )
 
@@ -158,19 +167,22 @@ def _plan_one(
     check_may_change(requester, service, ctype)
     current = service.holder(ctype)
     if new not in accounts:
-        raise Refusal(Kind.invalid, "Unknown NIC handle", f"{new} is not a known customer account.", field=ctype.value)
+        raise Refusal(Kind.invalid, "Unknown NIC handle", _l("%(nic)s is not a known customer account.", nic=new), field=ctype.value)
     if new == current:
         raise Refusal(
-            Kind.invalid, "Nothing to change", f"{new} is already the {ROLE_NAMES[ctype]} contact of this service.", field=ctype.value
+            Kind.invalid,
+            "Nothing to change",
+            _l("%(nic)s is already the %(role)s contact of this service.", nic=new, role=role_text(ctype)),
+            field=ctype.value,
         )
     mine = accounts.get(requester)
     if mine is None:
-        raise Refusal(Kind.invalid, "Unknown account", "Your customer account is not known here yet; try again shortly.", field=ctype.value)
+        raise Refusal(Kind.invalid, "Unknown account", _l("Your customer account is not known here yet; try again shortly."), field=ctype.value)
     if mine.zone != accounts[new].zone:
         raise Refusal(
             Kind.invalid,
             "Different zone",
-            f"{new} belongs to another geographical zone; contacts can only be managed between accounts of the same zone.",
+            _l("%(nic)s belongs to another geographical zone; contacts can only be managed between accounts of the same zone.", nic=new),
             field=ctype.value,
         )
     # The requester always confirms; the new contact too unless it is the requester (take over).
@@ -226,8 +238,10 @@ def invalid_token() -> Refusal:
     return Refusal(
         Kind.invalid,
         "Invalid validation code",
-        "This validation code is not valid for you on this request: it may be mistyped, already used, expired or "
-        "locked after too many tries. Use Resend to get a new one.",
+        _l(
+            "This validation code is not valid for you on this request: it may be mistyped, already used, expired or "
+            "locked after too many tries. Use Resend to get a new one."
+        ),
         field="token",
     )
 
@@ -248,7 +262,33 @@ def support_reason(reason: str) -> str:
     auditors."""
     reason = " ".join(reason.split())
     if not reason:
-        raise Refusal(Kind.invalid, "Reason needed", "Say why: the reason is written in the request's history.", field="reason")
+        raise Refusal(Kind.invalid, "Reason needed", _l("Say why: the reason is written in the request's history."), field="reason")
     if len(reason) > MAX_REASON_CHARS:
-        raise Refusal(Kind.invalid, "Reason too long", f"Keep the reason under {MAX_REASON_CHARS} characters.", field="reason")
+        raise Refusal(Kind.invalid, "Reason too long", _l("Keep the reason under %(count)s characters.", count=MAX_REASON_CHARS), field="reason")
     return reason
+
+
+# --- batches (issue 20) ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BatchMember:
+    """A request of a batch as the batch's codes need it: its state and who still has to answer."""
+
+    request_id: str
+    state: RequestState
+    waiting_for: tuple[str, ...]
+
+
+def batch_codes_due(members: Collection[BatchMember], codes_asked: bool) -> dict[str, list[str]] | None:
+    """Whom a batch's codes go to, once: each confirmer and the requests of the batch waiting for
+    them; None while a request is still being checked (the codes of a batch leave together) or
+    when they went already. Requests refused or ended meanwhile are left out."""
+    if codes_asked or any(m.state == RequestState.checking for m in members):
+        return None
+    due: dict[str, list[str]] = {}
+    for member in members:
+        if member.state == RequestState.validating:
+            for nic in member.waiting_for:
+                due.setdefault(nic, []).append(member.request_id)
+    return due

@@ -19,6 +19,7 @@ from contacts_requests import store, submissions
 from contacts_requests.contact_change import ContactChange, Decision
 from contacts_requests.domain import (
     Account,
+    PlannedChange,
     Refusal,
     ReminderSchedule,
     invalid_token,
@@ -76,15 +77,12 @@ async def submit(
                 return existing
             raise
 
-        expires_at = utcnow() + request_ttl
         ids: list[uuid.UUID] = []
         try:
             async with uow.savepoint():  # a lost race leaves nothing behind
-                for plan in plans:
-                    decision = ContactChange.submitted(str(uuid.uuid4()), service_id, plan, requester, expires_at)
-                    # The accounts: the requester's, the new and the current contacts'.
-                    await uow.record(decision, context.accounts, idempotency_key=idempotency_key)
-                    ids.append(uuid.UUID(decision.change.id))
+                ids = await create_requests(
+                    uow, service_id, plans, context.accounts, requester, utcnow() + request_ttl, idempotency_key=idempotency_key
+                )
                 if idempotency_key and not await submissions.record_submission(conn, requester, idempotency_key, ids):
                     raise _DuplicateSubmission
         except _DuplicateSubmission:
@@ -94,8 +92,7 @@ async def submit(
             # submission delivered twice (same idempotency key, handled concurrently), it is ours.
             if (existing := await earlier_submission()) is not None:
                 return existing
-            open_requests = await store.open_requests_for(conn, service_id)
-            plan_submission(requester, context.service, changes, context.accounts, open_requests)
+            await refuse_lost_race(conn, requester, service_id, changes, context)
             raise
     for request_id in ids:
         log.info("request submitted", request_id=str(request_id), service=service_id, requester=requester)
@@ -104,6 +101,36 @@ async def submit(
 
 class _DuplicateSubmission(Exception):
     pass
+
+
+async def create_requests(
+    uow: UnitOfWork,
+    service_id: str,
+    plans: list[PlannedChange],
+    accounts: Mapping[str, Account],
+    requester: str,
+    expires_at: datetime,
+    *,
+    idempotency_key: str | None = None,
+    batch_id: uuid.UUID | None = None,
+) -> list[uuid.UUID]:
+    """The requests the rules planned, recorded (one per type); their ids. `accounts`: the
+    requester's, the new and the current contacts'."""
+    ids = []
+    for plan in plans:
+        decision = ContactChange.submitted(str(uuid.uuid4()), service_id, plan, requester, expires_at, str(batch_id) if batch_id else None)
+        await uow.record(decision, accounts, idempotency_key=idempotency_key)
+        ids.append(uuid.UUID(decision.change.id))
+    return ids
+
+
+async def refuse_lost_race(
+    conn: asyncpg.Connection, requester: str, service_id: str, changes: dict[ContactType, str], context: store.SubmissionContext
+) -> None:
+    """A request for the same service and type was opened concurrently: the rules, asked again,
+    refuse with the request now open."""
+    open_requests = await store.open_requests_for(conn, service_id)
+    plan_submission(requester, context.service, changes, context.accounts, open_requests)
 
 
 # --- confirmers' actions ---------------------------------------------------------------------------

@@ -1,17 +1,23 @@
 """What the pages show: the templates, the words for each state, and a request as a customer
 sees it (its progress, and the buttons the domain's rules would accept), with the headers every
-page carries."""
+page carries.
+
+Every page is in its reader's language: the signed-in account's (`request.state.language`, left
+by `page_language.PageLanguage`), else the browser's (Accept-Language), English when we have
+neither; words given to a template as `Text` (`_l`) are put in that language before it renders."""
 
 from __future__ import annotations
 
-from datetime import datetime
+import functools
 from typing import Any
 
-from contacts_shared.contracts import RequestState
-from contacts_shared.wording import ROLE_NAMES, display_time
+from contacts_shared.contracts import ContactType, RequestState
+from contacts_shared.i18n import _l, from_accept_language, joined_text, localized
+from contacts_shared.i18n_templates import environment
+from contacts_shared.wording import role_name
 from fastapi import Request
 from fastapi.responses import HTMLResponse
-from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
+from jinja2 import Environment, PackageLoader, select_autoescape
 
 from contacts_requests.contact_change import ConfirmerState
 from contacts_requests.page_guard import (
@@ -25,69 +31,94 @@ from contacts_requests.views import change_of
 
 # What each state means to a customer.
 STATE_LABELS = {
-    RequestState.checking: "Being checked",
-    RequestState.rejected: "Refused",
-    RequestState.validating: "Waiting for confirmation",
-    RequestState.declined: "Declined",
-    RequestState.cancelled: "Cancelled",
-    RequestState.expired: "Expired",
-    RequestState.applying: "Confirmed, being applied",
-    RequestState.failed: "Failed",
-    RequestState.done: "Done",
+    RequestState.checking: _l("Being checked"),
+    RequestState.rejected: _l("Refused"),
+    RequestState.validating: _l("Waiting for confirmation"),
+    RequestState.declined: _l("Declined"),
+    RequestState.cancelled: _l("Cancelled"),
+    RequestState.expired: _l("Expired"),
+    RequestState.applying: _l("Confirmed, being applied"),
+    RequestState.failed: _l("Failed"),
+    RequestState.done: _l("Done"),
 }
 STATE_HELP = {
-    RequestState.checking: "We are checking invoices and payment methods; the validation codes are emailed next.",
-    RequestState.validating: "Each person asked must confirm with the validation code sent to them by email.",
-    RequestState.applying: "Everybody confirmed; the change is being applied.",
-    RequestState.done: "The change was made.",
-    RequestState.expired: "Nobody finished confirming in time; nothing was changed.",
+    RequestState.checking: _l("We are checking invoices and payment methods; the validation codes are emailed next."),
+    RequestState.validating: _l("Each person asked must confirm with the validation code sent to them by email."),
+    RequestState.applying: _l("Everybody confirmed; the change is being applied."),
+    RequestState.done: _l("The change was made."),
+    RequestState.expired: _l("Nobody finished confirming in time; nothing was changed."),
 }
 # Messages shown after a redirect; the query names one of these, it never carries text.
 NOTICES = {
-    "submitted": "Your request was sent. The people who must confirm it receive a validation code by email.",
-    "accept": "You accepted this request.",
-    "decline": "You declined this request; nothing will change.",
-    "resend": "New validation codes were sent by email; the previous ones no longer work.",
-    "cancel": "You cancelled this request; nothing will change.",
-    "signed-out": "You are signed out.",
+    "submitted": _l("Your request was sent. The people who must confirm it receive a validation code by email."),
+    "accept": _l("You accepted this request."),
+    "decline": _l("You declined this request; nothing will change."),
+    "resend": _l("New validation codes were sent by email; the previous ones no longer work."),
+    "cancel": _l("You cancelled this request; nothing will change."),
+    "signed-out": _l("You are signed out."),
+    "batch-accept": _l("You accepted the requests of this batch that waited for you."),
+    "batch-decline": _l("You declined the requests of this batch that waited for you; they will not change anything."),
     # The support desk's actions (support_pages).
-    "support-cancel": "The request was cancelled; its requester and new contact are told by email, with your reason.",
-    "support-resend": "New validation codes were sent to the confirmers who have not answered; the previous ones no longer work.",
-    "support-unlock": "The validation code was unlocked: its holder can use it again.",
+    "support-cancel": _l("The request was cancelled; its requester and new contact are told by email, with your reason."),
+    "support-resend": _l("New validation codes were sent to the confirmers who have not answered; the previous ones no longer work."),
+    "support-unlock": _l("The validation code was unlocked: its holder can use it again."),
 }
 
-_templates = Environment(
-    loader=PackageLoader("contacts_requests", "templates"),
-    autoescape=select_autoescape(default=True),
-    undefined=StrictUndefined,
-    trim_blocks=True,
-    lstrip_blocks=True,
-)
+# The label of each contact's field.
+CONTACT_LABELS = {
+    ContactType.admin: _l("Administrative contact"),
+    ContactType.tech: _l("Technical contact"),
+    ContactType.billing: _l("Billing contact"),
+}
+# A confirmer's answer, as the pages say it.
+ANSWER_LABELS = {
+    # Translators: a confirmer's answer: none yet.
+    ConfirmerState.pending: _l("pending"),
+    ConfirmerState.accepted: _l("accepted"),
+    ConfirmerState.declined: _l("declined"),
+}
 
 
-def _when(value: Any) -> str:
-    if isinstance(value, str):
-        value = datetime.fromisoformat(value)
-    return display_time(value) if value else ""
+@functools.cache
+def templates(language: str) -> Environment:
+    """The pages' templates, written in `language` (one of `i18n.languages()`)."""
+    env = environment(
+        PackageLoader("contacts_requests", "templates"),
+        language,
+        trimmed=True,  # HTML: the whitespace in a message is not the translator's concern
+        autoescape=select_autoescape(default=True),
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.globals.update(
+        role_names={ctype.value: role_name(ctype, language) for ctype in ContactType},
+        state_labels=localized(STATE_LABELS, language),
+        state_help=localized(STATE_HELP, language),
+        answer_labels=localized(ANSWER_LABELS, language),
+        contact_labels={ctype.value: label.translated(language) for ctype, label in CONTACT_LABELS.items()},
+    )
+    return env
 
 
-_templates.filters["when"] = _when
-_templates.filters["role_name"] = ROLE_NAMES.__getitem__
-_templates.globals.update(role_names=ROLE_NAMES, state_labels=STATE_LABELS, state_help=STATE_HELP)
+def page_language(request: Request) -> str:
+    """The language of the page: the signed-in account's, else the browser's."""
+    return getattr(request.state, "language", None) or from_accept_language(request.headers.get("accept-language"))
 
 
 def render(request: Request, template: str, *, status: int = 200, **context: Any) -> HTMLResponse:
+    language = page_language(request)
     context.setdefault("me", signed_in(request))
     context.setdefault("notice", NOTICES.get(request.query_params.get("notice", "")))
     context.setdefault("refresh", False)
-    html = _templates.get_template(template).render(
+    html = templates(language).get_template(template).render(
         request=request,
         csrf=csrf_for(request, csrf_seed(request)),
         dev_login=request.app.state.dev_login,
         path=request.url.path,
-        **context,
+        **localized(context, language),
     )
     response = HTMLResponse(html, status_code=status)
+    response.headers["Content-Language"] = language
     # Pages hold personal data and validation codes: never cached, never sent to other sites as referrer (same-origin keeps the Origin header of our own forms).
     response.headers["Cache-Control"] = "no-store"
     response.headers["Referrer-Policy"] = "same-origin"
@@ -108,9 +139,11 @@ def not_found_page(request: Request) -> HTMLResponse:
         request,
         "error.html",
         status=404,
-        title="Not found",
-        message="There is no such service or request among those you are a contact of. "
-        "If a link was sent to another of your accounts, sign out and sign in as that account.",
+        title=_l("Not found"),
+        message=_l(
+            "There is no such service or request among those you are a contact of. "
+            "If a link was sent to another of your accounts, sign out and sign in as that account."
+        ),
     )
 
 
@@ -123,21 +156,22 @@ def describe(view: dict[str, Any], me: str) -> dict[str, Any]:
         by_state[answer].append(nic)
     parts = []
     if by_state[ConfirmerState.accepted]:
-        parts.append("accepted by " + ", ".join(by_state[ConfirmerState.accepted]))
+        parts.append(_l("accepted by %(nics)s", nics=", ".join(by_state[ConfirmerState.accepted])))
     if by_state[ConfirmerState.declined]:
-        parts.append("declined by " + ", ".join(by_state[ConfirmerState.declined]))
+        parts.append(_l("declined by %(nics)s", nics=", ".join(by_state[ConfirmerState.declined])))
     if state == RequestState.rejected:
-        parts = ["nobody was asked to confirm"]  # refused before any validation code was sent
-    elif by_state[ConfirmerState.pending]:
-        lead = {
-            RequestState.validating: "waiting for ",
-            RequestState.checking: "to be confirmed by ",
-        }.get(state, "no answer from ")
-        parts.append(lead + ", ".join(by_state[ConfirmerState.pending]))
+        parts = [_l("nobody was asked to confirm")]  # refused before any validation code was sent
+    elif pending := ", ".join(by_state[ConfirmerState.pending]):
+        if state == RequestState.validating:
+            parts.append(_l("waiting for %(nics)s", nics=pending))
+        elif state == RequestState.checking:
+            parts.append(_l("to be confirmed by %(nics)s", nics=pending))
+        else:
+            parts.append(_l("no answer from %(nics)s", nics=pending))
     return {
         **view,
         "state_enum": state,
-        "progress": ", ".join(parts),
+        "progress": joined_text(parts),
         "waiting_for": by_state[ConfirmerState.pending] if state == RequestState.validating else [],
         "may_answer": change.may_answer(me),
         "may_resend": change.may_resend(me),
@@ -145,3 +179,20 @@ def describe(view: dict[str, Any], me: str) -> dict[str, Any]:
         "is_confirmer": me in change.confirmers,
         "my_answer": change.confirmers.get(me),
     }
+
+
+def rows_by_batch(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """My requests' rows: a request alone, or the requests of one batch together (one row that
+    opens to them), in the order of the page."""
+    rows: list[dict[str, Any]] = []
+    for item in items:
+        batch_id = item.get("batch_id")
+        if batch_id and rows and rows[-1].get("batch_id") == batch_id:
+            rows[-1]["items"].append(item)
+        elif batch_id:
+            rows.append({"batch_id": batch_id, "items": [item]})
+        else:
+            rows.append({"batch_id": None, "items": [item]})
+    for row in rows:
+        row["items"].sort(key=lambda item: (item["service"], item["type"]))
+    return rows

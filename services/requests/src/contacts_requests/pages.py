@@ -1,4 +1,4 @@
-"""The web pages of spec section 6: My contacts, My requests, the confirm page, sign-in.
+"""The web pages of spec section 6: My contacts (`contacts_page`), My requests, the confirm page, sign-in.
 
 Server-rendered (Jinja2), no script needed. The pages are a second face of the same use
 cases as the JSON API: they call `handlers`, and ask the pure `domain` rules what a NIC may
@@ -20,13 +20,14 @@ import asyncpg
 import structlog
 from contacts_shared.auth import SUPPORT_ROLE, NotAuthenticated, mint_token
 from contacts_shared.contracts import ContactType, RequestState, normalize_nic, utcnow
+from contacts_shared.i18n import _l
+from contacts_shared.wording import role_text
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 
-from contacts_requests import handlers, replicas, store, views
+from contacts_requests import contacts_page, handlers, replicas, store, views
 from contacts_requests.domain import (
-    ROLE_NAMES,
     Kind,
     Refusal,
     may_view,
@@ -43,10 +44,17 @@ from contacts_requests.page_guard import (
     signed_in,
     signed_in_nic,
 )
-from contacts_requests.page_views import describe, not_found_page, render
+from contacts_requests.page_views import (
+    CONTACT_LABELS,
+    describe,
+    not_found_page,
+    render,
+    rows_by_batch,
+)
 from contacts_requests.web import (
     page_of,
     parse_cursor,
+    printable,
     status_of,
 )
 
@@ -65,6 +73,7 @@ def install_pages(app: FastAPI, *, request_ttl: timedelta, dev_login: bool) -> N
     app.state.request_ttl = request_ttl
     app.state.dev_login = dev_login
     app.include_router(router)
+    app.include_router(contacts_page.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
     @app.exception_handler(SignInNeeded)
@@ -79,9 +88,10 @@ def install_pages(app: FastAPI, *, request_ttl: timedelta, dev_login: bool) -> N
             request,
             "error.html",
             status=403,
-            title="This form cannot be accepted",
-            message="The form expired or was sent from another site, so nothing was changed. "
-            "Go back, reload the page and try again.",
+            title=_l("This form cannot be accepted"),
+            message=_l(
+                "The form expired or was sent from another site, so nothing was changed. Go back, reload the page and try again."
+            ),
         )
 
 
@@ -119,9 +129,9 @@ async def signin(request: Request) -> Response:
             token = value
     except (ValueError, NotAuthenticated):
         error = (
-            "Type a NIC handle such as aa00000-ovh."
+            _l("Type a NIC handle such as aa00000-ovh.")
             if request.app.state.dev_login
-            else "This identity token is not valid or has expired; sign in again with the identity provider."
+            else _l("This identity token is not valid or has expired; sign in again with the identity provider.")
         )
         shown = value if request.app.state.dev_login else ""
         return render(request, "signin.html", status=422, next=target, error=error, value=shown, agent=agent)
@@ -136,14 +146,6 @@ async def signout(request: Request) -> Response:
     response = RedirectResponse("/signin?notice=signed-out", status_code=303)
     response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="lax", secure=is_https(request))
     return response
-
-
-@router.get("/contacts")
-async def my_contacts(request: Request) -> Response:
-    me = signed_in_nic(request)
-    async with _pool(request).acquire() as conn:
-        services = await views.my_contacts(conn, me)
-    return render(request, "contacts.html", services=services)
 
 
 async def _modify_form(
@@ -166,7 +168,7 @@ async def _modify_form(
         fields.append(
             {
                 "name": ctype.value,
-                "label": f"{ROLE_NAMES[ctype].capitalize()} contact",
+                "label": CONTACT_LABELS[ctype],
                 "current": service.holder(ctype),
                 "value": (values or {}).get(ctype.value, service.holder(ctype)),
                 "locked_because": refusal_to_change(me, service, ctype),
@@ -180,7 +182,7 @@ async def _modify_form(
         status=status,
         service=service_id,
         service_type=row["type"] if row else "",
-        roles=[ROLE_NAMES[t] for t in service.roles_of(me)],
+        roles=[role_text(t) for t in service.roles_of(me)],
         fields=fields,
         form_error=(errors or {}).get("form"),
         idempotency_key=secrets.token_urlsafe(16),
@@ -211,12 +213,12 @@ async def modify(request: Request) -> Response:
         try:
             nic = normalize_nic(typed)
         except ValueError:
-            errors[ctype.value] = f"“{typed}” is not a NIC handle; it looks like aa00000-ovh."
+            errors[ctype.value] = _l("“%(typed)s” is not a NIC handle; it looks like aa00000-ovh.", typed=typed)
             continue
         if nic != service.holder(ctype):
             changes[ctype] = nic
     if not errors and not changes:
-        errors["form"] = "Nothing to change: type the NIC handle of the new contact in at least one field."
+        errors["form"] = _l("Nothing to change: type the NIC handle of the new contact in at least one field.")
     if errors:
         return await _modify_form(request, me, service_id, values=values, errors=errors, status=422)
     try:
@@ -243,19 +245,22 @@ async def modify(request: Request) -> Response:
 
 
 @router.get("/requests")
-async def my_requests(request: Request, state: str = "", cursor: str = "") -> Response:
+async def my_requests(request: Request, state: str = "", cursor: str = "", service: str = "") -> Response:
     me = signed_in_nic(request)
     wanted = state if state in {s.value for s in RequestState} else None
+    service = printable(service, 255)
     try:
         before = parse_cursor(cursor) if cursor else None
     except Refusal:
         before = None
     async with _pool(request).acquire() as conn:
-        ids = await views.requests_of(conn, me, state=wanted, role=None, limit=PAGE_SIZE + 1, before=before)
+        ids = await views.requests_of(conn, me, state=wanted, role=None, limit=PAGE_SIZE + 1, before=before, service=service or None)
         shown, next_cursor = await page_of(conn, ids, PAGE_SIZE)
     items = [describe(v, me) for v in shown]
-    older = "/requests?" + urlencode({**({"state": wanted} if wanted else {}), "cursor": next_cursor}) if next_cursor else None
-    return render(request, "requests.html", items=items, state=wanted or "", states=list(RequestState), older=older)
+    kept = {name: value for name, value in (("state", wanted), ("service", service)) if value}
+    older = "/requests?" + urlencode({**kept, "cursor": next_cursor}) if next_cursor else None
+    rows = rows_by_batch(items)
+    return render(request, "requests.html", items=items, rows=rows, state=wanted or "", service=service, states=list(RequestState), older=older)
 
 
 async def _request_page(
@@ -299,13 +304,13 @@ async def request_action(request: Request, request_id: str) -> Response:
     except ValueError:
         return not_found_page(request)
     if action not in ACTIONS:
-        return await _request_page(request, me, request_id, token=token, error="Choose one of the buttons.", status=422)
+        return await _request_page(request, me, request_id, token=token, error=_l("Choose one of the buttons."), status=422)
     pool = _pool(request)
     try:
         if action in ("accept", "decline"):
             if not token:
                 return await _request_page(
-                    request, me, request_id, error="Type the validation code from your email.", status=422
+                    request, me, request_id, error=_l("Type the validation code from your email."), status=422
                 )
             await handlers.answer(pool, request_id=rid, nic=me, token=token[:200], accept=action == "accept", now=utcnow())
         else:

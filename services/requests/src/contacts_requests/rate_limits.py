@@ -11,6 +11,8 @@ import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from contacts_shared.i18n import Text, _l
+
 from contacts_requests.domain import Kind, Refusal
 
 HOUR = timedelta(hours=1)
@@ -25,10 +27,11 @@ class RateLimits:
     submissions_per_hour: int = 30
 
 
-def too_many(detail: str, retry_after: timedelta) -> Refusal:
+def too_many(detail: Text, retry_after: timedelta) -> Refusal:
     """Over a limit, with the seconds to wait (the API sends them as `Retry-After` too)."""
     seconds = max(1, math.ceil(retry_after.total_seconds()))
-    return Refusal(Kind.too_many, "Too many requests", f"{detail} Try again in {seconds} s.", extra={"retry_after": str(seconds)})
+    words = _l("%(detail)s Try again in %(seconds)s s.", detail=detail, seconds=seconds)
+    return Refusal(Kind.too_many, "Too many requests", words, extra={"retry_after": str(seconds)})
 
 
 def check_resend(limits: RateLimits, *, resends: int, last_resend_at: datetime | None, expires_at: datetime, now: datetime) -> None:
@@ -37,14 +40,17 @@ def check_resend(limits: RateLimits, *, resends: int, last_resend_at: datetime |
     if resends == 0 or last_resend_at is None:
         return
     if resends >= limits.resends_per_request:
-        raise too_many(f"The codes of this request were already sent again {resends} times, the most allowed.", expires_at - now)
+        raise too_many(_l("The codes of this request were already sent again %(count)s times, the most allowed.", count=resends), expires_at - now)
     wait = last_resend_at + limits.resend_interval - now
     if wait > timedelta(0):
-        raise too_many(f"The codes were sent again less than {limits.resend_interval.total_seconds():g} s ago.", wait)
+        interval = format(limits.resend_interval.total_seconds(), "g")
+        raise too_many(_l("The codes were sent again less than %(seconds)s s ago.", seconds=interval), wait)
 
 
 def check_submission(limits: RateLimits, *, recent: list[datetime], now: datetime) -> None:
     """At most so many submissions an hour per requester; `recent` are the times of theirs in
     the last hour."""
     if len(recent) >= limits.submissions_per_hour:
-        raise too_many(f"At most {limits.submissions_per_hour} submissions an hour are accepted from one person.", min(recent) + HOUR - now)
+        raise too_many(
+            _l("At most %(count)s submissions an hour are accepted from one person.", count=limits.submissions_per_hour), min(recent) + HOUR - now
+        )

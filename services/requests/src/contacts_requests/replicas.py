@@ -25,12 +25,14 @@ def _newer(table: str) -> str:
     )
 
 
-async def upsert_account(conn: asyncpg.Connection, envelope: Envelope, nic: str, email: str, zone: str) -> bool:
+async def upsert_account(
+    conn: asyncpg.Connection, envelope: Envelope, nic: str, email: str, zone: str, language: str = "en"
+) -> bool:
     """Apply an `account.upserted`; False when a newer message (upsert or delete) was applied."""
     return bool(
         await conn.fetchval(
-            "INSERT INTO account_rows AS a (nic, email, zone, occurred_at, message_id) VALUES ($1, $2, $3, $4, $5)"
-            " ON CONFLICT (nic) DO UPDATE SET email = EXCLUDED.email, zone = EXCLUDED.zone,"
+            "INSERT INTO account_rows AS a (nic, email, zone, occurred_at, message_id, language) VALUES ($1, $2, $3, $4, $5, $6)"
+            " ON CONFLICT (nic) DO UPDATE SET email = EXCLUDED.email, zone = EXCLUDED.zone, language = EXCLUDED.language,"
             " occurred_at = EXCLUDED.occurred_at, message_id = EXCLUDED.message_id, deleted = false"
             f" WHERE {_newer('a')} RETURNING true",
             nic,
@@ -38,18 +40,19 @@ async def upsert_account(conn: asyncpg.Connection, envelope: Envelope, nic: str,
             zone,
             envelope.occurred_at,
             envelope.message_id,
+            language,
         )
     )
 
 
 async def delete_account(conn: asyncpg.Connection, envelope: Envelope, nic: str) -> bool:
-    """Apply an `account.deleted`: a tombstone (email and zone erased), also for an account not
-    seen yet, so that its older upsert arriving later is ignored. False when a newer message was
-    applied."""
+    """Apply an `account.deleted`: a tombstone (email, zone and language erased), also for an
+    account not seen yet, so that its older upsert arriving later is ignored. False when a newer
+    message was applied."""
     return bool(
         await conn.fetchval(
             "INSERT INTO account_rows AS a (nic, occurred_at, message_id, deleted) VALUES ($1, $2, $3, true)"
-            " ON CONFLICT (nic) DO UPDATE SET email = NULL, zone = NULL,"
+            " ON CONFLICT (nic) DO UPDATE SET email = NULL, zone = NULL, language = NULL,"
             " occurred_at = EXCLUDED.occurred_at, message_id = EXCLUDED.message_id, deleted = true"
             f" WHERE {_newer('a')} RETURNING true",
             nic,
@@ -63,15 +66,24 @@ def accounts_sql(nics: str) -> str:
     """SQL: the array of the accounts of the NICs in the array `nics` (a NULL for an unknown one),
     one primary-key lookup each whatever the table's size (as `nic = ANY(...)`, a generic plan
     read the whole table while it was small)."""
-    return f"ARRAY(SELECT (SELECT ROW(a.nic, a.email, a.zone) FROM accounts a WHERE a.nic = n.nic) FROM unnest({nics}) AS n(nic))"
+    return (
+        "ARRAY(SELECT (SELECT ROW(a.nic, a.email, a.zone, coalesce(a.language, 'en')) FROM accounts a WHERE a.nic = n.nic)"
+        f" FROM unnest({nics}) AS n(nic))"
+    )
 
 
-def accounts_from(rows: list[tuple[str, str, str] | None]) -> dict[str, Account]:
-    return {nic: Account(nic, email, zone) for nic, email, zone in filter(None, rows)}
+def accounts_from(rows: list[tuple[str, str, str, str] | None]) -> dict[str, Account]:
+    return {nic: Account(nic, email, zone, language) for nic, email, zone, language in filter(None, rows)}
 
 
 async def accounts_by_nic(conn: asyncpg.Connection, nics: list[str]) -> dict[str, Account]:
     return accounts_from(await conn.fetchval(f"SELECT {accounts_sql('$1::text[]')}", nics))
+
+
+async def language_of(conn: asyncpg.Connection, nic: str) -> str | None:
+    """The language of an account (a BCP 47 tag), None when the account is not known: one
+    primary-key lookup, for the pages of a signed-in person."""
+    return await conn.fetchval("SELECT coalesce(language, 'en') FROM accounts WHERE nic = $1", nic)
 
 
 async def insert_service_if_new(

@@ -140,4 +140,34 @@ MIGRATIONS = [
     """
     CREATE INDEX contact_changes_service ON contact_changes (service, created_at DESC);
     """,
+    # Batches (issue 20): one submission naming several services; its requests carry its id. The
+    # confirmers' codes of a batch go out in one email each once none of its requests is still
+    # being checked (`codes_asked_at`: they have gone).
+    """
+    CREATE TABLE batches (
+        id             uuid PRIMARY KEY,
+        requester      text NOT NULL,
+        created_at     timestamptz NOT NULL DEFAULT now(),
+        codes_asked_at timestamptz
+    );
+    CREATE INDEX batches_requester ON batches (requester, created_at DESC);
+    ALTER TABLE contact_changes ADD COLUMN batch_id uuid;
+    CREATE INDEX contact_changes_batch ON contact_changes (batch_id) WHERE batch_id IS NOT NULL;
+    ALTER TABLE submissions ADD COLUMN batch_id uuid, ADD COLUMN refused jsonb;
+    """,
+    # "My contacts" pages by service id (issue 20): each role's index also orders by service, so
+    # a page reads from the cursor on and stops at its size, for an account with thousands of
+    # services. They replace the indexes on the role alone, which they serve as well.
+    """
+    CREATE INDEX service_rows_admin_service ON service_rows (admin, service);
+    CREATE INDEX service_rows_tech_service ON service_rows (tech, service);
+    CREATE INDEX service_rows_billing_service ON service_rows (billing, service);
+    DROP INDEX services_admin, services_tech, services_billing;
+    """,
+    # Languages (issue 20): each account's, from `account.upserted` (a BCP 47 tag; NULL for a row
+    # written before, read as English). The view gains it last, as CREATE OR REPLACE VIEW allows.
+    """
+    ALTER TABLE account_rows ADD COLUMN language text;
+    CREATE OR REPLACE VIEW accounts AS SELECT nic, email, zone, language FROM account_rows WHERE NOT deleted;
+    """,
 ]

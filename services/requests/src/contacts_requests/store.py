@@ -72,8 +72,8 @@ async def submission_context(conn: asyncpg.Connection, service: str, nics: list[
 async def insert_request(conn: asyncpg.Connection, change: ContactChange) -> None:
     """The request, its confirmers and its first history line, in one statement."""
     await conn.execute(
-        "WITH request AS (INSERT INTO contact_changes (id, service, type, from_nic, to_nic, requester, state, expires_at)"
-        " VALUES ($1, $2, $3, $4, $5, $6, 'checking', $7)),"
+        "WITH request AS (INSERT INTO contact_changes (id, service, type, from_nic, to_nic, requester, state, expires_at, batch_id)"
+        " VALUES ($1, $2, $3, $4, $5, $6, 'checking', $7, $9)),"
         " asked AS (INSERT INTO confirmers (request_id, nic) SELECT $1, unnest($8::text[]))"
         " INSERT INTO history (request_id, state, actor, reason) VALUES ($1, 'checking', $6, 'submitted')",
         uuid.UUID(change.id),
@@ -84,6 +84,7 @@ async def insert_request(conn: asyncpg.Connection, change: ContactChange) -> Non
         change.requester,
         change.expires_at,
         list(change.confirmers),
+        uuid.UUID(change.batch_id) if change.batch_id else None,
     )
 
 
@@ -113,7 +114,7 @@ class LoadedChange:
 _REQUEST = (
     # `from` and `to` as the request's view names them, so that one function reads both (views.change_of).
     'SELECT r.id, r.service, r.type, r.from_nic AS "from", r.to_nic AS "to", r.requester, r.state, r.expires_at,'
-    " r.created_at, r.reminders,"
+    " r.created_at, r.reminders, r.batch_id,"
     f" {accounts_sql('ARRAY[r.requester, r.from_nic, r.to_nic]')} AS accounts"
 )
 _CONFIRMER = "c.nic, c.state, c.token_hash, c.token_expires_at, c.failures"

@@ -3,6 +3,7 @@ rate limits count (a requester's recent submissions, a request's resends)."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import datetime
 
@@ -50,3 +51,25 @@ async def recent_submissions(conn: asyncpg.Connection, requester: str, since: da
         "SELECT DISTINCT created_at FROM contact_changes WHERE requester = $1 AND created_at > $2", requester, since
     )
     return [r["created_at"] for r in rows]
+
+
+async def batch_by_key(conn: asyncpg.Connection, requester: str, key: str) -> asyncpg.Record | None:
+    """The batch a key made (`batch_id`, `request_ids`, `refused` as JSON), if it made one."""
+    return await conn.fetchrow(
+        "SELECT batch_id, request_ids, refused FROM submissions WHERE requester = $1 AND idempotency_key = $2 AND batch_id IS NOT NULL",
+        requester,
+        key,
+    )
+
+
+async def record_batch(
+    conn: asyncpg.Connection, requester: str, key: str, batch_id: uuid.UUID, request_ids: list[uuid.UUID], refused: list[dict]
+) -> None:
+    await conn.execute(
+        "INSERT INTO submissions (requester, idempotency_key, request_ids, batch_id, refused) VALUES ($1, $2, $3, $4, $5)",
+        requester,
+        key,
+        request_ids,
+        batch_id,
+        json.dumps(refused),
+    )

@@ -39,13 +39,13 @@ async def service_file(conn: asyncpg.Connection, service_id: str, *, limit: int,
 async def account_file(
     conn: asyncpg.Connection, nic: str, *, state: RequestState | None, limit: int, before: Before
 ) -> dict[str, Any]:
-    """An account (its address and zone, or None once deleted) and a page of the requests it is
-    party to, newest first; not found when the account is unknown and party to none."""
+    """An account (its address, zone and language, or None once deleted) and a page of the
+    requests it is party to, newest first; not found when the account is unknown and party to none."""
     account = (await replicas.accounts_by_nic(conn, [nic])).get(nic)
     ids = await views.requests_of(conn, nic, state=state.value if state else None, role=None, limit=limit, before=before)
     if account is None and not ids:
         raise not_found()
-    shown = {"nic": account.nic, "email": account.email, "zone": account.zone} if account else None
+    shown = {"nic": account.nic, "email": account.email, "zone": account.zone, "language": account.language} if account else None
     return {"account": shown, "ids": ids}
 
 

@@ -47,6 +47,7 @@ class SupportAccount(BaseModel):
     nic: NicHandle
     email: str
     zone: Zone
+    language: str = Field(description="the language of the account's emails and pages, a BCP 47 tag (en when none was given)")
 
 
 class _Page(BaseModel):

@@ -18,6 +18,7 @@ from urllib.parse import quote, urlencode
 
 import asyncpg
 from contacts_shared.contracts import RequestState, normalize_nic
+from contacts_shared.i18n import _l
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import RedirectResponse, Response
 
@@ -93,7 +94,7 @@ def _lookup(
 
 
 def _no_request(request: Request) -> Response:
-    return _lookup(request, form_error="There is no request with this id.", status=404)
+    return _lookup(request, form_error=_l("There is no request with this id."), status=404)
 
 
 # --- looking up -----------------------------------------------------------------------------------
@@ -106,14 +107,14 @@ async def lookup(request: Request, agent: Agent) -> Response:
     if "service" in query:
         service = query["service"].strip()
         if not service:
-            return _lookup(request, errors={"service": "Type a service id, such as shop-example.web-hosting."}, status=422)
+            return _lookup(request, errors={"service": _l("Type a service id, such as shop-example.web-hosting.")}, status=422)
         return RedirectResponse(f"/support/services/{quote(service, safe='')}", status_code=303)
     if "nic" in query:
         typed = query["nic"].strip()
         try:
             nic = normalize_nic(typed)
         except ValueError:
-            error = f"“{typed}” is not a NIC handle; it looks like aa00000-ovh." if typed else "Type a NIC handle, such as aa00000-ovh."
+            error = _l("“%(typed)s” is not a NIC handle; it looks like aa00000-ovh.", typed=typed) if typed else _l("Type a NIC handle, such as aa00000-ovh.")
             return _lookup(request, values={"nic": typed}, errors={"nic": error}, status=422)
         return RedirectResponse(f"/support/accounts/{quote(nic, safe='')}", status_code=303)
     return _lookup(request)
@@ -133,7 +134,7 @@ async def service_page(request: Request, service: str, agent: Agent, cursor: str
             found = await support_desk.service_file(conn, service, limit=PAGE_SIZE + 1, before=_before(cursor))
             items, next_cursor = await page_of(conn, found["ids"], PAGE_SIZE, for_support=True)
     except Refusal:  # not found: the only refusal of a lookup
-        error = f"No service “{service}” is known, and no request names it."
+        error = _l("No service “%(service)s” is known, and no request names it.", service=service)
         return _lookup(request, values={"service": service}, errors={"service": error}, status=404)
     return render(
         request,
@@ -151,7 +152,7 @@ async def account_page(request: Request, nic: str, agent: Agent, state: str = ""
     try:
         nic = normalize_nic(nic)
     except ValueError:
-        error = f"“{nic}” is not a NIC handle; it looks like aa00000-ovh."
+        error = _l("“%(typed)s” is not a NIC handle; it looks like aa00000-ovh.", typed=nic)
         return _lookup(request, values={"nic": nic}, errors={"nic": error}, status=422)
     wanted = RequestState(state) if state in {s.value for s in RequestState} else None
     try:
@@ -159,7 +160,7 @@ async def account_page(request: Request, nic: str, agent: Agent, state: str = ""
             found = await support_desk.account_file(conn, nic, state=wanted, limit=PAGE_SIZE + 1, before=_before(cursor))
             items, next_cursor = await page_of(conn, found["ids"], PAGE_SIZE, for_support=True)
     except Refusal:
-        error = f"No account {nic} is known, and it is party to no request."
+        error = _l("No account %(nic)s is known, and it is party to no request.", nic=nic)
         return _lookup(request, values={"nic": nic}, errors={"nic": error}, status=404)
     return render(
         request,
@@ -238,7 +239,7 @@ async def request_action(request: Request, request_id: str, agent: Agent) -> Res
     except ValueError:
         return _no_request(request)
     if action not in ACTIONS:
-        posted["error"] = "Choose one of the buttons."
+        posted["error"] = _l("Choose one of the buttons.")
         return await _request_page(request, agent, request_id, posted=posted, status=422)
     try:
         async with _pool(request).acquire() as conn:
@@ -261,5 +262,5 @@ async def request_action(request: Request, request_id: str, agent: Agent) -> Res
 async def elsewhere(request: Request, agent: Agent, rest: str = "") -> Response:
     if not rest and request.method == "GET":  # /support/
         return RedirectResponse("/support", status_code=303)
-    return _lookup(request, form_error="There is no such page of the support desk.", status=404)
+    return _lookup(request, form_error=_l("There is no such page of the support desk."), status=404)
 

@@ -20,6 +20,9 @@ import asyncpg
 import structlog
 from asyncpg.transaction import Transaction
 from contacts_shared.contracts import (
+    BatchConfirmer,
+    BatchItem,
+    ContactChangeBatchValidationRequested,
     ContactChangeCompleted,
     ContactChangeRequested,
     ContactChangeSupportActed,
@@ -30,10 +33,10 @@ from contacts_shared.contracts import (
 from contacts_shared.crashpoints import crash_point
 from contacts_shared.outbox import enqueue
 
-from contacts_requests import events, replicas, store
+from contacts_requests import batch_store, events, replicas, store
 from contacts_requests.announcements import about, state_changed, validation_request
 from contacts_requests.contact_change import ContactChange, Decision
-from contacts_requests.domain import Account, unreachable
+from contacts_requests.domain import Account, batch_codes_due, unreachable
 
 log = structlog.get_logger("contacts.requests")
 
@@ -46,6 +49,7 @@ class UnitOfWork:
         self.conn = conn
         self._messages: list[Contract] = []
         self._transaction: Transaction | None = None
+        self._batches: set[str] = set()  # batches whose requests moved: their codes may be due
 
     async def __aenter__(self) -> Self:
         if not self.conn.is_in_transaction():
@@ -55,14 +59,18 @@ class UnitOfWork:
 
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         try:
-            if exc_type is None and self._messages:
-                await enqueue(self.conn, *self._messages)
+            if exc_type is None:
+                for batch_id in sorted(self._batches):
+                    await self._ask_batch_codes(uuid.UUID(batch_id))
+                if self._messages:
+                    await enqueue(self.conn, *self._messages)
         except BaseException:
             if self._transaction is not None:
                 await self._transaction.rollback()
             raise
         finally:
             self._messages.clear()
+            self._batches.clear()
         if self._transaction is not None:
             await (self._transaction.commit() if exc_type is None else self._transaction.rollback())
 
@@ -97,6 +105,8 @@ class UnitOfWork:
             case events.StateChanged(state, actor, reason):
                 await store.set_state(conn, request_id, state, actor, reason)
                 self._announce(change, event, accounts, idempotency_key)
+                if change.batch_id is not None:
+                    self._batches.add(change.batch_id)
             case events.Answered(nic, accepted):
                 # Answers are taken only while the request waits for them (check_answerable).
                 reason = f"{'accepted' if accepted else 'declined'} by {nic}"
@@ -115,7 +125,8 @@ class UnitOfWork:
                     what = "a reminder with new validation codes sent" if reminder else "validation codes sent again"
                     note = f"{what} to {', '.join(nics)}" + (f": {why}" if why else "")
                     await store.record_history(conn, request_id, change.state, resent_by, note)
-                self._messages.append(validation_request(change, nics, accounts, generations, told, reminder=reminder))
+                if nics or told:  # a batch's first codes go in its own message
+                    self._messages.append(validation_request(change, nics, accounts, generations, told, reminder=reminder))
             case events.ReminderPlanned(sent, at):
                 await store.plan_reminder(conn, request_id, sent, at)
             case events.ContactReplaced():
@@ -132,6 +143,34 @@ class UnitOfWork:
                     ContactChangeSupportActed(**about(change), agent=agent, action=action, reason=reason, confirmer=confirmer, acted_at=utcnow())
                 )
                 log.info("support action", request_id=change.id, agent=agent, action=action, confirmer=confirmer)
+
+    async def _ask_batch_codes(self, batch_id: uuid.UUID) -> None:
+        """The batch's codes, in one message, once none of its requests is being checked (the
+        domain says when and to whom); then never again."""
+        facts = await batch_store.lock_facts(self.conn, batch_id)
+        if facts is None or (due := batch_codes_due([r.member for r in facts.requests], facts.codes_asked)) is None:
+            return
+        await batch_store.mark_codes_asked(self.conn, batch_id)
+        accounts = await replicas.accounts_by_nic(self.conn, list(due))
+        confirmers = [
+            BatchConfirmer(nic=nic, email=accounts[nic].email, request_ids=ids, language=accounts[nic].language)
+            for nic, ids in due.items()
+            if nic in accounts
+        ]
+        asked = {rid for c in confirmers for rid in c.request_ids}
+        items = [r for r in facts.requests if r.member.request_id in {str(i) for i in asked}]
+        if not items:
+            return  # every request was refused or ended: no code to send
+        self._messages.append(
+            ContactChangeBatchValidationRequested(
+                batch_id=batch_id,
+                requester=facts.requester,
+                items=[BatchItem(request_id=r.member.request_id, service=r.service, type=r.type, from_=r.from_, to=r.to) for r in items],
+                confirmers=confirmers,
+                expires_at=min(r.expires_at for r in items),
+            )
+        )
+        log.info("batch codes asked", batch_id=str(batch_id), requests=len(items), confirmers=len(confirmers))
 
     def _announce(self, change: ContactChange, moved: events.StateChanged, accounts: Mapping[str, Account], idempotency_key: str | None) -> None:
         """Tell the notifier and other systems the request's new state, with its parties' emails."""

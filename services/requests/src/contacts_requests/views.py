@@ -15,14 +15,55 @@ from contacts_requests.contact_change import ContactChange
 from contacts_requests.tokens import MAX_TOKEN_FAILURES
 
 
-async def my_contacts(conn: asyncpg.Connection, nic: str, *, service: str | None = None) -> list[dict[str, Any]]:
-    """The services `nic` is a contact of (only `service`, when named): each with its type, the
-    roles `nic` holds there and its three contacts."""
-    where, args = "(admin = $1 OR tech = $1 OR billing = $1)", [nic]
-    if service is not None:
-        where, args = where + " AND service = $2", [nic, service]
-    rows = await conn.fetch(f"SELECT service, type, admin, tech, billing FROM services WHERE {where} ORDER BY service", *args)
+async def my_contacts(
+    conn: asyncpg.Connection,
+    nic: str,
+    *,
+    service: str | None = None,
+    role: str | None = None,
+    type_: str | None = None,
+    text: str | None = None,
+    after: str | None = None,
+    limit: int | None = None,
+) -> list[dict[str, Any]]:
+    """The services `nic` is a contact of, in the order of their ids: each with its type, the
+    roles `nic` holds there and its three contacts. Only `service`, when named; only those where
+    `nic` holds `role`, of type `type_`, whose id contains `text` (any case), after the id
+    `after` (keyset paging); at most `limit`.
+
+    One statement: a branch per role, each reading the index on (that role, service) from `after`
+    on and stopping at `limit`, merged; a page costs what it shows, however many services the
+    account has. Only the conditions given are written, so that every plan can use the index."""
+    args: list[Any] = [nic]
+    conditions = ""
+    wanted = {"service =": service, "type =": type_, "service ILIKE": like_pattern(text) if text else None, "service >": after}
+    for condition, value in wanted.items():
+        if value is not None:
+            args.append(value)
+            conditions += f" AND {condition} ${len(args)}"
+    limited = ""
+    if limit is not None:
+        args.append(limit)
+        limited = f" LIMIT ${len(args)}"
+    columns = [ContactType(role).value] if role else [t.value for t in ContactType]
+    branches = " UNION ".join(
+        f"(SELECT service, type, admin, tech, billing FROM services WHERE {column} = $1{conditions} ORDER BY service{limited})"
+        for column in columns
+    )
+    rows = await conn.fetch(f"SELECT * FROM ({branches}) AS mine ORDER BY service{limited}", *args)
     return [{**_service(r), "roles": [t.value for t in ContactType if r[t.value] == nic]} for r in rows]
+
+
+def like_pattern(text: str) -> str:
+    """An ILIKE pattern for `text` anywhere, its own `%`, `_` and `\\` taken literally (backslash
+    is LIKE's escape character)."""
+    return "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+async def service_types_of(conn: asyncpg.Connection, nic: str) -> list[str]:
+    """The types of the services `nic` is a contact of, for the filter of "my contacts"."""
+    rows = await conn.fetch("SELECT DISTINCT type FROM services WHERE admin = $1 OR tech = $1 OR billing = $1 ORDER BY type", nic)
+    return [r["type"] for r in rows]
 
 
 async def service_row(conn: asyncpg.Connection, service: str) -> dict[str, Any] | None:
@@ -50,6 +91,7 @@ def change_of(request: Mapping[str, Any], confirmers: Mapping[str, str]) -> Cont
         expires_at=request.get("expires_at"),
         created_at=request.get("created_at"),
         reminders=request.get("reminders", 0),
+        batch_id=str(request["batch_id"]) if request.get("batch_id") else None,
     )
 
 
@@ -57,21 +99,31 @@ _VIEW_CONFIRMER = ("nic", "state", "answered_at", "sent_to", "sent_at")
 _VIEW_HISTORY = ("at", "state", "actor", "reason")
 
 
+# One statement, since every API write answers with this view: confirmers and history as arrays
+# of rows, which keep their column types.
+_VIEW_SQL = (
+    "SELECT r.*,"
+    " ARRAY(SELECT ROW(c.nic, c.state, c.answered_at, c.sent_to, c.sent_at, c.failures >= $2) FROM confirmers c WHERE c.request_id = r.id ORDER BY c.nic) AS confirmers,"
+    " ARRAY(SELECT ROW(h.at, h.state, h.actor, h.reason) FROM history h WHERE h.request_id = r.id ORDER BY h.id) AS history"
+    " FROM contact_changes r"
+)
+
+
 async def request_view(conn: asyncpg.Connection, request_id: uuid.UUID, *, for_support: bool = False) -> dict | None:
     """A request with its confirmers and history; `for_support` also says whose code is locked
     after too many wrong tries (what an agent may unlock)."""
-    # One statement, since every API write answers with this view: confirmers and history as
-    # arrays of rows, which keep their column types.
-    row = await conn.fetchrow(
-        "SELECT r.*,"
-        " ARRAY(SELECT ROW(c.nic, c.state, c.answered_at, c.sent_to, c.sent_at, c.failures >= $2) FROM confirmers c WHERE c.request_id = r.id ORDER BY c.nic) AS confirmers,"
-        " ARRAY(SELECT ROW(h.at, h.state, h.actor, h.reason) FROM history h WHERE h.request_id = r.id ORDER BY h.id) AS history"
-        " FROM contact_changes r WHERE r.id = $1",
-        request_id,
-        MAX_TOKEN_FAILURES,
-    )
-    if row is None:
-        return None
+    row = await conn.fetchrow(f"{_VIEW_SQL} WHERE r.id = $1", request_id, MAX_TOKEN_FAILURES)
+    return _view_of(row, for_support=for_support) if row else None
+
+
+async def request_views(conn: asyncpg.Connection, request_ids: list[uuid.UUID]) -> list[dict]:
+    """The views of `request_ids` that exist, in that order, in one statement (a page of them)."""
+    rows = await conn.fetch(f"{_VIEW_SQL} WHERE r.id = ANY($1::uuid[])", request_ids, MAX_TOKEN_FAILURES)
+    found = {row["id"]: _view_of(row) for row in rows}
+    return [found[i] for i in request_ids if i in found]
+
+
+def _view_of(row: Mapping[str, Any], *, for_support: bool = False) -> dict:
     confirmer_fields = (*_VIEW_CONFIRMER, "locked") if for_support else _VIEW_CONFIRMER
     return {
         "id": str(row["id"]),
@@ -82,6 +134,7 @@ async def request_view(conn: asyncpg.Connection, request_id: uuid.UUID, *, for_s
         "requester": row["requester"],
         "state": row["state"],
         "reason": row["reason"],
+        "batch_id": str(row["batch_id"]) if row["batch_id"] else None,
         "created_at": row["created_at"],
         "updated_at": row["updated_at"],
         "expires_at": row["expires_at"],
@@ -98,17 +151,19 @@ async def requests_of(
     role: str | None,
     limit: int,
     before: tuple[datetime, uuid.UUID] | None,
+    service: str | None = None,
 ) -> list[uuid.UUID]:
-    """Ids of the requests `nic` is a party of, newest first (keyset pagination)."""
+    """Ids of the requests `nic` is a party of (of `service` only, when named), newest first
+    (keyset pagination)."""
     roles = [role] if role else ["requester", "from", "to"]
     column = {"requester": "requester", "from": "from_nic", "to": "to_nic"}
-    # One indexed branch per role, merged: no scan that grows with everybody's history.
-    branches = " UNION ".join(
-        f"SELECT id, created_at FROM contact_changes WHERE {column[r]} = $1"
-        " AND ($2::text IS NULL OR state = $2)"
-        " AND ($3::timestamptz IS NULL OR (created_at, id) < ($3, $4::uuid))"
-        for r in roles
-    )
+    mine = "($2::text IS NULL OR state = $2) AND ($3::timestamptz IS NULL OR (created_at, id) < ($3, $4::uuid))"
+    if service is None:
+        # One indexed branch per role, merged: no scan that grows with everybody's history.
+        branches = " UNION ".join(f"SELECT id, created_at FROM contact_changes WHERE {column[r]} = $1 AND {mine}" for r in roles)
+    else:  # the service's own index: however many requests the account has elsewhere
+        parties = " OR ".join(f"{column[r]} = $1" for r in roles)
+        branches = f"SELECT id, created_at FROM contact_changes WHERE service = $6 AND ({parties}) AND {mine}"
     rows = await conn.fetch(
         f"SELECT id, created_at FROM ({branches}) AS mine ORDER BY created_at DESC, id DESC LIMIT $5",
         nic,
@@ -116,6 +171,7 @@ async def requests_of(
         before[0] if before else None,
         before[1] if before else None,
         limit,
+        *([service] if service is not None else []),
     )
     return [r["id"] for r in rows]
 

@@ -1,5 +1,5 @@
 """What the JSON API and the pages share: who is asking, the domain's refusals as HTTP
-statuses, problem details (RFC 9457), and the paging cursor of "my requests"."""
+statuses, problem details (RFC 9457), and the paging cursors of "my requests" and "my contacts"."""
 
 from __future__ import annotations
 
@@ -69,6 +69,35 @@ def parse_cursor(text: str) -> tuple[datetime, uuid.UUID]:
         return datetime.fromisoformat(at), uuid.UUID(rid)
     except ValueError:
         raise Refusal(Kind.invalid, "Invalid cursor", "The cursor is not one this API gave out.", field="cursor") from None
+
+
+def printable(text: str, limit: int) -> str:
+    """What a page keeps of a text typed in a filter: trimmed, no control character (PostgreSQL
+    takes no NUL), at most `limit` characters."""
+    return "".join(c for c in text if c >= " " and c != "\x7f").strip()[:limit]
+
+
+def cursor_after_service(service: str) -> str:
+    """Where the next page of "my contacts" starts: after this service (in the order of ids)."""
+    return base64.urlsafe_b64encode(f"service|{service}".encode()).decode()
+
+
+def parse_service_cursor(text: str) -> str:
+    try:
+        kind, _, service = base64.urlsafe_b64decode(text.encode()).decode().partition("|")
+    except ValueError:
+        kind, service = "", ""
+    # A service id holds no control character (contracts.ServiceId), and PostgreSQL takes no NUL.
+    if kind != "service" or not service or any(c < " " or c == "\x7f" for c in service):
+        raise Refusal(Kind.invalid, "Invalid cursor", "The cursor is not one this API gave out.", field="cursor")
+    return service
+
+
+def services_page(services: list[dict[str, Any]], limit: int) -> tuple[list[dict[str, Any]], str | None]:
+    """The first `limit` of `services` (looked up one more than shown), and the cursor of the next
+    page when there is one."""
+    more = len(services) > limit
+    return services[:limit], cursor_after_service(services[limit - 1]["service"]) if more else None
 
 
 async def page_of(

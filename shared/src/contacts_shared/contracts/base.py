@@ -17,7 +17,7 @@ from pydantic import (
     WithJsonSchema,
 )
 
-__all__ = ["NIC_PATTERN", "ContactType", "Contract", "Nic", "Phase", "RequestState", "ServiceId", "UtcDatetime", "Zone", "normalize_nic", "utcnow"]
+__all__ = ["LANGUAGE_PATTERN", "NIC_PATTERN", "ContactType", "Contract", "Language", "Nic", "Phase", "RequestState", "ServiceId", "UtcDatetime", "Zone", "normalize_nic", "utcnow"]
 
 NIC_PATTERN = re.compile(r"^[a-z]{2}[0-9]{1,9}-[a-z]{2,10}$")
 
@@ -54,6 +54,20 @@ Nic = Annotated[
 ]
 ServiceId = Annotated[str, Field(min_length=1, max_length=255, pattern=r"^[^\x00-\x1f\x7f]+$")]
 UtcDatetime = Annotated[datetime, AfterValidator(_utc)]
+# A language tag (BCP 47), checked for its shape only: a primary language of 2 or 3 letters, then
+# subtags (region, script, variant) of up to 8 letters or digits: fr, fr-CA, en-GB, zh-Hant-TW.
+# Whoever reads it picks the nearest language it has (contacts_shared.i18n), English by default.
+LANGUAGE_PATTERN = r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8})*$"
+Language = Annotated[
+    str,
+    Field(
+        min_length=2,
+        max_length=35,
+        pattern=LANGUAGE_PATTERN,
+        description="The language the person reads, a BCP 47 tag (fr, fr-CA, en-GB); emails and pages use the nearest "
+        "language available (fr for fr-CA), English when there is none",
+    ),
+]
 
 
 def utcnow() -> datetime:

@@ -13,6 +13,7 @@ from pydantic import (
 from contacts_shared.contracts.base import (
     ContactType,
     Contract,
+    Language,
     Nic,
     Phase,
     RequestState,
@@ -21,7 +22,7 @@ from contacts_shared.contracts.base import (
     with_examples,
 )
 
-__all__ = ["AboutARequest", "Confirmer", "ContactChangeCompleted", "ContactChangeEmailFailed", "ContactChangeRequested", "ContactChangeStateChanged", "ContactChangeSupportActed", "ContactChangeTokenIssued", "ContactChangeValidationRequested", "ContactChangeVetted", "Generation", "Informed", "Party", "hash_token"]
+__all__ = ["AboutARequest", "BatchConfirmer", "BatchItem", "Confirmer", "ContactChangeBatchValidationRequested", "ContactChangeCompleted", "ContactChangeEmailFailed", "ContactChangeRequested", "ContactChangeStateChanged", "ContactChangeSupportActed", "ContactChangeTokenIssued", "ContactChangeValidationRequested", "ContactChangeVetted", "Generation", "Informed", "Party", "hash_token"]
 
 # The request the examples are about: the fields every message about a request starts with.
 _A_CHANGE = {
@@ -77,15 +78,22 @@ class ContactChangeVetted(Contract):
 Generation = Annotated[int, Field(ge=1, le=1_000_000, description="Round of validation codes: 1, then one more per resend")]
 
 
+# Added after the first release (optional, so version stays 1): the language of each recipient's
+# account (`account.upserted`), which their email is written in.
+RecipientLanguage = Annotated[Language, Field(description="The language of the recipient's account: their email is written in it")]
+
+
 class Confirmer(Contract):
     nic: Nic
     email: str
     generation: Generation = 1
+    language: RecipientLanguage = "en"
 
 
 class Informed(Contract):
     nic: Nic
     email: str
+    language: RecipientLanguage = "en"
 
 
 class ContactChangeValidationRequested(AboutARequest):
@@ -108,10 +116,49 @@ class ContactChangeValidationRequested(AboutARequest):
             "requester": "aa11111-ovh",
             "confirmers": [
                 {"nic": "aa11111-ovh", "email": "owner@shop-example.test"},
-                {"nic": "bb22222-ovh", "email": "webmaster@shop-example.test"},
+                {"nic": "bb22222-ovh", "email": "webmaster@shop-example.test", "language": "fr"},
             ],
             "expires_at": "2026-02-14T12:00:00Z",
             "informed": [{"nic": "cc33333-ovh", "email": "previous-agency@shop-example.test"}],
+        }
+    )
+
+
+class BatchItem(AboutARequest):
+    """One request of a batch: what it changes."""
+
+
+class BatchConfirmer(Contract):
+    nic: Nic
+    email: str
+    request_ids: list[uuid.UUID] = Field(min_length=1, description="The requests of the batch waiting for this confirmer")
+    language: RecipientLanguage = "en"
+
+
+class ContactChangeBatchValidationRequested(Contract):
+    """The requests service asks the notifier to mail each confirmer of a batch one email with one
+    code that answers every request of the batch waiting for them (sent once none of the batch's
+    requests is still being checked; those refused meanwhile are left out)."""
+
+    batch_id: uuid.UUID
+    requester: Nic
+    items: list[BatchItem] = Field(min_length=1)
+    confirmers: list[BatchConfirmer] = Field(min_length=1)
+    expires_at: UtcDatetime
+
+    model_config = with_examples(
+        {
+            "batch_id": "5d1c7a52-98f1-4a0e-b7a3-4b6c0f1e2d33",
+            "requester": "aa11111-ovh",
+            "items": [
+                _A_CHANGE,
+                {**_A_CHANGE, "request_id": "7c2e1f9a-5b3d-4e8f-a1c6-d4b9e0f2a3b4", "service": "blog-example.com"},
+            ],
+            "confirmers": [
+                {"nic": "aa11111-ovh", "email": "owner@shop-example.test", "request_ids": [_A_CHANGE["request_id"], "7c2e1f9a-5b3d-4e8f-a1c6-d4b9e0f2a3b4"]},
+                {"nic": "bb22222-ovh", "email": "webmaster@shop-example.test", "request_ids": [_A_CHANGE["request_id"], "7c2e1f9a-5b3d-4e8f-a1c6-d4b9e0f2a3b4"]},
+            ],
+            "expires_at": "2026-02-14T12:00:00Z",
         }
     )
 
@@ -153,6 +200,7 @@ class Party(Contract):
     nic: Nic
     email: str
     role: Literal["requester", "from", "to"]
+    language: RecipientLanguage = "en"
 
 
 class ContactChangeStateChanged(AboutARequest):
@@ -173,7 +221,7 @@ class ContactChangeStateChanged(AboutARequest):
             "parties": [
                 {"nic": "aa11111-ovh", "email": "owner@shop-example.test", "role": "requester"},
                 {"nic": "cc33333-ovh", "email": "tech@shop-example.test", "role": "from"},
-                {"nic": "bb22222-ovh", "email": "webmaster@shop-example.test", "role": "to"},
+                {"nic": "bb22222-ovh", "email": "webmaster@shop-example.test", "role": "to", "language": "fr"},
             ],
             "idempotency_key": "support-ticket-8812",
         }

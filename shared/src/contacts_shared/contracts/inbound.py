@@ -18,6 +18,7 @@ from pydantic import (
 from contacts_shared.contracts.base import (
     ContactType,
     Contract,
+    Language,
     Nic,
     ServiceId,
     UtcDatetime,
@@ -25,7 +26,7 @@ from contacts_shared.contracts.base import (
     with_examples,
 )
 
-__all__ = ["EMAIL_PATTERN", "AccountDeleted", "AccountUpserted", "ContactChangeSubmit", "ContactChanges", "InvoiceIssued", "InvoicePaid", "PaymentMethodRemoved", "PaymentMethodUpserted", "ServiceDeleted", "ServiceUpserted"]
+__all__ = ["EMAIL_PATTERN", "AccountDeleted", "AccountUpserted", "BatchSubmitEntry", "ContactChangeSubmit", "ContactChangeSubmitBatch", "ContactChanges", "InvoiceIssued", "InvoicePaid", "PaymentMethodRemoved", "PaymentMethodUpserted", "ServiceDeleted", "ServiceUpserted"]
 
 # One address, nothing else: the local part's dot-atom characters (no comma, semicolon, quote,
 # angle bracket or space, which would let an email header name more than one recipient) and a
@@ -42,11 +43,17 @@ def _one_address(value: str) -> str:
 class AccountUpserted(Contract):
     """A customer account was created or changed (accounts system)."""
 
-    model_config = with_examples({"nic": "aa11111-ovh", "email": "owner@shop-example.test", "zone": "EU"})
+    model_config = with_examples(
+        {"nic": "aa11111-ovh", "email": "owner@shop-example.test", "zone": "EU"},
+        {"nic": "bb22222-ovh", "email": "webmaster@shop-example.test", "zone": "EU", "language": "fr"},
+    )
 
     nic: Nic
     email: Annotated[str, Field(min_length=3, max_length=320, json_schema_extra={"pattern": EMAIL_PATTERN}), AfterValidator(_one_address)]
     zone: Zone
+    # Added after the first release (optional, so version stays 1): the emails to this account
+    # and the pages it signs in to are in this language.
+    language: Language = "en"
 
 
 class AccountDeleted(Contract):
@@ -192,4 +199,33 @@ class ContactChangeSubmit(Contract):
     requester: Nic
     service: ServiceId
     changes: ContactChanges
+    idempotency_key: str = Field(min_length=1, max_length=200)
+
+
+class BatchSubmitEntry(Contract):
+    """One service of a batch and the changes wanted on it."""
+
+    service: ServiceId
+    changes: ContactChanges
+
+
+class ContactChangeSubmitBatch(Contract):
+    """Ask for contact changes on several services at once on behalf of `requester`, as
+    `POST /v1/contact-change-batches` does: one request per service and type, each judged on its
+    own. Each outcome comes as `contact_change.state_changed` carrying the same `idempotency_key`
+    (a refused change as `rejected`, with the reason)."""
+
+    model_config = with_examples(
+        {
+            "requester": "aa11111-ovh",
+            "changes": [
+                {"service": "shop-example.com", "changes": {"tech": "bb22222-ovh"}},
+                {"service": "blog-example.com", "changes": {"tech": "bb22222-ovh"}},
+            ],
+            "idempotency_key": "agency-migration-2026-01",
+        }
+    )
+
+    requester: Nic
+    changes: list[BatchSubmitEntry] = Field(min_length=1, max_length=100)
     idempotency_key: str = Field(min_length=1, max_length=200)
