@@ -13,6 +13,7 @@ its services are seeded beside the single flows' ones and never touched by them.
 from __future__ import annotations
 
 import asyncio
+import statistics
 import time
 from dataclasses import dataclass, field
 
@@ -64,6 +65,7 @@ class BatchDriver:
         for g in groups:
             self.free.put_nowait(g)
         self.client = aiohttp.ClientSession(base_url=bench.system.api_url, timeout=aiohttp.ClientTimeout(total=timeout))
+        self.stages: dict[str, list[float]] = {}
 
     def auth(self, nic: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.bench.system.jwt(nic)}"}
@@ -78,19 +80,27 @@ class BatchDriver:
             return await response.json()
 
     async def batch_flow(self) -> int:
-        """One batch from submission to every done email; the changes it applied."""
+        """One batch from submission to every done email; the changes it applied. The time of each
+        stage goes in `self.stages` (seconds)."""
         group = await self.free.get()
         tracker, new = self.bench.tracker, group.other_tech
+        t0 = time.perf_counter()
         answer = await self._post("/v1/contact-change-batches", {"changes": [{"service": s, "tech": new} for s in group.services]}, group.admin, 202)
+        t1 = time.perf_counter()
         if answer["refused"]:
             raise FlowError(f"batch refused in part: {answer['refused'][:2]}")
         batch_id, ids = answer["batch_id"], [item["id"] for item in answer["items"]]
         try:
             arrivals = await tracker.wait(batch_id, lambda a: len(a.tokens) >= 2, self.timeout, "the two batch emails")
+            t2 = time.perf_counter()
             for nic in (new, group.admin):  # the admin last: its acceptance applies the changes
                 await self._post(f"/v1/contact-change-batches/{batch_id}/accept", {"token": arrivals.tokens[nic]}, nic, 200)
+            t3 = time.perf_counter()
             for request_id in ids:
                 await tracker.wait(request_id, lambda a: len(a.done_to) >= 3, self.timeout, "the three done emails")
+            t4 = time.perf_counter()
+            for stage, seconds in (("submit", t1 - t0), ("submit -> batch emails", t2 - t1), ("two accepts", t3 - t2), ("last accept -> done emails", t4 - t3), ("whole", t4 - t0)):
+                self.stages.setdefault(stage, []).append(seconds)
         finally:
             for key in (batch_id, *ids):
                 tracker.forget(key)
@@ -108,7 +118,8 @@ async def changes_per_second(driver: BatchDriver, batches: int, concurrency: int
         nonlocal applied
         while queue:
             queue.pop()
-            applied += await driver.batch_flow()
+            changes = await driver.batch_flow()  # not `applied += await …`: it would read `applied` before the wait
+            applied += changes
 
     started = time.perf_counter()
     await asyncio.gather(*(agency() for _ in range(concurrency)))
@@ -129,6 +140,8 @@ async def batch_phase(
     finally:
         await driver.close()
     return {
+        "stages_ms_median": {stage: round(1000 * statistics.median(times)) for stage, times in driver.stages.items()},
+        "stages_ms_max": {stage: round(1000 * max(times)) for stage, times in driver.stages.items()},
         "size": size,
         "batches": batches,
         "concurrency": concurrency,

@@ -97,9 +97,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--history", default="1000,100000", help="stored requests before the runs, comma separated (the scale check)")
     parser.add_argument("--services", type=int, default=300, help="services the flows change (each flow holds one; the pool bounds concurrency)")
     parser.add_argument("--warmup", type=int, default=40, help="flows before measuring")
-    parser.add_argument("--batches", type=int, default=6, help="batch flow: batches measured after the first closed loop (0: none; bench/batches.py)")
+    parser.add_argument("--batches", type=int, default=12, help="batch flow: batches measured after the first closed loop (0: none; bench/batches.py)")
     parser.add_argument("--batch-size", type=int, default=30, help="batch flow: services per batch")
-    parser.add_argument("--batch-concurrency", type=int, default=2, help="batch flow: agencies submitting batches back to back")
+    parser.add_argument("--batch-concurrency", type=int, default=4, help="batch flow: agencies submitting batches back to back")
     parser.add_argument("--ceiling-size", type=int, default=4000, help="operations per ceiling measurement")
     parser.add_argument("--settle", type=float, default=11.0, help="seconds to wait before reading PostgreSQL's statistics (idle backends report them within 10 s)")
     parser.add_argument("--flow-timeout", type=float, default=60.0, help="seconds a flow may take before it counts as an error")
@@ -442,7 +442,8 @@ def print_summary(result: dict[str, Any]) -> None:
     if b := result.get("batches"):
         console.print(
             f"batches of {b['size']} ({b['batches']}, {b['concurrency']} at a time): [bold]{b['changes_per_second']}[/] changes/s, "
-            f"against {b['single_flows_per_second']} for single flows in this run (ratio {b['ratio_to_single_flows']})"
+            f"against {b['single_flows_per_second']} for single flows in this run (ratio {b['ratio_to_single_flows']}); "
+            f"a batch's stages, median ms: {b['stages_ms_median']}, max: {b['stages_ms_max']}"
         )
     for size, tables in result.get("scans", {}).items():
         growing = {t: v for t, v in tables.items() if v["seq_rows_read_per_flow"] > 100}

@@ -35,6 +35,11 @@ async def insert_batch(conn: asyncpg.Connection, batch_id: uuid.UUID, requester:
     await conn.execute("INSERT INTO batches (id, requester) VALUES ($1, $2)", batch_id, requester)
 
 
+async def codes_asked(conn: asyncpg.Connection, batch_id: uuid.UUID) -> bool:
+    """Whether the batch's codes went (without a lock: once set, it stays set)."""
+    return bool(await conn.fetchval("SELECT codes_asked_at IS NOT NULL FROM batches WHERE id = $1", batch_id))
+
+
 async def lock_facts(conn: asyncpg.Connection, batch_id: uuid.UUID) -> BatchFacts | None:
     """The batch, locked (whoever decides on its codes next waits), and its requests, read after
     the lock: their states as the previous holder of the lock committed them."""

@@ -5,6 +5,7 @@ request of the batch that waits for them, each request still ending on its own."
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from dataclasses import dataclass
@@ -25,6 +26,8 @@ log = structlog.get_logger("contacts.requests")
 
 # The most services one batch may name.
 MAX_BATCH_ENTRIES = 100
+# A batch's requests answered side by side (each in its own transaction, on its own connection).
+ANSWERS_AT_ONCE = 4
 
 
 @dataclass(frozen=True)
@@ -132,15 +135,20 @@ async def answer_batch(
                 waiting.append(request_id)
     if not waiting:
         raise Refusal(Kind.conflict, "Nothing to answer", _l("No request of this batch waits for your answer any more."))
-    answered = []
-    refusal: Refusal | None = None
-    for request_id in waiting:
-        try:
-            await handlers.answer(pool, request_id=request_id, nic=nic, token=token, accept=accept, now=now)
-            answered.append(request_id)
-        except Refusal as refused:  # this request moved on meanwhile, or the code is not its own
-            refusal = refusal or refused
-    if not answered and refusal is not None:
-        raise refusal
+    answered: list[uuid.UUID] = []
+    refusals: list[Refusal] = []
+    at_once = asyncio.Semaphore(ANSWERS_AT_ONCE)
+
+    async def answer_one(request_id: uuid.UUID) -> None:
+        async with at_once:
+            try:
+                await handlers.answer(pool, request_id=request_id, nic=nic, token=token, accept=accept, now=now)
+                answered.append(request_id)
+            except Refusal as refused:  # this request moved on meanwhile, or the code is not its own
+                refusals.append(refused)
+
+    await asyncio.gather(*(answer_one(request_id) for request_id in waiting))
+    if not answered and refusals:
+        raise refusals[0]
     log.info("batch answered", batch_id=str(batch_id), nic=nic, accepted=accept, requests=len(answered))
     return answered

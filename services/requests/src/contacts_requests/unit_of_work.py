@@ -147,6 +147,8 @@ class UnitOfWork:
     async def _ask_batch_codes(self, batch_id: uuid.UUID) -> None:
         """The batch's codes, in one message, once none of its requests is being checked (the
         domain says when and to whom); then never again."""
+        if await batch_store.codes_asked(self.conn, batch_id):
+            return  # the usual case once a batch is under way: no lock, every transition after the codes
         facts = await batch_store.lock_facts(self.conn, batch_id)
         if facts is None or (due := batch_codes_due([r.member for r in facts.requests], facts.codes_asked)) is None:
             return
