@@ -34,6 +34,7 @@ from contacts_requests.domain import (
     refusal_to_change,
 )
 from contacts_requests.identity import SESSION_COOKIE
+from contacts_requests.nic_fields import typed_changes
 from contacts_requests.page_guard import (
     CsrfRefused,
     SignInNeeded,
@@ -204,19 +205,9 @@ async def modify(request: Request) -> Response:
     if service is None or not service.roles_of(me):
         return not_found_page(request)
     values = {t.value: form[t.value] for t in ContactType if t.value in form}
-    errors: dict[str, str] = {}
-    changes: dict[ContactType, str] = {}
-    for ctype in ContactType:
-        typed = values.get(ctype.value, "").strip()
-        if not typed:
-            continue  # an empty or locked field means "keep the current contact"
-        try:
-            nic = normalize_nic(typed)
-        except ValueError:
-            errors[ctype.value] = _l("“%(typed)s” is not a NIC handle; it looks like aa00000-ovh.", typed=typed)
-            continue
-        if nic != service.holder(ctype):
-            changes[ctype] = nic
+    # An empty or locked field, or the current holder typed again, keeps the current contact.
+    typed, errors = typed_changes(values)
+    changes = {ctype: nic for ctype, nic in typed.items() if nic != service.holder(ctype)}
     if not errors and not changes:
         errors["form"] = _l("Nothing to change: type the NIC handle of the new contact in at least one field.")
     if errors:
