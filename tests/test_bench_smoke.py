@@ -49,3 +49,21 @@ def test_the_topology_comparison_explains_itself() -> None:
     done = subprocess.run([sys.executable, "-m", "bench.topologies", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 0, done.stderr
     assert "--rounds" in done.stdout and "more than one server" in done.stdout
+
+
+def test_the_scale_check_alternates_runs_on_two_prepared_systems(infrastructure: tuple[str, str], tmp_path: Path) -> None:
+    database_url, amqp_url = infrastructure
+    command = [
+        sys.executable, "-m", "bench.scale",
+        "--database-url", database_url, "--amqp-url", amqp_url,
+        "--history", "50,200", "--rounds", "2", "--flows", "6", "--concurrency", "3", "--services", "6", "--warmup", "2",
+        "--out", str(tmp_path),
+    ]  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONTACTS_")}
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240, check=False)
+    (result_file,) = tmp_path.glob("scale-*.json")
+    result = json.loads(result_file.read_text())
+    assert [len(v) for v in result["flows_per_second"].values()] == [2, 2], result
+    assert result["errors"] == 0 and set(result["median_flows_per_second"]) == {"50", "200"}
+    # Exit 0 when the drop is within 10 %, 1 otherwise: a handful of flows says nothing of which.
+    assert done.returncode == (0 if result["met"] else 1), done.stdout[-3000:] + done.stderr[-3000:]
