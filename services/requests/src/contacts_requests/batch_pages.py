@@ -45,7 +45,7 @@ async def _form(
     request: Request, me: str, services: list[str], *, values: dict[str, str] | None = None, errors: dict[str, str] | None = None, status: int = 200
 ) -> Response:
     async with _pool(request).acquire() as conn:
-        mine = {s["service"]: s for s in await views.my_contacts(conn, me)} if services else {}
+        mine = {s["service"]: s for s in await views.my_contacts(conn, me, among=services)} if services else {}
     chosen = [mine[s] for s in dict.fromkeys(services) if s in mine]
     if not chosen:
         return render(request, "batch_new.html", status=422 if services else 200, chosen=[], fields=[], errors={"form": _l("Choose at least one of your services.")}, idempotency_key="")

@@ -25,11 +25,12 @@ async def my_contacts(
     text: str | None = None,
     after: str | None = None,
     limit: int | None = None,
+    among: list[str] | None = None,
 ) -> list[dict[str, Any]]:
     """The services `nic` is a contact of, in the order of their ids: each with its type, the
     roles `nic` holds there and its three contacts. Only `service`, when named; only those where
     `nic` holds `role`, of type `type_`, whose id contains `text` (any case), after the id
-    `after` (keyset paging); at most `limit`.
+    `after` (keyset paging), among the ids `among`; at most `limit`.
 
     One statement: a branch per role, each reading the index on (that role, service) from `after`
     on and stopping at `limit`, merged; a page costs what it shows, however many services the
@@ -41,6 +42,9 @@ async def my_contacts(
         if value is not None:
             args.append(value)
             conditions += f" AND {condition} ${len(args)}"
+    if among is not None:
+        args.append(among)
+        conditions += f" AND service = ANY(${len(args)}::text[])"
     limited = ""
     if limit is not None:
         args.append(limit)
@@ -116,10 +120,10 @@ async def request_view(conn: asyncpg.Connection, request_id: uuid.UUID, *, for_s
     return _view_of(row, for_support=for_support) if row else None
 
 
-async def request_views(conn: asyncpg.Connection, request_ids: list[uuid.UUID]) -> list[dict]:
+async def request_views(conn: asyncpg.Connection, request_ids: list[uuid.UUID], *, for_support: bool = False) -> list[dict]:
     """The views of `request_ids` that exist, in that order, in one statement (a page of them)."""
     rows = await conn.fetch(f"{_VIEW_SQL} WHERE r.id = ANY($1::uuid[])", request_ids, MAX_TOKEN_FAILURES)
-    found = {row["id"]: _view_of(row) for row in rows}
+    found = {row["id"]: _view_of(row, for_support=for_support) for row in rows}
     return [found[i] for i in request_ids if i in found]
 
 

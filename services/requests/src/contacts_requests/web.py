@@ -105,6 +105,6 @@ async def page_of(
 ) -> tuple[list[dict[str, Any]], str | None]:
     """The views of the first `limit` of `ids` (looked up one more than shown), and the cursor of
     the next page when there is one."""
-    items = [view for i in ids[:limit] if (view := await views.request_view(conn, i, for_support=for_support)) is not None]
+    items = await views.request_views(conn, ids[:limit], for_support=for_support)  # one statement for the page
     more = len(ids) > limit and items
     return items, cursor_after(items[-1]["created_at"], uuid.UUID(items[-1]["id"])) if more else None
