@@ -37,7 +37,7 @@ async def submit_batch(
             request_ttl=request.app.state.request_ttl,
             rate_limits=request.app.state.rate_limits,
         )
-        items = [await views.request_view(conn, i) for i in submitted.request_ids]
+        items = await views.request_views(conn, submitted.request_ids)
     refused = [
         {
             "service": r.service,
@@ -57,8 +57,7 @@ async def submit_batch(
 
 
 async def _batch_view(conn: Any, batch_id: uuid.UUID, me: str) -> dict[str, Any]:
-    ids = await batches.visible_requests(conn, batch_id, me)
-    items = [await views.request_view(conn, i) for i in ids]
+    items = await views.request_views(conn, await batches.visible_requests(conn, batch_id, me))
     return jsonable_encoder({"batch_id": batch_id, "requester": items[0]["requester"], "items": items})
 
 

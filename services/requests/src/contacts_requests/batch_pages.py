@@ -85,7 +85,7 @@ async def submit_batch(request: Request) -> Response:
             )
         except Refusal as refusal:  # over the hourly limit
             return await _form(request, me, services, values=values, errors={"form": refusal.detail}, status=status_of(refusal))
-        items = [describe(v, me) for i in submitted.request_ids if (v := await views.request_view(conn, i)) is not None]
+        items = [describe(v, me) for v in await views.request_views(conn, submitted.request_ids)]
     return render(request, "batch_submitted.html", batch_id=submitted.batch_id, items=items, refused=submitted.refused)
 
 
@@ -102,7 +102,7 @@ async def _batch_page(request: Request, me: str, batch_id: str, *, token: str = 
             ids = await batches.visible_requests(conn, bid, me)
         except Refusal:
             return not_found_page(request)
-        items = [describe(v, me) for i in ids if (v := await views.request_view(conn, i)) is not None]
+        items = [describe(v, me) for v in await views.request_views(conn, ids)]
     waiting = [item for item in items if item["may_answer"]]
     return render(request, "batch.html", status=status, batch_id=str(bid), items=items, waiting=waiting, token=token, error=error)
 

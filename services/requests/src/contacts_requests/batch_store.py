@@ -9,7 +9,9 @@ from datetime import datetime
 import asyncpg
 from contacts_shared.contracts import ContactType, RequestState
 
+from contacts_requests.contact_change import ContactChange
 from contacts_requests.domain import BatchMember
+from contacts_requests.views import change_of
 
 
 @dataclass(frozen=True)
@@ -73,6 +75,14 @@ async def mark_codes_asked(conn: asyncpg.Connection, batch_id: uuid.UUID) -> Non
     await conn.execute("UPDATE batches SET codes_asked_at = now() WHERE id = $1", batch_id)
 
 
-async def requests_of_batch(conn: asyncpg.Connection, batch_id: uuid.UUID) -> list[uuid.UUID]:
-    rows = await conn.fetch("SELECT id FROM contact_changes WHERE batch_id = $1 ORDER BY service, type", batch_id)
-    return [r["id"] for r in rows]
+async def requests_of_batch(conn: asyncpg.Connection, batch_id: uuid.UUID) -> list[ContactChange]:
+    """The batch's requests as the state machine sees them (who may see and answer each), in one
+    statement."""
+    rows = await conn.fetch(
+        'SELECT r.id, r.service, r.type, r.from_nic AS "from", r.to_nic AS "to", r.requester, r.state, r.expires_at,'
+        " r.created_at, r.reminders, r.batch_id,"
+        " ARRAY(SELECT ROW(c.nic, c.state) FROM confirmers c WHERE c.request_id = r.id ORDER BY c.nic) AS confirmers"
+        " FROM contact_changes r WHERE r.batch_id = $1 ORDER BY r.service, r.type",
+        batch_id,
+    )
+    return [change_of(r, {nic: state for nic, state in r["confirmers"]}) for r in rows]

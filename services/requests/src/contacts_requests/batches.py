@@ -18,6 +18,7 @@ from contacts_shared.contracts import ContactType, utcnow
 from contacts_shared.i18n import _l
 
 from contacts_requests import batch_store, handlers, store, submissions
+from contacts_requests.contact_change import ContactChange
 from contacts_requests.domain import Kind, Refusal, may_view, not_found, plan_submission
 from contacts_requests.rate_limits import HOUR, RateLimits, check_submission
 from contacts_requests.unit_of_work import UnitOfWork
@@ -109,14 +110,14 @@ async def _earlier(conn: asyncpg.Connection, requester: str, key: str) -> BatchS
 
 async def visible_requests(conn: asyncpg.Connection, batch_id: uuid.UUID, nic: str) -> list[uuid.UUID]:
     """The requests of the batch `nic` is party to; not found when none (or no such batch)."""
-    ids = []
-    for request_id in await batch_store.requests_of_batch(conn, batch_id):
-        loaded = await store.load(conn, request_id, confirmer_states=False)
-        if loaded is not None and may_view(nic, loaded.change.requester, loaded.change.from_, loaded.change.to):
-            ids.append(request_id)
-    if not ids:
+    return [uuid.UUID(change.id) for change in await _visible_changes(conn, batch_id, nic)]
+
+
+async def _visible_changes(conn: asyncpg.Connection, batch_id: uuid.UUID, nic: str) -> list[ContactChange]:
+    changes = [c for c in await batch_store.requests_of_batch(conn, batch_id) if may_view(nic, c.requester, c.from_, c.to)]
+    if not changes:
         raise not_found()
-    return ids
+    return changes
 
 
 async def answer_batch(
@@ -127,12 +128,7 @@ async def answer_batch(
     when it answered none (a wrong code counts against each request tried), as a conflict when
     nothing waits for `nic` any more."""
     async with pool.acquire() as conn:
-        ids = await visible_requests(conn, batch_id, nic)
-        waiting = []
-        for request_id in ids:
-            loaded = await store.load(conn, request_id)
-            if loaded is not None and loaded.change.may_answer(nic):
-                waiting.append(request_id)
+        waiting = [uuid.UUID(c.id) for c in await _visible_changes(conn, batch_id, nic) if c.may_answer(nic)]
     if not waiting:
         raise Refusal(Kind.conflict, "Nothing to answer", _l("No request of this batch waits for your answer any more."))
     answered: list[uuid.UUID] = []
