@@ -108,12 +108,17 @@ async def committed_transactions(conn: asyncpg.Connection) -> int:
 
 
 async def message_and_mail_counts(conn: asyncpg.Connection, namespace: str, schemas: tuple[str, ...]) -> dict[str, int]:
-    """Messages consumed (inbox rows), published (outbox ids handed out) and emails sent, so far."""
+    """Messages consumed (inbox rows), published and emails sent, so far. Published: the outbox
+    ids handed out, and the `token_issued` the notifier publishes itself, without its outbox
+    (one per code, each claimed once in the requests service's inbox)."""
     consumed = published = 0
     for schema in schemas:
         quoted = f'"{namespace}{schema}"'
         consumed += await conn.fetchval(f"SELECT count(*) FROM {quoted}.inbox")
         published += await conn.fetchval(f"SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM {quoted}.outbox_id_seq")
+    published += await conn.fetchval(
+        f"SELECT count(*) FROM \"{namespace}requests\".inbox WHERE routing_key = 'contact_change.token_issued'"
+    )
     sent = await conn.fetchval(f"SELECT count(*) FROM \"{namespace}notifier\".mails WHERE state = 'sent'")
     return {"consumed": consumed, "published": published, "emails": sent}
 

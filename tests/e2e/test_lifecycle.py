@@ -10,6 +10,26 @@ from support import System, eventually
 pytestmark = pytest.mark.e2e
 
 
+async def test_a_done_request_tells_its_whole_history_in_order(world: System) -> None:
+    # The last answer, its move to applying and the request's move to done are each saved in
+    # one statement (several history lines at once): their order must still be the order of
+    # what happened.
+    request_id = await world.submit_one(OWNER, HOSTING, {"tech": WEBMASTER})
+    for nic in (WEBMASTER, OWNER):
+        mail = await world.token_mail(email_of(nic), request_id)
+        assert (await world.act(nic, request_id, "accept", mail.token)).status_code == 200
+    view = await world.wait_state(OWNER, request_id, "done")
+    assert [(h["state"], h["actor"], h["reason"]) for h in view["history"]] == [
+        ("checking", OWNER, "submitted"),
+        ("validating", "billing-check", None),
+        ("validating", WEBMASTER, f"accepted by {WEBMASTER}"),
+        ("validating", OWNER, f"accepted by {OWNER}"),
+        ("applying", OWNER, "all confirmers accepted"),
+        ("done", "system", None),
+    ]
+    assert (await world.contacts_of(OWNER, HOSTING))["tech"] == WEBMASTER
+
+
 async def test_decline_ends_the_request_and_tells_the_others(world: System) -> None:
     request_id = await world.submit_one(OWNER, HOSTING, {"tech": WEBMASTER})
     mail = await world.token_mail(email_of(WEBMASTER), request_id)

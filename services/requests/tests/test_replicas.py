@@ -161,7 +161,7 @@ async def test_a_second_upsert_changes_the_type_not_the_contacts(pool: asyncpg.P
 async def test_a_contact_changed_here_survives_a_later_upsert(pool: asyncpg.Pool) -> None:
     await deliver(pool, hosting(), t(1))
     async with pool.acquire() as conn:
-        await replicas.set_contact(conn, HOSTING, ContactType.tech, WEBMASTER)
+        await replicas.set_contact(store.Changes(), HOSTING, ContactType.tech, WEBMASTER).run(conn)
     await deliver(pool, hosting(type_="hosting-pro"), t(2))
     assert await contacts(pool) == (OWNER, WEBMASTER, BILLER)
 
@@ -186,7 +186,7 @@ async def test_a_deleted_service_is_not_revived_by_an_older_upsert_and_no_read_s
         context = await store.submission_context(conn, HOSTING, [OWNER])
         assert context.service is None and set(context.accounts) == {OWNER}
         # A contact change applied meanwhile finds nothing to change.
-        await replicas.set_contact(conn, HOSTING, ContactType.tech, WEBMASTER)
+        await replicas.set_contact(store.Changes(), HOSTING, ContactType.tech, WEBMASTER).run(conn)
     row = await pool.fetchrow("SELECT type, admin, tech, billing, deleted FROM service_rows WHERE service = $1", HOSTING)
     assert tuple(row) == (None, None, None, None, True)
 

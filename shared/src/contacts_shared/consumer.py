@@ -9,8 +9,8 @@ handler, in this order (outermost first):
 5. retry_failures: a failing handler's message is published to the retry queue
    (`contacts_shared.retry`), dead-lettered after MAX_ATTEMPTS;
 6. wait_out_outages: a database outage is waited out, not counted as an attempt;
-7. claim: the handler runs with the message claimed in the inbox, in its transaction or by its
-   own single statement (`handling.Runs`).
+7. claim: the handler runs with the message claimed in the inbox, in its transaction, by its
+   own single statement, or by the statement that saves its effects (`handling.Runs`).
 """
 
 from __future__ import annotations
@@ -38,7 +38,13 @@ from contacts_shared.contracts import (
 )
 from contacts_shared.crashpoints import crash_point
 from contacts_shared.db import DatabaseGate, claim_message, is_database_outage
-from contacts_shared.handling import Runs, Subscription, by_routing_key
+from contacts_shared.handling import (
+    AlreadyClaimed,
+    Runs,
+    Subscription,
+    by_routing_key,
+    claim_pending,
+)
 from contacts_shared.observability import MESSAGE_SECONDS, MESSAGES_HANDLED
 from contacts_shared.retry import (
     MAX_ATTEMPTS,
@@ -228,6 +234,16 @@ class Consumer:
         if delivery.subscription.runs is Runs.claims_itself:
             async with self.pool.acquire() as conn:
                 fresh = await delivery.handler(conn, envelope, data)
+        elif delivery.subscription.runs is Runs.claimed_on_save:
+            try:
+                async with self.pool.acquire() as conn, conn.transaction():
+                    with claim_pending(conn, envelope.message_id, delivery.routing_key) as pending:
+                        await delivery.handler(conn, envelope, data)
+                    if not pending.taken and not await claim_message(conn, envelope.message_id, delivery.routing_key):
+                        raise AlreadyClaimed
+                fresh = True
+            except AlreadyClaimed:
+                fresh = False
         else:
             async with self.pool.acquire() as conn, conn.transaction():
                 fresh = await claim_message(conn, envelope.message_id, delivery.routing_key)

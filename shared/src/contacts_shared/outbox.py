@@ -21,6 +21,7 @@ from contacts_shared.contracts import Contract, Envelope, envelope_for
 from contacts_shared.crashpoints import crash_point
 from contacts_shared.db import IF_CLAIMED, claim_cte
 from contacts_shared.observability import MESSAGES_UNROUTABLE, OUTBOX_PUBLISHED
+from contacts_shared.statement import Statement
 
 log = structlog.get_logger("contacts.outbox")
 
@@ -116,16 +117,24 @@ _PUT_BACK = (
 # The outbox rows of a statement, from three arrays ($1 message ids, $2 routing keys, $3 bodies),
 # and the NOTIFY that wakes the relay at commit: in the statement that queues them, so queueing
 # costs one round trip however many messages there are.
-_QUEUE = (
-    "queued AS (INSERT INTO outbox (message_id, routing_key, body)"
-    " SELECT m, k, b FROM unnest($1::uuid[], $2::text[], $3::text[]) AS u(m, k, b){only_if})"
+_QUEUE_ROWS = (
+    "INSERT INTO outbox (message_id, routing_key, body) SELECT m, k, b FROM unnest($1::uuid[], $2::text[], $3::text[]) AS u(m, k, b)"
 )
-_WAKE_RELAY = "pg_notify(current_schema() || '_outbox', '')"
+_QUEUE = "queued AS (" + _QUEUE_ROWS + "{only_if})"
+_RELAY_CHANNEL = "current_schema() || '_outbox'"
+_WAKE_RELAY = f"pg_notify({_RELAY_CHANNEL}, '')"
 
 
 def _outbox_rows(messages: tuple[Contract, ...]) -> tuple[list[uuid.UUID], list[str], list[str]]:
     envelopes = [envelope_for(data) for data in messages]
     return [e.message_id for e in envelopes], [e.type for e in envelopes], [e.model_dump_json() for e in envelopes]
+
+
+def queue_in(statement: Statement, messages: list[Contract]) -> None:
+    """Queue `messages` in the outbox as part of `statement`, which wakes the relay at commit."""
+    if messages:
+        statement.add(_QUEUE_ROWS, *_outbox_rows(tuple(messages)))
+        statement.wake = _RELAY_CHANNEL
 
 
 async def enqueue(conn: asyncpg.Connection, *messages: Contract) -> list[uuid.UUID]:

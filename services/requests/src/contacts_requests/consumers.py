@@ -60,18 +60,16 @@ async def on_service_deleted(conn: asyncpg.Connection, envelope: Envelope, data:
 
 async def on_vetted(conn: asyncpg.Connection, _: Envelope, data: ContactChangeVetted, *, reminders: ReminderSchedule) -> None:
     async with UnitOfWork(conn) as uow:
-        # Vetting reads no confirmer's state (only who they are): they come in the same statement.
-        loaded = await uow.load(data.request_id, for_update=True, confirmer_states=False)
+        at_submit = data.phase == Phase.submit
+        # Vetting reads no confirmer's state (only who they are): they come in the same statement;
+        # at submit, so does the service, whose admin may hear of it too (a heads-up).
+        loaded = await uow.load(data.request_id, for_update=True, confirmer_states=False, with_service=at_submit)
         if loaded is None:
             log.warning("vetting for an unknown request ignored", request_id=str(data.request_id))
             return
         change, accounts = loaded.change, loaded.accounts
-        if data.phase == Phase.submit:
-            # The service's admin may hear of it too (a heads-up), so its account is needed.
-            service = await replicas.get_service(conn, change.service)
-            admin = service.admin if service else None
-            if admin is not None and admin not in accounts:
-                accounts = {**accounts, **await replicas.accounts_by_nic(conn, [admin])}
+        if at_submit:
+            admin = loaded.service.admin if loaded.service else None
             decision = change.vetted_at_submit(data.approved, data.reasons, accounts, admin, reminders)
         else:
             service = await replicas.get_service(conn, change.service, for_update=True)
@@ -198,10 +196,10 @@ HANDLERS: tuple[Subscription, ...] = (
     on(AccountDeleted, on_account_deleted),
     on(ServiceUpserted, on_service_upserted),
     on(ServiceDeleted, on_service_deleted),
-    on(ContactChangeVetted, on_vetted),
+    on(ContactChangeVetted, on_vetted, claimed_on_save=True),
     # One statement that claims the message too: no transaction around it.
     on(ContactChangeTokenIssued, on_token_issued, claims_itself=True),
-    on(ContactChangeEmailFailed, on_email_failed),
+    on(ContactChangeEmailFailed, on_email_failed, claimed_on_save=True),
     on(ContactChangeSubmit, on_submit),
     on(ContactChangeSubmitBatch, on_submit_batch),
 )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncpg
 from contacts_shared.contracts import ContactType, Envelope
+from contacts_shared.statement import Statement
 
 from contacts_requests.domain import Account, ServiceContacts
 
@@ -140,6 +141,7 @@ async def get_service(conn: asyncpg.Connection, service: str, *, for_update: boo
     return _service(row) if row else None
 
 
-async def set_contact(conn: asyncpg.Connection, service: str, ctype: ContactType, nic: str) -> None:
+def set_contact(statement: Statement, service: str, ctype: ContactType, nic: str) -> Statement:
+    """The service's contact of `ctype` is `nic` now, as part of `statement`."""
     column = {"admin": "admin", "tech": "tech", "billing": "billing"}[ctype.value]  # never user text in SQL
-    await conn.execute(f"UPDATE services SET {column} = $2 WHERE service = $1", service, nic)
+    return statement.update("services", {"service": service}, **{column: nic})

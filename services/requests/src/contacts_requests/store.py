@@ -9,17 +9,16 @@ parameterised.
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import asyncpg
 from contacts_shared.contracts import ContactType, Envelope, RequestState
 from contacts_shared.db import IF_CLAIMED, claim_cte
-from contacts_shared.observability import FLOW_SECONDS
+from contacts_shared.statement import NOW, Sql, Statement
 
 from contacts_requests.contact_change import ContactChange
 from contacts_requests.domain import (
-    FINAL_STATES,
     OPEN_STATES,
     WAITING_FOR_VETTING,
     Account,
@@ -69,35 +68,94 @@ async def submission_context(conn: asyncpg.Connection, service: str, nics: list[
     )
 
 
+@dataclass
+class Changes(Statement):
+    """What a unit of work writes to requests, their confirmers and history, gathered into one
+    statement (`contacts_shared.statement`: one round trip). History lines go in one INSERT, in
+    the order recorded: their ids order a request's history."""
+
+    _history: list[tuple[uuid.UUID, str, str, str | None]] = field(default_factory=list)
+
+    def insert_request(self, change: ContactChange) -> Changes:
+        """The request, its confirmers and its first history line."""
+        request_id = uuid.UUID(change.id)
+        self.add(
+            "INSERT INTO contact_changes (id, service, type, from_nic, to_nic, requester, state, expires_at, batch_id)"
+            " VALUES ($1, $2, $3, $4, $5, $6, 'checking', $7, $8)",
+            request_id,
+            change.service,
+            change.type.value,
+            change.from_,
+            change.to,
+            change.requester,
+            change.expires_at,
+            uuid.UUID(change.batch_id) if change.batch_id else None,
+        )
+        self.add("INSERT INTO confirmers (request_id, nic) SELECT $1, unnest($2::text[])", request_id, list(change.confirmers))
+        return self.history(request_id, RequestState.checking, change.requester, "submitted")
+
+    def history(self, request_id: uuid.UUID, state: RequestState, actor: str, reason: str | None) -> Changes:
+        self._history.append((request_id, state.value, actor, reason))
+        return self
+
+    def set_state(self, request_id: uuid.UUID, state: RequestState, actor: str, reason: str | None) -> Changes:
+        """The new state and its history line."""
+        self.update("contact_changes", {"id": request_id}, state=state.value, reason=reason, updated_at=NOW)
+        return self.history(request_id, state, actor, reason)
+
+    def record_answer(self, request_id: uuid.UUID, nic: str, state: str, request_state: RequestState, reason: str) -> Changes:
+        """The confirmer's answer, and its line in the request's history. The token is spent:
+        clearing the hash makes it single use."""
+        self.update("confirmers", {"request_id": request_id, "nic": nic}, state=state, answered_at=NOW, token_hash=None)
+        return self.history(request_id, request_state, nic, reason)
+
+    def count_token_failure(self, request_id: uuid.UUID, nic: str) -> Changes:
+        return self.update("confirmers", {"request_id": request_id, "nic": nic}, failures=Sql("failures + 1"))
+
+    def unlock_code(self, request_id: uuid.UUID, nic: str) -> Changes:
+        """The confirmer's code works again: its wrong tries are forgotten."""
+        return self.update("confirmers", {"request_id": request_id, "nic": nic}, failures=0)
+
+    def plan_reminder(self, request_id: uuid.UUID, sent: int, at: datetime | None) -> Changes:
+        return self.update("contact_changes", {"id": request_id}, reminders=sent, next_reminder_at=at)
+
+    def mark_vetting_asked(self, request_id: uuid.UUID, state: RequestState) -> Changes:
+        """Remember the billing check was asked again, with a line in the request's history."""
+        self.update("contact_changes", {"id": request_id}, vetting_asked_at=NOW)
+        return self.history(request_id, state, "system", "the billing check was asked again")
+
+    @property
+    def empty(self) -> bool:
+        return super().empty and not self._history
+
+    async def run(self, conn: asyncpg.Connection) -> bool:
+        if self._history:
+            self.add(
+                "INSERT INTO history (request_id, state, actor, reason)"
+                " SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[])",
+                *(list(column) for column in zip(*self._history, strict=True)),
+            )
+            self._history.clear()
+        return await super().run(conn)
+
+
+# Each write alone, as one statement (tests set up rows with them).
+
+
 async def insert_request(conn: asyncpg.Connection, change: ContactChange) -> None:
-    """The request, its confirmers and its first history line, in one statement."""
-    await conn.execute(
-        "WITH request AS (INSERT INTO contact_changes (id, service, type, from_nic, to_nic, requester, state, expires_at, batch_id)"
-        " VALUES ($1, $2, $3, $4, $5, $6, 'checking', $7, $9)),"
-        " asked AS (INSERT INTO confirmers (request_id, nic) SELECT $1, unnest($8::text[]))"
-        " INSERT INTO history (request_id, state, actor, reason) VALUES ($1, 'checking', $6, 'submitted')",
-        uuid.UUID(change.id),
-        change.service,
-        change.type.value,
-        change.from_,
-        change.to,
-        change.requester,
-        change.expires_at,
-        list(change.confirmers),
-        uuid.UUID(change.batch_id) if change.batch_id else None,
-    )
+    await Changes().insert_request(change).run(conn)
 
 
-async def record_history(
-    conn: asyncpg.Connection, request_id: uuid.UUID, state: RequestState, actor: str, reason: str | None
-) -> None:
-    await conn.execute(
-        "INSERT INTO history (request_id, state, actor, reason) VALUES ($1, $2, $3, $4)",
-        request_id,
-        state.value,
-        actor,
-        reason,
-    )
+async def set_state(conn: asyncpg.Connection, request_id: uuid.UUID, state: RequestState, actor: str, reason: str | None) -> None:
+    await Changes().set_state(request_id, state, actor, reason).run(conn)
+
+
+async def record_answer(conn: asyncpg.Connection, request_id: uuid.UUID, nic: str, state: str, request_state: RequestState, reason: str) -> None:
+    await Changes().record_answer(request_id, nic, state, request_state, reason).run(conn)
+
+
+async def count_token_failure(conn: asyncpg.Connection, request_id: uuid.UUID, nic: str) -> None:
+    await Changes().count_token_failure(request_id, nic).run(conn)
 
 
 @dataclass(frozen=True)
@@ -109,6 +167,8 @@ class LoadedChange:
     accounts: dict[str, Account]
     # Each confirmer's token, as far as this service knows it (its hash).
     slots: dict[str, TokenSlot]
+    # The service's contacts (loaded `with_service`), None if it is not known.
+    service: ServiceContacts | None = None
 
 
 _REQUEST = (
@@ -117,11 +177,16 @@ _REQUEST = (
     " r.created_at, r.reminders, r.batch_id,"
     f" {accounts_sql('ARRAY[r.requester, r.from_nic, r.to_nic]')} AS accounts"
 )
+# The request with its service's contacts, and the account of the service's admin among the others.
+_REQUEST_AND_SERVICE = (
+    _REQUEST.replace("ARRAY[r.requester, r.from_nic, r.to_nic]", "ARRAY[r.requester, r.from_nic, r.to_nic, (SELECT s.admin FROM services s WHERE s.service = r.service)]")
+    + ", (SELECT ROW(s.service, s.admin, s.tech, s.billing) FROM services s WHERE s.service = r.service) AS service_contacts"
+)
 _CONFIRMER = "c.nic, c.state, c.token_hash, c.token_expires_at, c.failures"
 
 
 async def load(
-    conn: asyncpg.Connection, request_id: uuid.UUID, *, for_update: bool = False, confirmer_states: bool = True
+    conn: asyncpg.Connection, request_id: uuid.UUID, *, for_update: bool = False, confirmer_states: bool = True, with_service: bool = False
 ) -> LoadedChange | None:
     """The request (locked `for_update`: that serialises every writer of one request, answers
     racing and the like), its parties' accounts and its confirmers.
@@ -131,10 +196,12 @@ async def load(
     would be as they were before the wait, and two answers at once would each see the other
     pending). A use case that reads none of their states (`confirmer_states=False`: vetting,
     which needs only who they are, and that never changes) reads them in the same statement,
-    a round trip less."""
+    a round trip less; so does one that reads its service's contacts unlocked (`with_service`),
+    with the account of the service's admin among the accounts."""
     lock = " FOR UPDATE OF r" if for_update else ""
+    request = _REQUEST_AND_SERVICE if with_service else _REQUEST
     if confirmer_states:
-        row = await conn.fetchrow(_REQUEST + " FROM contact_changes r WHERE r.id = $1" + lock, request_id)
+        row = await conn.fetchrow(request + " FROM contact_changes r WHERE r.id = $1" + lock, request_id)
         if row is None:
             return None
         confirmers = [
@@ -143,7 +210,7 @@ async def load(
         ]
     else:
         row = await conn.fetchrow(
-            f"{_REQUEST}, ARRAY(SELECT ROW({_CONFIRMER}) FROM confirmers c WHERE c.request_id = r.id ORDER BY c.nic)"
+            f"{request}, ARRAY(SELECT ROW({_CONFIRMER}) FROM confirmers c WHERE c.request_id = r.id ORDER BY c.nic)"
             " AS confirmers FROM contact_changes r WHERE r.id = $1" + lock,
             request_id,
         )
@@ -155,25 +222,8 @@ async def load(
         change=change,
         accounts=accounts_from(row["accounts"]),
         slots={nic: TokenSlot(token_hash, expires_at, failures) for nic, _, token_hash, expires_at, failures in confirmers},
+        service=ServiceContacts(*row["service_contacts"]) if with_service and row["service_contacts"] else None,
     )
-
-
-async def set_state(
-    conn: asyncpg.Connection, request_id: uuid.UUID, state: RequestState, actor: str, reason: str | None
-) -> None:
-    # The new state and its history line in one statement (a round trip per transition).
-    flow_seconds = await conn.fetchval(
-        "WITH recorded AS (INSERT INTO history (request_id, state, actor, reason) VALUES ($1, $2, $4, $3))"
-        " UPDATE contact_changes SET state = $2, reason = $3, updated_at = now() WHERE id = $1"
-        " RETURNING extract(epoch FROM now() - created_at)::float8",
-        request_id,
-        state.value,
-        reason,
-        actor,
-    )
-    if state in FINAL_STATES and flow_seconds is not None:
-        # Observed before the commit: a transaction retried after a failure may count twice.
-        FLOW_SECONDS.labels(state.value).observe(flow_seconds)
 
 
 async def open_requests_by_state(conn: asyncpg.Connection) -> dict[str, int]:
@@ -186,34 +236,6 @@ async def open_requests_by_state(conn: asyncpg.Connection) -> dict[str, int]:
 
 
 # --- confirmers and tokens ----------------------------------------------------------------------
-
-
-async def count_token_failure(conn: asyncpg.Connection, request_id: uuid.UUID, nic: str) -> None:
-    await conn.execute(
-        "UPDATE confirmers SET failures = failures + 1 WHERE request_id = $1 AND nic = $2", request_id, nic
-    )
-
-
-async def unlock_code(conn: asyncpg.Connection, request_id: uuid.UUID, nic: str) -> None:
-    """The confirmer's code works again: its wrong tries are forgotten."""
-    await conn.execute("UPDATE confirmers SET failures = 0 WHERE request_id = $1 AND nic = $2", request_id, nic)
-
-
-async def record_answer(
-    conn: asyncpg.Connection, request_id: uuid.UUID, nic: str, state: str, request_state: RequestState, reason: str
-) -> None:
-    """The confirmer's answer, and its line in the request's history (one statement)."""
-    # The token is spent: clearing the hash makes it single use.
-    await conn.execute(
-        "WITH recorded AS (INSERT INTO history (request_id, state, actor, reason) VALUES ($1, $4, $2, $5))"
-        " UPDATE confirmers SET state = $3, answered_at = now(), token_hash = NULL"
-        " WHERE request_id = $1 AND nic = $2",
-        request_id,
-        nic,
-        state,
-        request_state.value,
-        reason,
-    )
 
 
 async def claim_and_store_token_hash(
@@ -306,21 +328,6 @@ async def reminder_due_ids(conn: asyncpg.Connection, limit: int = 500) -> list[u
         limit,
     )
     return [r["id"] for r in rows]
-
-
-async def plan_reminder(conn: asyncpg.Connection, request_id: uuid.UUID, sent: int, at: datetime | None) -> None:
-    await conn.execute("UPDATE contact_changes SET reminders = $2, next_reminder_at = $3 WHERE id = $1", request_id, sent, at)
-
-
-async def mark_vetting_asked(conn: asyncpg.Connection, request_id: uuid.UUID, state: RequestState) -> None:
-    """Remember the billing check was asked again, with a line in the request's history."""
-    await conn.execute(
-        "WITH recorded AS (INSERT INTO history (request_id, state, actor, reason)"
-        " VALUES ($1, $2, 'system', 'the billing check was asked again'))"
-        " UPDATE contact_changes SET vetting_asked_at = now() WHERE id = $1",
-        request_id,
-        state.value,
-    )
 
 
 async def reasons_of(conn: asyncpg.Connection, request_ids: list[uuid.UUID]) -> dict[uuid.UUID, str | None]:

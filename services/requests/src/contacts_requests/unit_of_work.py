@@ -1,7 +1,8 @@
 """The unit of work of the requests service: one transaction in which a use case loads requests,
 and saves what the domain decided (`contact_change.Decision`): each event's writes (the state,
-the history line, the confirmer, the replica) and the messages that announce it, queued in the
-outbox in one statement as the transaction ends. All of it commits, or none of it.
+the history line, the confirmer, the replica) and the messages that announce it, all in one
+statement per decision (`store.Changes`), which also claims the message being handled, if any
+(`handling.Runs.claimed_on_save`). All of it commits, or none of it.
 
     async with UnitOfWork(conn) as uow:
         loaded = await uow.load(request_id, for_update=True)
@@ -31,12 +32,14 @@ from contacts_shared.contracts import (
     utcnow,
 )
 from contacts_shared.crashpoints import crash_point
-from contacts_shared.outbox import enqueue
+from contacts_shared.handling import AlreadyClaimed, PendingClaim, take_pending_claim
+from contacts_shared.observability import FLOW_SECONDS
+from contacts_shared.outbox import enqueue, queue_in
 
 from contacts_requests import batch_store, events, replicas, store
 from contacts_requests.announcements import about, state_changed, validation_request
 from contacts_requests.contact_change import ContactChange, Decision
-from contacts_requests.domain import Account, batch_codes_due, unreachable
+from contacts_requests.domain import FINAL_STATES, Account, batch_codes_due, unreachable
 
 log = structlog.get_logger("contacts.requests")
 
@@ -47,9 +50,9 @@ class UnitOfWork:
 
     def __init__(self, conn: asyncpg.Connection) -> None:
         self.conn = conn
-        self._messages: list[Contract] = []
         self._transaction: Transaction | None = None
         self._batches: set[str] = set()  # batches whose requests moved: their codes may be due
+        self._claims: list[PendingClaim] = []  # the message's claim, once a statement took it
 
     async def __aenter__(self) -> Self:
         if not self.conn.is_in_transaction():
@@ -62,14 +65,11 @@ class UnitOfWork:
             if exc_type is None:
                 for batch_id in sorted(self._batches):
                     await self._ask_batch_codes(uuid.UUID(batch_id))
-                if self._messages:
-                    await enqueue(self.conn, *self._messages)
         except BaseException:
             if self._transaction is not None:
                 await self._transaction.rollback()
             raise
         finally:
-            self._messages.clear()
             self._batches.clear()
         if self._transaction is not None:
             await (self._transaction.commit() if exc_type is None else self._transaction.rollback())
@@ -77,13 +77,15 @@ class UnitOfWork:
     @contextlib.asynccontextmanager
     async def savepoint(self) -> AsyncIterator[None]:
         """A part that may fail without spoiling the rest: its writes and its messages are undone
-        together."""
-        queued = len(self._messages)
+        together (and a claim a statement of it took is pending again)."""
+        claims = len(self._claims)
         try:
             async with self.conn.transaction():
                 yield
         except BaseException:
-            del self._messages[queued:]
+            for pending in self._claims[claims:]:
+                pending.taken = False
+            del self._claims[claims:]
             raise
 
     async def load(self, request_id: uuid.UUID, **options: Any) -> store.LoadedChange | None:
@@ -91,55 +93,83 @@ class UnitOfWork:
         return await store.load(self.conn, request_id, **options)
 
     async def record(self, decision: Decision, accounts: Mapping[str, Account], *, idempotency_key: str | None = None) -> None:
-        """Write each event of `decision`, in order, and queue the messages that announce them.
-        `accounts`: those of the request's parties (their emails go in the messages)."""
+        """Write each event of `decision`, in order, and queue the messages that announce them,
+        in one statement. `accounts`: those of the request's parties (their emails go in the
+        messages)."""
+        changes, messages = store.Changes(), []
         for event in decision.events:
-            await self._write(decision.change, event, accounts, idempotency_key)
+            await self._write(changes, messages, decision.change, event, accounts, idempotency_key)
+        await self._save(changes, messages)
 
-    async def _write(self, change: ContactChange, event: events.Event, accounts: Mapping[str, Account], idempotency_key: str | None) -> None:
-        conn, request_id = self.conn, uuid.UUID(change.id)
+    async def _save(self, changes: store.Changes, messages: list[Contract]) -> None:
+        """Run `changes` with `messages` queued, as one statement; it also claims the message
+        handled, if its claim is pending (then a duplicate raises `AlreadyClaimed`)."""
+        queue_in(changes, messages)
+        messages.clear()
+        if changes.empty:
+            return
+        if (pending := take_pending_claim(self.conn, changes)) is not None:
+            self._claims.append(pending)
+        if not await changes.run(self.conn):
+            raise AlreadyClaimed
+
+    async def _write(
+        self,
+        changes: store.Changes,
+        messages: list[Contract],
+        change: ContactChange,
+        event: events.Event,
+        accounts: Mapping[str, Account],
+        idempotency_key: str | None,
+    ) -> None:
+        request_id = uuid.UUID(change.id)
         match event:
             case events.Submitted(requester):
-                await store.insert_request(conn, change)
-                self._announce(change, events.StateChanged(RequestState.checking, requester, "submitted"), accounts, idempotency_key)
+                changes.insert_request(change)
+                messages.append(self._announce(change, events.StateChanged(RequestState.checking, requester, "submitted"), accounts, idempotency_key))
             case events.StateChanged(state, actor, reason):
-                await store.set_state(conn, request_id, state, actor, reason)
-                self._announce(change, event, accounts, idempotency_key)
+                changes.set_state(request_id, state, actor, reason)
+                if state in FINAL_STATES and change.created_at is not None:
+                    # Observed before the commit: a transaction retried after a failure may count twice.
+                    FLOW_SECONDS.labels(state.value).observe((utcnow() - change.created_at).total_seconds())
+                messages.append(self._announce(change, event, accounts, idempotency_key))
                 if change.batch_id is not None:
                     self._batches.add(change.batch_id)
             case events.Answered(nic, accepted):
                 # Answers are taken only while the request waits for them (check_answerable).
                 reason = f"{'accepted' if accepted else 'declined'} by {nic}"
-                await store.record_answer(conn, request_id, nic, change.confirmers[nic], RequestState.validating, reason)
+                changes.record_answer(request_id, nic, change.confirmers[nic], RequestState.validating, reason)
             case events.CodeRefused(nic):
-                await store.count_token_failure(conn, request_id, nic)
+                changes.count_token_failure(request_id, nic)
             case events.VettingAsked(phase, again):
                 if again:
-                    await store.mark_vetting_asked(conn, request_id, change.state)
+                    changes.mark_vetting_asked(request_id, change.state)
                     log.warning("billing check asked again", request_id=change.id, phase=phase.value)
-                self._messages.append(ContactChangeRequested(**about(change), phase=phase))
+                messages.append(ContactChangeRequested(**about(change), phase=phase))
             case events.CodesAsked(nics, resent_by, told, reminder, why):
                 generations = None
                 if resent_by is not None:
-                    generations = await store.new_round_of_codes(conn, request_id, list(nics))
+                    # The new round's numbers go in the message: saved so far, then asked for.
+                    await self._save(changes, messages)
+                    generations = await store.new_round_of_codes(self.conn, request_id, list(nics))
                     what = "a reminder with new validation codes sent" if reminder else "validation codes sent again"
                     note = f"{what} to {', '.join(nics)}" + (f": {why}" if why else "")
-                    await store.record_history(conn, request_id, change.state, resent_by, note)
+                    changes.history(request_id, change.state, resent_by, note)
                 if nics or told:  # a batch's first codes go in its own message
-                    self._messages.append(validation_request(change, nics, accounts, generations, told, reminder=reminder))
+                    messages.append(validation_request(change, nics, accounts, generations, told, reminder=reminder))
             case events.ReminderPlanned(sent, at):
-                await store.plan_reminder(conn, request_id, sent, at)
+                changes.plan_reminder(request_id, sent, at)
             case events.ContactReplaced():
-                await replicas.set_contact(conn, change.service, change.type, change.to)
+                replicas.set_contact(changes, change.service, change.type, change.to)
                 crash_point("during-apply")
-                self._messages.append(ContactChangeCompleted(**about(change), completed_at=utcnow()))
+                messages.append(ContactChangeCompleted(**about(change), completed_at=utcnow()))
             case events.NotReached(nic, kind, smtp_code):
-                await store.record_history(conn, request_id, change.state, "system", unreachable(nic, kind, smtp_code))
+                changes.history(request_id, change.state, "system", unreachable(nic, kind, smtp_code))
             case events.CodeUnlocked(nic, actor, reason):
-                await store.unlock_code(conn, request_id, nic)
-                await store.record_history(conn, request_id, change.state, actor, f"the validation code of {nic} unlocked: {reason}")
+                changes.unlock_code(request_id, nic)
+                changes.history(request_id, change.state, actor, f"the validation code of {nic} unlocked: {reason}")
             case events.SupportActed(agent, action, reason, confirmer):
-                self._messages.append(
+                messages.append(
                     ContactChangeSupportActed(**about(change), agent=agent, action=action, reason=reason, confirmer=confirmer, acted_at=utcnow())
                 )
                 log.info("support action", request_id=change.id, agent=agent, action=action, confirmer=confirmer)
@@ -163,7 +193,8 @@ class UnitOfWork:
         items = [r for r in facts.requests if r.member.request_id in {str(i) for i in asked}]
         if not items:
             return  # every request was refused or ended: no code to send
-        self._messages.append(
+        await enqueue(
+            self.conn,
             ContactChangeBatchValidationRequested(
                 batch_id=batch_id,
                 requester=facts.requester,
@@ -174,7 +205,7 @@ class UnitOfWork:
         )
         log.info("batch codes asked", batch_id=str(batch_id), requests=len(items), confirmers=len(confirmers))
 
-    def _announce(self, change: ContactChange, moved: events.StateChanged, accounts: Mapping[str, Account], idempotency_key: str | None) -> None:
+    def _announce(self, change: ContactChange, moved: events.StateChanged, accounts: Mapping[str, Account], idempotency_key: str | None) -> Contract:
         """Tell the notifier and other systems the request's new state, with its parties' emails."""
-        self._messages.append(state_changed(change, moved.state, moved.reason, accounts, idempotency_key))
         log.info("request state changed", request_id=change.id, state=moved.state.value, actor=moved.actor)
+        return state_changed(change, moved.state, moved.reason, accounts, idempotency_key)
