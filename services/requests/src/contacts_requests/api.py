@@ -18,9 +18,8 @@ from contacts_shared.auth import TokenVerifier
 from contacts_shared.contracts import RequestState, utcnow
 from contacts_shared.db import MAYBE_OUTAGE_ERRORS, database_answers, is_database_outage
 from fastapi import FastAPI, Header, Query, Request
-from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from contacts_requests import (
@@ -44,6 +43,7 @@ from contacts_requests.rate_limits import RateLimits
 from contacts_requests.support_pages import install_support_pages
 from contacts_requests.web import (
     NotSignedIn,
+    json_response,
     page_of,
     parse_cursor,
     parse_service_cursor,
@@ -184,7 +184,7 @@ def create_api(
         idempotency_key: Annotated[
             str | None, Header(max_length=200, description="Sent again with a submission, returns the same requests")
         ] = None,
-    ) -> JSONResponse:
+    ) -> Response:
         async with db.acquire() as conn:
             ids = await handlers.submit(
                 conn,
@@ -196,7 +196,7 @@ def create_api(
                 rate_limits=rate_limits,
             )
             items = [await views.request_view(conn, i) for i in ids]
-        return JSONResponse(jsonable_encoder({"items": items}), status_code=202)
+        return json_response({"items": items}, 202)
 
     @app.get("/v1/me/contact-changes", summary="Requests I am a party of, newest first", response_model=None, responses=api_docs.MY_REQUESTS, **changes)
     async def my_requests(
@@ -207,31 +207,31 @@ def create_api(
         limit: Annotated[int, Query(ge=1, le=200)] = 50,
         cursor: Annotated[str | None, Query(max_length=200)] = None,
         service: Annotated[str | None, Query(max_length=255, pattern=PRINTABLE, description="only the requests of this service (its exact id)")] = None,
-    ) -> dict[str, Any]:
+    ) -> Response:
         before = parse_cursor(cursor) if cursor else None
         async with db.acquire() as conn:
             ids = await views.requests_of(
                 conn, me, state=state.value if state else None, role=role, limit=limit + 1, before=before, service=service or None
             )
             items, next_cursor = await page_of(conn, ids, limit)
-        return jsonable_encoder({"items": items, "next_cursor": next_cursor})
+        return json_response({"items": items, "next_cursor": next_cursor})
 
     async def _visible_view(conn: asyncpg.Connection, request_id: uuid.UUID, me: str) -> dict[str, Any]:
         view = await views.request_view(conn, request_id)
         if view is None or not may_view(me, view["requester"], view["from"], view["to"]):
             raise not_found()
-        return jsonable_encoder(view)
+        return view
 
     @app.get("/v1/contact-changes/{request_id}", summary="One request, with its history", response_model=None, responses=api_docs.ONE_REQUEST, **changes)
-    async def one_request(request_id: uuid.UUID, me: Me, db: Pool) -> dict[str, Any]:
+    async def one_request(request_id: uuid.UUID, me: Me, db: Pool) -> Response:
         async with db.acquire() as conn:
-            return await _visible_view(conn, request_id, me)
+            return json_response(await _visible_view(conn, request_id, me))
 
-    def answering(accept: bool) -> Callable[..., Awaitable[dict[str, Any]]]:
-        async def answer(request_id: uuid.UUID, body: TokenBody, me: Me, db: Pool) -> dict[str, Any]:
+    def answering(accept: bool) -> Callable[..., Awaitable[Response]]:
+        async def answer(request_id: uuid.UUID, body: TokenBody, me: Me, db: Pool) -> Response:
             await handlers.answer(db, request_id=request_id, nic=me, token=body.token, accept=accept, now=utcnow())
             async with db.acquire() as conn:
-                return await _visible_view(conn, request_id, me)
+                return json_response(await _visible_view(conn, request_id, me))
 
         return answer
 
@@ -244,16 +244,16 @@ def create_api(
     @app.post(
         "/v1/contact-changes/{request_id}/resend", status_code=202, summary="Send new tokens to the confirmers who have not answered", responses=api_docs.RESEND, **changes
     )
-    async def resend(request_id: uuid.UUID, me: Me, db: Pool) -> JSONResponse:
+    async def resend(request_id: uuid.UUID, me: Me, db: Pool) -> Response:
         async with db.acquire() as conn:
             await handlers.resend(conn, request_id=request_id, nic=me, rate_limits=rate_limits)
-            return JSONResponse(await _visible_view(conn, request_id, me), status_code=202)
+            return json_response(await _visible_view(conn, request_id, me), 202)
 
     @app.post("/v1/contact-changes/{request_id}/cancel", summary="Cancel my open request", response_model=None, responses=api_docs.CANCEL, **changes)
-    async def cancel(request_id: uuid.UUID, me: Me, db: Pool) -> dict[str, Any]:
+    async def cancel(request_id: uuid.UUID, me: Me, db: Pool) -> Response:
         async with db.acquire() as conn:
             await handlers.cancel(conn, request_id=request_id, nic=me)
-            return await _visible_view(conn, request_id, me)
+            return json_response(await _visible_view(conn, request_id, me))
 
     app.include_router(exports.router)
     app.include_router(batch_api.router)

@@ -9,13 +9,12 @@ from typing import Annotated, Any
 
 from contacts_shared.contracts import utcnow
 from fastapi import APIRouter, Header, Request
-from fastapi.encoders import jsonable_encoder
-from fastapi.responses import JSONResponse
+from fastapi.responses import Response
 
 from contacts_requests import batch_docs, batches, views
 from contacts_requests.api_access import Me, Pool
 from contacts_requests.api_bodies import BatchBody, TokenBody
-from contacts_requests.web import status_of
+from contacts_requests.web import json_response, status_of
 
 router = APIRouter(prefix="/v1/contact-change-batches", tags=["contact changes"])
 
@@ -27,7 +26,7 @@ async def submit_batch(
     me: Me,
     db: Pool,
     idempotency_key: Annotated[str | None, Header(max_length=200, description="Sent again with a batch, returns the same answer")] = None,
-) -> JSONResponse:
+) -> Response:
     async with db.acquire() as conn:
         submitted = await batches.submit_batch(
             conn,
@@ -53,25 +52,25 @@ async def submit_batch(
         }
         for r in submitted.refused
     ]
-    return JSONResponse(jsonable_encoder({"batch_id": submitted.batch_id, "items": items, "refused": refused}), status_code=202)
+    return json_response({"batch_id": submitted.batch_id, "items": items, "refused": refused}, 202)
 
 
 async def _batch_view(conn: Any, batch_id: uuid.UUID, me: str) -> dict[str, Any]:
     items = await views.request_views(conn, await batches.visible_requests(conn, batch_id, me))
-    return jsonable_encoder({"batch_id": batch_id, "requester": items[0]["requester"], "items": items})
+    return {"batch_id": batch_id, "requester": items[0]["requester"], "items": items}
 
 
 @router.get("/{batch_id}", summary="One batch: its requests I am party to", response_model=None, responses=batch_docs.ONE)
-async def one_batch(batch_id: uuid.UUID, me: Me, db: Pool) -> dict[str, Any]:
+async def one_batch(batch_id: uuid.UUID, me: Me, db: Pool) -> Response:
     async with db.acquire() as conn:
-        return await _batch_view(conn, batch_id, me)
+        return json_response(await _batch_view(conn, batch_id, me))
 
 
-def _answering(accept: bool) -> Callable[..., Awaitable[dict[str, Any]]]:
-    async def answer(batch_id: uuid.UUID, body: TokenBody, me: Me, db: Pool) -> dict[str, Any]:
+def _answering(accept: bool) -> Callable[..., Awaitable[Response]]:
+    async def answer(batch_id: uuid.UUID, body: TokenBody, me: Me, db: Pool) -> Response:
         await batches.answer_batch(db, batch_id=batch_id, nic=me, token=body.token, accept=accept, now=utcnow())
         async with db.acquire() as conn:
-            return await _batch_view(conn, batch_id, me)
+            return json_response(await _batch_view(conn, batch_id, me))
 
     return answer
 

@@ -14,7 +14,7 @@ CSV_COLUMNS = ("request_id", "service", "type", "from", "to", "requester", "requ
 CSV_EXAMPLE = (
     ",".join(CSV_COLUMNS) + "\r\n"
     "0b4c3a55-7d41-4f7e-9a3c-2f1d8e6b5a10,shop-example.web-hosting,tech,cc33333-ovh,bb22222-ovh,aa11111-ovh,done,"
-    "2026-03-02T09:14:03.120000+00:00,checking,aa11111-ovh,\r\n"
+    "2026-03-02T09:14:03.120000Z,checking,aa11111-ovh,\r\n"
 )
 
 

@@ -9,16 +9,15 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import uuid
 from collections.abc import AsyncIterator, Iterable
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
 import asyncpg
+import pydantic_core
 import structlog
 from fastapi import APIRouter, Query
-from fastapi.encoders import jsonable_encoder
 from fastapi.responses import StreamingResponse
 
 from contacts_requests import export_docs, views
@@ -81,7 +80,7 @@ async def _as_json(pages: AsyncIterator[list[dict[str, Any]]]) -> AsyncIterator[
     yield '{"items":['
     separator = ""
     async for page in pages:
-        items = (json.dumps(jsonable_encoder(view), ensure_ascii=False, separators=(",", ":")) for view in page)
+        items = (pydantic_core.to_json(view).decode() for view in page)
         yield separator + ",".join(items)
         separator = ","
     yield "]}"
@@ -98,7 +97,7 @@ def history_rows(view: dict[str, Any]) -> Iterable[tuple[str, ...]]:
     """The CSV rows of one request: one per line of its history (export_docs.CSV_COLUMNS)."""
     request = (view["id"], view["service"], view["type"], view["from"], view["to"], view["requester"], view["state"])
     for line in view["history"]:
-        at = line["at"].isoformat() if isinstance(line["at"], datetime) else line["at"]
+        at = pydantic_core.to_jsonable_python(line["at"])  # as the JSON answers write it
         yield tuple(_cell(v) for v in (*request, at, line["state"], line["actor"], line["reason"]))
 
 

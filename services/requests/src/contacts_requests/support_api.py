@@ -10,14 +10,19 @@ from typing import Annotated, Any
 
 from contacts_shared.contracts import Nic, RequestState
 from fastapi import APIRouter, Query
-from fastapi.encoders import jsonable_encoder
-from fastapi.responses import JSONResponse
+from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from contacts_requests import support_desk, support_docs
 from contacts_requests.api_access import Agent, Pool
 from contacts_requests.domain import MAX_REASON_CHARS, not_found
-from contacts_requests.web import page_of, parse_cursor, problem, status_of
+from contacts_requests.web import (
+    json_response,
+    page_of,
+    parse_cursor,
+    problem,
+    status_of,
+)
 
 PREFIX = "/v1/support/"
 
@@ -52,12 +57,12 @@ class SupportOnly:
 
 
 @router.get("/services/{service:path}", summary="A service's contacts and requests", response_model=None, responses=support_docs.SERVICE)
-async def support_service(service: str, agent: Agent, db: Pool, limit: Limit = 50, cursor: Cursor = None) -> dict[str, Any]:
+async def support_service(service: str, agent: Agent, db: Pool, limit: Limit = 50, cursor: Cursor = None) -> Response:
     before = parse_cursor(cursor) if cursor else None
     async with db.acquire() as conn:
         found = await support_desk.service_file(conn, service, limit=limit + 1, before=before)
         items, next_cursor = await page_of(conn, found["ids"], limit, for_support=True)
-    return jsonable_encoder({"service": found["service"], "items": items, "next_cursor": next_cursor})
+    return json_response({"service": found["service"], "items": items, "next_cursor": next_cursor})
 
 
 @router.get(
@@ -65,25 +70,25 @@ async def support_service(service: str, agent: Agent, db: Pool, limit: Limit = 5
 )
 async def support_account(
     nic: Nic, agent: Agent, db: Pool, state: RequestState | None = None, limit: Limit = 50, cursor: Cursor = None
-) -> dict[str, Any]:
+) -> Response:
     before = parse_cursor(cursor) if cursor else None
     async with db.acquire() as conn:
         found = await support_desk.account_file(conn, nic, state=state, limit=limit + 1, before=before)
         items, next_cursor = await page_of(conn, found["ids"], limit, for_support=True)
-    return jsonable_encoder({"account": found["account"], "items": items, "next_cursor": next_cursor})
+    return json_response({"account": found["account"], "items": items, "next_cursor": next_cursor})
 
 
 @router.get("/contact-changes/{request_id}", summary="Any request, with its history", response_model=None, responses=support_docs.ONE)
-async def support_request(request_id: uuid.UUID, agent: Agent, db: Pool) -> dict[str, Any]:
+async def support_request(request_id: uuid.UUID, agent: Agent, db: Pool) -> Response:
     async with db.acquire() as conn:
-        return jsonable_encoder(await support_desk.request_file(conn, request_id))
+        return json_response(await support_desk.request_file(conn, request_id))
 
 
 @router.post("/contact-changes/{request_id}/cancel", summary="Cancel an open request, for a reason", response_model=None, responses=support_docs.CANCEL)
-async def support_cancel(request_id: uuid.UUID, body: ReasonBody, agent: Agent, db: Pool) -> dict[str, Any]:
+async def support_cancel(request_id: uuid.UUID, body: ReasonBody, agent: Agent, db: Pool) -> Response:
     async with db.acquire() as conn:
         await support_desk.cancel(conn, request_id=request_id, agent=agent, reason=body.reason)
-        return jsonable_encoder(await support_desk.request_file(conn, request_id))
+        return json_response(await support_desk.request_file(conn, request_id))
 
 
 @router.post(
@@ -92,16 +97,16 @@ async def support_cancel(request_id: uuid.UUID, body: ReasonBody, agent: Agent, 
     response_model=None,
     responses=support_docs.UNLOCK,
 )
-async def support_unlock(request_id: uuid.UUID, nic: Nic, body: ReasonBody, agent: Agent, db: Pool) -> dict[str, Any]:
+async def support_unlock(request_id: uuid.UUID, nic: Nic, body: ReasonBody, agent: Agent, db: Pool) -> Response:
     async with db.acquire() as conn:
         await support_desk.unlock(conn, request_id=request_id, agent=agent, nic=nic, reason=body.reason)
-        return jsonable_encoder(await support_desk.request_file(conn, request_id))
+        return json_response(await support_desk.request_file(conn, request_id))
 
 
 @router.post(
     "/contact-changes/{request_id}/resend", status_code=202, summary="Send new codes to the confirmers who have not answered", responses=support_docs.RESEND
 )
-async def support_resend(request_id: uuid.UUID, body: ReasonBody, agent: Agent, db: Pool) -> JSONResponse:
+async def support_resend(request_id: uuid.UUID, body: ReasonBody, agent: Agent, db: Pool) -> Response:
     async with db.acquire() as conn:
         await support_desk.resend(conn, request_id=request_id, agent=agent, reason=body.reason)
-        return JSONResponse(jsonable_encoder(await support_desk.request_file(conn, request_id)), status_code=202)
+        return json_response(await support_desk.request_file(conn, request_id), 202)

@@ -9,8 +9,9 @@ from datetime import datetime
 from typing import Any
 
 import asyncpg
+import pydantic_core
 from fastapi import Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 from contacts_requests import views
 from contacts_requests.api_docs import PROBLEM
@@ -31,6 +32,13 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 def status_of(refusal: Refusal) -> int:
     return STATUS[refusal.kind]
+
+
+def json_response(content: Any, status_code: int = 200) -> Response:
+    """An answer of plain data (dicts and lists of strings, numbers, UUIDs, datetimes in RFC 3339)
+    encoded in one pass by pydantic's serialiser: FastAPI's `jsonable_encoder` walked a request's
+    view twice, 0.25 ms a view against 0.007 (bench/README.md)."""
+    return Response(pydantic_core.to_json(content), status_code=status_code, media_type="application/json")
 
 
 def problem(status: int, title: str, detail: str, *, field: str | None = None, **extra: Any) -> JSONResponse:
