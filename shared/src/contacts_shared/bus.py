@@ -27,7 +27,7 @@ from faststream.rabbit import (
 )
 
 from contacts_shared.consumer import Consumer, raw_body
-from contacts_shared.contracts import Contract, envelope_for
+from contacts_shared.contracts import Contract, Envelope, envelope_for, reply_id
 from contacts_shared.db import drain_on_notify
 from contacts_shared.graceful import InFlight
 from contacts_shared.handling import Subscription
@@ -160,7 +160,16 @@ class ServiceBus:
         the outbox: for a message that must be out before an effect outside any database (the
         notifier announces a token before its email leaves). Raises if any is not confirmed, and
         `Unroutable` if RabbitMQ returned any (no queue of its consumer is bound yet)."""
-        envelopes = [envelope_for(m) for m in messages]
+        await self._publish_confirmed([envelope_for(m) for m in messages])
+
+    async def reply(self, to: Envelope, message: Contract) -> None:
+        """Publish `message` in answer to the message `to`, confirmed as `publish_now`, for an
+        answer that follows no write of ours (a verdict on what was read), hence needs no outbox.
+        Its id is derived from `to`'s: answered twice (a redelivery), it is the same message,
+        which its consumer's inbox takes once."""
+        await self._publish_confirmed([envelope_for(message, reply_id(to, message))])
+
+    async def _publish_confirmed(self, envelopes: list[Envelope]) -> None:
         routed = await asyncio.gather(*(publish_envelope(self.broker, self.exchange, e) for e in envelopes))
         returned = [(e.type, e.message_id) for e, ok in zip(envelopes, routed, strict=True) if not ok]
         failed = [(key, message_id) for key, message_id in returned if count_unroutable(key)]

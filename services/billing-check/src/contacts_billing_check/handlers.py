@@ -2,24 +2,35 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 import asyncpg
 import structlog
 from contacts_shared import contracts
-from contacts_shared.contracts import Envelope, utcnow
+from contacts_shared.contracts import Contract, Envelope, utcnow
+from contacts_shared.crashpoints import crash_point
+from contacts_shared.db import claim_message
 from contacts_shared.handling import Subscription, ignored_as_stale, on
-from contacts_shared.outbox import claim_and_enqueue
 
 from contacts_billing_check import store
 from contacts_billing_check.domain import vet_billing
 
 log = structlog.get_logger("contacts.billing_check")
 
+# Publishes an answer to the message handled (`ServiceBus.reply`).
+Reply = Callable[[Envelope, Contract], Awaitable[None]]
 
-async def on_contact_change_requested(conn: asyncpg.Connection, envelope: Envelope, data: contracts.ContactChangeRequested) -> bool:
-    # The replicas are read on their own, then the message is claimed and the verdict queued in
-    # one statement: no transaction needed, as the verdict depends only on what was read (a
-    # duplicate reads again and queues nothing).
-    billing = await store.billing_of(conn, data.from_, data.to)
+
+async def on_contact_change_requested(
+    conn: asyncpg.Connection, envelope: Envelope, data: contracts.ContactChangeRequested, *, reply: Reply
+) -> bool:
+    # The verdict follows from what is read and changes nothing here, so it needs neither a
+    # transaction nor the outbox: it is published at once, confirmed, as the answer to this
+    # message (a redelivery's answer is the same message, taken once by the requests service's
+    # inbox), then the message is claimed. A message claimed before is not answered again.
+    billing = await store.billing_of(conn, data.from_, data.to, envelope.message_id)
+    if billing.handled:
+        return False
     verdict = vet_billing(
         ctype=data.type,
         from_nic=data.from_,
@@ -29,8 +40,9 @@ async def on_contact_change_requested(conn: asyncpg.Connection, envelope: Envelo
         payment_methods_of_to=billing.payment_methods_of_to,
         now=utcnow(),
     )
-    vetted = contracts.ContactChangeVetted(request_id=data.request_id, phase=data.phase, approved=verdict.approved, reasons=verdict.reasons)
-    if fresh := await claim_and_enqueue(conn, envelope, vetted):
+    await reply(envelope, contracts.ContactChangeVetted(request_id=data.request_id, phase=data.phase, approved=verdict.approved, reasons=verdict.reasons))
+    crash_point("after-reply-before-claim")
+    if fresh := await claim_message(conn, envelope.message_id, envelope.type):
         # The invoices behind a refusal stay here, for support: the reasons name none.
         log.info(
             "contact change vetted", request_id=str(data.request_id), phase=data.phase.value, approved=verdict.approved, unpaid_invoices=verdict.evidence

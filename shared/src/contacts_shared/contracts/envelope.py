@@ -18,7 +18,7 @@ import contacts_shared.contracts.contact_change as by_the_services
 import contacts_shared.contracts.inbound as by_other_systems
 from contacts_shared.contracts.base import Contract, UtcDatetime, utcnow
 
-__all__ = ["CURRENT_VERSION", "MESSAGE_TYPES", "ROUTING_KEYS", "Envelope", "MalformedMessage", "envelope_for", "parse_message"]
+__all__ = ["CURRENT_VERSION", "MESSAGE_TYPES", "ROUTING_KEYS", "Envelope", "MalformedMessage", "envelope_for", "parse_message", "reply_id"]
 
 MESSAGE_TYPES: dict[str, type[Contract]] = {
     "account.upserted": by_other_systems.AccountUpserted,
@@ -66,6 +66,11 @@ def envelope_for(data: Contract, message_id: uuid.UUID | None = None) -> Envelop
         occurred_at=utcnow(),
         data=data.model_dump(mode="json", by_alias=True),
     )
+
+
+def reply_id(to: Envelope, answer: Contract) -> uuid.UUID:
+    """The message id of `answer` to the message `to`: the same whenever `to` is answered again."""
+    return uuid.uuid5(to.message_id, ROUTING_KEYS[type(answer)])
 
 
 class MalformedMessage(ValueError):
