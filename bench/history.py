@@ -109,15 +109,16 @@ async def committed_transactions(conn: asyncpg.Connection) -> int:
 
 async def message_and_mail_counts(conn: asyncpg.Connection, namespace: str, schemas: tuple[str, ...]) -> dict[str, int]:
     """Messages consumed (inbox rows), published and emails sent, so far. Published: the outbox
-    ids handed out, and the `token_issued` the notifier publishes itself, without its outbox
-    (one per code, each claimed once in the requests service's inbox)."""
+    ids handed out, and the messages published without an outbox, each claimed once in the
+    requests service's inbox: the notifier's `token_issued` (one per code) and the billing
+    check's verdicts (`contact_change.vetted`, answers published at once: `ServiceBus.reply`)."""
     consumed = published = 0
     for schema in schemas:
         quoted = f'"{namespace}{schema}"'
         consumed += await conn.fetchval(f"SELECT count(*) FROM {quoted}.inbox")
         published += await conn.fetchval(f"SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM {quoted}.outbox_id_seq")
     published += await conn.fetchval(
-        f"SELECT count(*) FROM \"{namespace}requests\".inbox WHERE routing_key = 'contact_change.token_issued'"
+        f"SELECT count(*) FROM \"{namespace}requests\".inbox WHERE routing_key IN ('contact_change.token_issued', 'contact_change.vetted')"
     )
     sent = await conn.fetchval(f"SELECT count(*) FROM \"{namespace}notifier\".mails WHERE state = 'sent'")
     return {"consumed": consumed, "published": published, "emails": sent}

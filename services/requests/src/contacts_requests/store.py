@@ -182,36 +182,43 @@ _REQUEST_AND_SERVICE = (
     _REQUEST.replace("ARRAY[r.requester, r.from_nic, r.to_nic]", "ARRAY[r.requester, r.from_nic, r.to_nic, (SELECT s.admin FROM services s WHERE s.service = r.service)]")
     + ", (SELECT ROW(s.service, s.admin, s.tech, s.billing) FROM services s WHERE s.service = r.service) AS service_contacts"
 )
-_CONFIRMER = "c.nic, c.state, c.token_hash, c.token_expires_at, c.failures"
+_CONFIRMER_COLUMNS = ("nic", "state", "token_hash", "token_expires_at", "failures")
+_CONFIRMER = ", ".join(f"c.{column}" for column in _CONFIRMER_COLUMNS)
+# The same, one confirmer a row beside the request's columns.
+_CONFIRMER_ROW = ", ".join(f"c.{column} AS confirmer_{column}" for column in _CONFIRMER_COLUMNS)
 
 
 async def load(
     conn: asyncpg.Connection, request_id: uuid.UUID, *, for_update: bool = False, confirmer_states: bool = True, with_service: bool = False
 ) -> LoadedChange | None:
     """The request (locked `for_update`: that serialises every writer of one request, answers
-    racing and the like), its parties' accounts and its confirmers.
+    racing and the like), its parties' accounts and its confirmers, in one statement.
 
-    The confirmers are read in a statement of their own, after the lock: its snapshot then sees
-    what the previous holder of the lock committed (read with the lock in one statement, they
-    would be as they were before the wait, and two answers at once would each see the other
-    pending). A use case that reads none of their states (`confirmer_states=False`: vetting,
-    which needs only who they are, and that never changes) reads them in the same statement,
-    a round trip less; so does one that reads its service's contacts unlocked (`with_service`),
-    with the account of the service's admin among the accounts."""
-    lock = " FOR UPDATE OF r" if for_update else ""
+    A use case that reads their states (`confirmer_states`: answers, cancel, resend) reads the
+    request joined to its confirmers, one row each, and locks the confirmers' rows with the
+    request's: a row locked after a wait is read as the holder of the lock left it, so two answers
+    at once see each other's (an unlocked read of the confirmers in the same statement would see
+    them as they were before the wait, each answer the other still pending). A use case that
+    reads none of their states (vetting, which needs only who they are, and that never changes)
+    reads them as an array beside the request; so does one that reads its service's contacts
+    unlocked (`with_service`), with the account of the service's admin among the accounts."""
     request = _REQUEST_AND_SERVICE if with_service else _REQUEST
     if confirmer_states:
-        row = await conn.fetchrow(request + " FROM contact_changes r WHERE r.id = $1" + lock, request_id)
-        if row is None:
+        # Every request has its requester among its confirmers: the join finds it if it exists.
+        rows = await conn.fetch(
+            f"{request}, {_CONFIRMER_ROW}"
+            " FROM contact_changes r JOIN confirmers c ON c.request_id = r.id WHERE r.id = $1 ORDER BY c.nic"
+            + (" FOR UPDATE OF r, c" if for_update else ""),
+            request_id,
+        )
+        if not rows:
             return None
-        confirmers = [
-            tuple(c)
-            for c in await conn.fetch(f"SELECT {_CONFIRMER} FROM confirmers c WHERE c.request_id = $1 ORDER BY c.nic", request_id)
-        ]
+        row = rows[0]
+        confirmers = [tuple(r[f"confirmer_{column}"] for column in _CONFIRMER_COLUMNS) for r in rows]
     else:
         row = await conn.fetchrow(
             f"{request}, ARRAY(SELECT ROW({_CONFIRMER}) FROM confirmers c WHERE c.request_id = r.id ORDER BY c.nic)"
-            " AS confirmers FROM contact_changes r WHERE r.id = $1" + lock,
+            " AS confirmers FROM contact_changes r WHERE r.id = $1" + (" FOR UPDATE OF r" if for_update else ""),
             request_id,
         )
         if row is None:
