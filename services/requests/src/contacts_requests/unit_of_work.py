@@ -100,6 +100,8 @@ class UnitOfWork:
         for event in decision.events:
             await self._write(changes, messages, decision.change, event, accounts, idempotency_key)
         await self._save(changes, messages)
+        if any(isinstance(event, events.ContactReplaced) for event in decision.events):
+            crash_point("during-apply")  # the contact changed and `done` written, not committed
 
     async def _save(self, changes: store.Changes, messages: list[Contract]) -> None:
         """Run `changes` with `messages` queued, as one statement; it also claims the message
@@ -161,7 +163,6 @@ class UnitOfWork:
                 changes.plan_reminder(request_id, sent, at)
             case events.ContactReplaced():
                 replicas.set_contact(changes, change.service, change.type, change.to)
-                crash_point("during-apply")
                 messages.append(ContactChangeCompleted(**about(change), completed_at=utcnow()))
             case events.NotReached(nic, kind, smtp_code):
                 changes.history(request_id, change.state, "system", unreachable(nic, kind, smtp_code))
