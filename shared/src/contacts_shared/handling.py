@@ -40,7 +40,7 @@ class Runs(StrEnum):
     # The consumer opens a transaction, claims the message in the inbox, then calls the handler.
     in_transaction = "in_transaction"
     # The handler's whole effect is one statement that also claims the message in the inbox
-    # (`db.claim_cte`, `outbox.claim_and_enqueue`): it commits as a whole, so it runs without
+    # (`db.claim_cte`, `statement.Statement.claim`): it commits as a whole, so it runs without
     # BEGIN and COMMIT around it, two round trips less. Reads it needs run alone before it.
     # It returns whether the message was fresh.
     claims_itself = "claims_itself"

@@ -1,5 +1,5 @@
 """The transactional outbox: messages are written in the transaction of the change that causes
-them (`enqueue`, `claim_and_enqueue`), then a relay publishes them with publisher confirms and
+them (`enqueue`, or `queue_in` as part of a bigger statement), then a relay publishes them with publisher confirms and
 deletes them in one transaction (`OutboxRelay`); a message RabbitMQ returns as unroutable stays.
 
 Publishing itself (`publish_envelope`, `publish_body`) is here too: every message of ours goes
@@ -19,7 +19,6 @@ from faststream.rabbit import RabbitBroker, RabbitExchange
 
 from contacts_shared.contracts import Contract, Envelope, envelope_for
 from contacts_shared.crashpoints import crash_point
-from contacts_shared.db import IF_CLAIMED, claim_cte
 from contacts_shared.observability import MESSAGES_UNROUTABLE, OUTBOX_PUBLISHED
 from contacts_shared.statement import Statement
 
@@ -120,7 +119,6 @@ _PUT_BACK = (
 _QUEUE_ROWS = (
     "INSERT INTO outbox (message_id, routing_key, body) SELECT m, k, b FROM unnest($1::uuid[], $2::text[], $3::text[]) AS u(m, k, b)"
 )
-_QUEUE = "queued AS (" + _QUEUE_ROWS + "{only_if})"
 _RELAY_CHANNEL = "current_schema() || '_outbox'"
 _WAKE_RELAY = f"pg_notify({_RELAY_CHANNEL}, '')"
 
@@ -140,26 +138,8 @@ def queue_in(statement: Statement, messages: list[Contract]) -> None:
 async def enqueue(conn: asyncpg.Connection, *messages: Contract) -> list[uuid.UUID]:
     """Put messages in the outbox inside the caller's transaction; the relay publishes them."""
     ids, keys, bodies = _outbox_rows(messages)
-    await conn.execute(f"WITH {_QUEUE.format(only_if='')} SELECT FROM {_WAKE_RELAY}", ids, keys, bodies)
+    await conn.execute(f"WITH queued AS ({_QUEUE_ROWS}) SELECT FROM {_WAKE_RELAY}", ids, keys, bodies)
     return ids
-
-
-async def claim_and_enqueue(conn: asyncpg.Connection, envelope: Envelope, *messages: Contract) -> bool:
-    """Claim `envelope` in the inbox and queue `messages` in one statement, which commits as a
-    whole without a transaction around it (for a handler that claims itself, `handling.Runs`). False, and nothing
-    queued, if the message was claimed before."""
-    ids, keys, bodies = _outbox_rows(messages)
-    return bool(
-        await conn.fetchval(
-            f"WITH {claim_cte('$4', '$5')}, {_QUEUE.format(only_if=f' WHERE {IF_CLAIMED}')}"
-            f" SELECT true FROM claimed, {_WAKE_RELAY}",
-            ids,
-            keys,
-            bodies,
-            envelope.message_id,
-            envelope.type,
-        )
-    )
 
 
 class OutboxRelay:
