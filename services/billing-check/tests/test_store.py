@@ -24,8 +24,10 @@ from contacts_shared.contracts import (
     reply_id,
 )
 from contacts_shared.db import create_pool, migrate
-from contacts_shared.handling import by_routing_key
-from contacts_tools.testing import TEST_DATABASE_URL, schema_pool
+from contacts_shared.handling import by_routing_key, on
+from contacts_shared.outbox import publish_envelope
+from contacts_tools.testing import TEST_DATABASE_URL, consuming_bus, schema_pool
+from support import eventually
 
 HANDLERS = by_routing_key(handlers.HANDLERS)
 
@@ -43,8 +45,9 @@ async def pool() -> AsyncIterator[asyncpg.Pool]:
 
 
 class Replies:
-    """What the handlers answered, in place of the bus's `reply` (which the end-to-end and fault
-    suites run for real)."""
+    """What the handlers answered, in place of the bus's `reply`: the tests below judge the
+    verdicts; the last test runs the answer through RabbitMQ, as do the end-to-end and fault
+    suites."""
 
     def __init__(self) -> None:
         self.sent: list[tuple[Envelope, Contract]] = []
@@ -210,3 +213,32 @@ def test_the_answer_to_a_message_has_the_same_id_every_time() -> None:
     verdict = ContactChangeVetted(request_id=uuid.uuid4(), phase="submit", approved=True, reasons=[])
     assert reply_id(question, verdict) == reply_id(question, verdict.model_copy(update={"approved": False}))
     assert reply_id(question, verdict) != reply_id(question.model_copy(update={"message_id": uuid.uuid4()}), verdict)
+
+
+async def test_a_question_delivered_twice_is_answered_once_through_rabbitmq(pool: asyncpg.Pool) -> None:
+    # The real path: the billing check's bus consumes the question and publishes its verdict
+    # (`ServiceBus.reply`) to a listener in the same namespace, as the requests service would be.
+    namespace = f"t{uuid.uuid4().hex[:10]}_"
+    heard: list[tuple[uuid.UUID, uuid.UUID]] = []
+
+    async def on_verdict(conn: asyncpg.Connection, envelope: Envelope, data: ContactChangeVetted) -> None:
+        heard.append((data.request_id, envelope.message_id))
+
+    def question() -> Envelope:
+        return envelope_for(ContactChangeRequested(request_id=uuid.uuid4(), phase="submit", service="s", type="tech", from_="aa1-ovh", to="bb2-ovh"))
+
+    async with (
+        schema_pool("listener", []) as listener_pool,
+        consuming_bus(listener_pool, "requests", [on(ContactChangeVetted, on_verdict)], namespace=namespace),
+        consuming_bus(pool, "billing_check", handlers.HANDLERS, namespace=namespace) as billing,
+    ):
+        twice, after = question(), question()
+        for envelope in (twice, twice, after):
+            assert await publish_envelope(billing.broker, billing.exchange, envelope)
+
+        async def answered_after() -> bool:
+            return any(str(request_id) == after.data["request_id"] for request_id, _ in heard) or None  # type: ignore[return-value]
+
+        await eventually(answered_after, timeout=10, what="the verdict on the question sent last")
+    verdict = ContactChangeVetted(request_id=uuid.UUID(twice.data["request_id"]), phase="submit", approved=True, reasons=[])
+    assert [message_id for request_id, message_id in heard if str(request_id) == twice.data["request_id"]] == [reply_id(twice, verdict)]

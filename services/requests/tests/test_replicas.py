@@ -214,9 +214,9 @@ async def _request(pool: asyncpg.Pool, state: RequestState) -> uuid.UUID:
     async with pool.acquire() as conn:
         planned = PlannedChange(ContactType.tech, from_=OLD_TECH, to=WEBMASTER, confirmers=(OWNER, WEBMASTER))
         submitted = ContactChange.submitted(str(request_id), HOSTING, planned, OWNER, datetime.now(UTC) + timedelta(days=7))
-        await store.insert_request(conn, submitted.change)
+        await store.Changes().insert_request(submitted.change).run(conn)
         if state != RequestState.checking:
-            await store.set_state(conn, request_id, state, "system", None)
+            await store.Changes().set_state(request_id, state, "system", None).run(conn)
     return request_id
 
 

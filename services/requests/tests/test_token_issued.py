@@ -42,8 +42,8 @@ async def _validating_request(conn: asyncpg.Connection) -> uuid.UUID:
     request_id = uuid.uuid4()
     planned = PlannedChange(ContactType.tech, from_="cc33333-ovh", to=WEBMASTER, confirmers=(OWNER, WEBMASTER))
     expires_at = datetime.now(UTC) + timedelta(days=7)
-    await store.insert_request(conn, ContactChange.submitted(str(request_id), "shop-example.web-hosting", planned, OWNER, expires_at).change)
-    await store.set_state(conn, request_id, RequestState.validating, "system", "vetted")
+    await store.Changes().insert_request(ContactChange.submitted(str(request_id), "shop-example.web-hosting", planned, OWNER, expires_at).change).run(conn)
+    await store.Changes().set_state(request_id, RequestState.validating, "system", "vetted").run(conn)
     return request_id
 
 
@@ -67,7 +67,7 @@ async def test_again_after_the_answer_does_not_revive_the_spent_token(conn: asyn
     request_id = await _validating_request(conn)
     await _deliver(conn, request_id, WEBMASTER, h("hash-1"))
     assert await _hash_of(conn, request_id, WEBMASTER) == h("hash-1")
-    await store.record_answer(conn, request_id, WEBMASTER, "accepted", RequestState.validating, "accepted")
+    await store.Changes().record_answer(request_id, WEBMASTER, "accepted", RequestState.validating, "accepted").run(conn)
 
     await _deliver(conn, request_id, WEBMASTER, h("hash-1"))
 
@@ -91,7 +91,7 @@ async def test_a_token_from_before_a_resend_is_stale_whatever_the_clocks(conn: a
 async def test_the_same_code_announced_again_keeps_its_failures(conn: asyncpg.Connection) -> None:
     request_id = await _validating_request(conn)
     await _deliver(conn, request_id, OWNER, h("code"))
-    await store.count_token_failure(conn, request_id, OWNER)
+    await store.Changes().count_token_failure(request_id, OWNER).run(conn)
 
     await _deliver(conn, request_id, OWNER, h("code"))  # its email was written again
 

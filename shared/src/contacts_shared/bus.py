@@ -117,8 +117,9 @@ class ServiceBus:
 
     def handle_all(self, subscriptions: Iterable[Subscription], dependencies: Mapping[str, Any] | None = None) -> None:
         """Consume the messages of `subscriptions`; `dependencies` by name, for handlers that
-        need more than the message (`handling.Subscription.bound`)."""
-        self.consumer.subscribe(subscriptions, dependencies or {})
+        need more than the message (`handling.Subscription.bound`). Every handler may answer the
+        message it handles (`reply`)."""
+        self.consumer.subscribe(subscriptions, {"reply": self.reply, **(dependencies or {})})
 
     async def start(self) -> None:
         self.broker.subscriber(self.queue, ack_policy=AckPolicy.MANUAL, decoder=raw_body)(self.consumer.on_message)

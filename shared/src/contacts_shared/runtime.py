@@ -123,8 +123,7 @@ async def service_runtime(
     log.info("schema ready", schema=schema, migrations_applied=applied)
     pool = await create_pool(settings.database_url, schema, max_size=settings.database_pool_size)
     bus = ServiceBus(amqp_url=settings.amqp_url, namespace=settings.namespace, service=service, pool=pool)
-    # Every handler may answer the message it handles (`ServiceBus.reply`).
-    bus.handle_all(subscriptions, {"reply": bus.reply, **(dependencies or {})})
+    bus.handle_all(subscriptions, dependencies)
     runtime = Runtime(service=service, pool=pool, bus=bus, refreshers=[bus.refresh_metrics])
     health = HealthServer(metrics_port, runtime.ready, runtime.refreshers) if metrics_port else None
     try:

@@ -48,7 +48,7 @@ class Statement:
     # (table, key columns and values) -> columns and values, in the order first set.
     _updates: dict[tuple[str, tuple[tuple[str, Any], ...]], dict[str, Any]] = field(default_factory=dict)
     _claim: tuple[uuid.UUID, str] | None = None
-    wake: str | None = None  # the channel to NOTIFY at commit (outbox.queue_in)
+    wake: str | None = None  # an SQL expression naming the channel to NOTIFY at commit (outbox.queue_in)
 
     def add(self, sql: str, *args: Any) -> Statement:
         """One INSERT or UPDATE (without a WITH of its own), its parameters numbered from $1."""

@@ -48,10 +48,13 @@ async def explain(pool: asyncpg.Pool, sql: str, *args: object) -> dict:
 
 
 @contextlib.asynccontextmanager
-async def consuming_bus(pool: asyncpg.Pool, service: str, subscriptions: Sequence[Subscription], **options: object) -> AsyncIterator[ServiceBus]:
-    """A service's bus consuming in a namespace of its own, on the real RabbitMQ; its queues and
-    exchange are deleted afterwards."""
-    bus = ServiceBus(amqp_url=TEST_AMQP_URL, namespace=f"t{uuid.uuid4().hex[:10]}_", service=service, pool=pool, **options)  # type: ignore[arg-type]
+async def consuming_bus(
+    pool: asyncpg.Pool, service: str, subscriptions: Sequence[Subscription], *, namespace: str | None = None, **options: object
+) -> AsyncIterator[ServiceBus]:
+    """A service's bus consuming on the real RabbitMQ, in a namespace of its own unless given one
+    (services of one test share it); its queues and exchange are deleted afterwards."""
+    namespace = namespace or f"t{uuid.uuid4().hex[:10]}_"
+    bus = ServiceBus(amqp_url=TEST_AMQP_URL, namespace=namespace, service=service, pool=pool, **options)  # type: ignore[arg-type]
     bus.handle_all(subscriptions)
     await bus.start()
     try:

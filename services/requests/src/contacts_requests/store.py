@@ -139,25 +139,6 @@ class Changes(Statement):
         return await super().run(conn)
 
 
-# Each write alone, as one statement (tests set up rows with them).
-
-
-async def insert_request(conn: asyncpg.Connection, change: ContactChange) -> None:
-    await Changes().insert_request(change).run(conn)
-
-
-async def set_state(conn: asyncpg.Connection, request_id: uuid.UUID, state: RequestState, actor: str, reason: str | None) -> None:
-    await Changes().set_state(request_id, state, actor, reason).run(conn)
-
-
-async def record_answer(conn: asyncpg.Connection, request_id: uuid.UUID, nic: str, state: str, request_state: RequestState, reason: str) -> None:
-    await Changes().record_answer(request_id, nic, state, request_state, reason).run(conn)
-
-
-async def count_token_failure(conn: asyncpg.Connection, request_id: uuid.UUID, nic: str) -> None:
-    await Changes().count_token_failure(request_id, nic).run(conn)
-
-
 @dataclass(frozen=True)
 class LoadedChange:
     """A request as loaded for a use case, with what its use cases need beside the state machine."""
@@ -171,15 +152,19 @@ class LoadedChange:
     service: ServiceContacts | None = None
 
 
-_REQUEST = (
+def _request(party_nics: str) -> str:
+    """The request's columns and the accounts of `party_nics` (an SQL array of NICs)."""
     # `from` and `to` as the request's view names them, so that one function reads both (views.change_of).
-    'SELECT r.id, r.service, r.type, r.from_nic AS "from", r.to_nic AS "to", r.requester, r.state, r.expires_at,'
-    " r.created_at, r.reminders, r.batch_id,"
-    f" {accounts_sql('ARRAY[r.requester, r.from_nic, r.to_nic]')} AS accounts"
-)
+    return (
+        'SELECT r.id, r.service, r.type, r.from_nic AS "from", r.to_nic AS "to", r.requester, r.state, r.expires_at,'
+        f" r.created_at, r.reminders, r.batch_id, {accounts_sql(party_nics)} AS accounts"
+    )
+
+
+_REQUEST = _request("ARRAY[r.requester, r.from_nic, r.to_nic]")
 # The request with its service's contacts, and the account of the service's admin among the others.
 _REQUEST_AND_SERVICE = (
-    _REQUEST.replace("ARRAY[r.requester, r.from_nic, r.to_nic]", "ARRAY[r.requester, r.from_nic, r.to_nic, (SELECT s.admin FROM services s WHERE s.service = r.service)]")
+    _request("ARRAY[r.requester, r.from_nic, r.to_nic, (SELECT s.admin FROM services s WHERE s.service = r.service)]")
     + ", (SELECT ROW(s.service, s.admin, s.tech, s.billing) FROM services s WHERE s.service = r.service) AS service_contacts"
 )
 _CONFIRMER_COLUMNS = ("nic", "state", "token_hash", "token_expires_at", "failures")
