@@ -185,7 +185,8 @@ def create_api(
             str | None, Header(max_length=200, description="Sent again with a submission, returns the same requests")
         ] = None,
     ) -> Response:
-        async with db.acquire() as conn:
+        # The views are read in the submission's transaction: one commit, not two.
+        async with db.acquire() as conn, conn.transaction():
             ids = await handlers.submit(
                 conn,
                 requester=me,
@@ -195,7 +196,7 @@ def create_api(
                 request_ttl=request_ttl,
                 rate_limits=rate_limits,
             )
-            items = [await views.request_view(conn, i) for i in ids]
+            items = await views.request_views(conn, ids)
         return json_response({"items": items}, 202)
 
     @app.get("/v1/me/contact-changes", summary="Requests I am a party of, newest first", response_model=None, responses=api_docs.MY_REQUESTS, **changes)
@@ -229,9 +230,10 @@ def create_api(
 
     def answering(accept: bool) -> Callable[..., Awaitable[Response]]:
         async def answer(request_id: uuid.UUID, body: TokenBody, me: Me, db: Pool) -> Response:
-            await handlers.answer(db, request_id=request_id, nic=me, token=body.token, accept=accept, now=utcnow())
-            async with db.acquire() as conn:
-                return json_response(await _visible_view(conn, request_id, me))
+            view = await handlers.answer(
+                db, request_id=request_id, nic=me, token=body.token, accept=accept, now=utcnow(), then=lambda conn: _visible_view(conn, request_id, me)
+            )
+            return json_response(view)
 
         return answer
 
@@ -245,13 +247,13 @@ def create_api(
         "/v1/contact-changes/{request_id}/resend", status_code=202, summary="Send new tokens to the confirmers who have not answered", responses=api_docs.RESEND, **changes
     )
     async def resend(request_id: uuid.UUID, me: Me, db: Pool) -> Response:
-        async with db.acquire() as conn:
+        async with db.acquire() as conn, conn.transaction():
             await handlers.resend(conn, request_id=request_id, nic=me, rate_limits=rate_limits)
             return json_response(await _visible_view(conn, request_id, me), 202)
 
     @app.post("/v1/contact-changes/{request_id}/cancel", summary="Cancel my open request", response_model=None, responses=api_docs.CANCEL, **changes)
     async def cancel(request_id: uuid.UUID, me: Me, db: Pool) -> Response:
-        async with db.acquire() as conn:
+        async with db.acquire() as conn, conn.transaction():
             await handlers.cancel(conn, request_id=request_id, nic=me)
             return json_response(await _visible_view(conn, request_id, me))
 

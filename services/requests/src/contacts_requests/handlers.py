@@ -10,6 +10,7 @@ import asyncio
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime, timedelta
+from typing import TypeVar
 
 import asyncpg
 import structlog
@@ -38,6 +39,7 @@ from contacts_requests.tokens import check_token
 from contacts_requests.unit_of_work import UnitOfWork
 
 log = structlog.get_logger("contacts.requests")
+T = TypeVar("T")
 
 
 # --- submitting -----------------------------------------------------------------------------------
@@ -151,23 +153,42 @@ TOKEN_HASH_WAIT_SECONDS = 3.0
 
 
 async def answer(
-    pool: asyncpg.Pool, *, request_id: uuid.UUID, nic: str, token: str, accept: bool, now: datetime
-) -> None:
-    """Accept or decline with a token. A wrong token is counted even though the call fails."""
+    pool: asyncpg.Pool,
+    *,
+    request_id: uuid.UUID,
+    nic: str,
+    token: str,
+    accept: bool,
+    now: datetime,
+    then: Callable[[asyncpg.Connection], Awaitable[T]] | None = None,
+) -> T | None:
+    """Accept or decline with a token. A wrong token is counted even though the call fails.
+    `then` reads what the caller answers with, in the answer's own transaction (one commit
+    where a read after it took another)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + TOKEN_HASH_WAIT_SECONDS
-    while (token_ok := await _answer_once(pool, request_id, nic, token, accept, now, wait=loop.time() < deadline)) is None:
+    while (outcome := await _answer_once(pool, request_id, nic, token, accept, now, wait=loop.time() < deadline, then=then)) is None:
         await asyncio.sleep(0.02)
+    token_ok, read = outcome
     if not token_ok:
         log.info("token refused", request_id=str(request_id), nic=nic)
         raise invalid_token()
+    return read
 
 
 async def _answer_once(
-    pool: asyncpg.Pool, request_id: uuid.UUID, nic: str, token: str, accept: bool, now: datetime, *, wait: bool
-) -> bool | None:
-    """One try: whether the token was right (and the answer recorded), or None when `wait` and
-    the confirmer's token hash has not arrived yet (then nothing was written)."""
+    pool: asyncpg.Pool,
+    request_id: uuid.UUID,
+    nic: str,
+    token: str,
+    accept: bool,
+    now: datetime,
+    *,
+    wait: bool,
+    then: Callable[[asyncpg.Connection], Awaitable[T]] | None,
+) -> tuple[bool, T | None] | None:
+    """One try: whether the token was right (and the answer recorded, and `then` read), or None
+    when `wait` and the confirmer's token hash has not arrived yet (then nothing was written)."""
     async with pool.acquire() as conn, UnitOfWork(conn) as uow:
         loaded = await _load_visible(uow, request_id, nic)
         change, slot = loaded.change, loaded.slots.get(nic)
@@ -178,9 +199,9 @@ async def _answer_once(
             return None
         if not (slot is not None and check_token(slot, token, now)):
             await uow.record(change.code_refused(nic), loaded.accounts)
-            return False
+            return False, None
         await uow.record(change.answer(nic, accept), loaded.accounts)
-        return True
+        return True, (await then(conn) if then is not None else None)
 
 
 async def resend(conn: asyncpg.Connection, *, request_id: uuid.UUID, nic: str, rate_limits: RateLimits) -> list[str]:
