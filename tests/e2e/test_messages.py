@@ -11,6 +11,7 @@ from typing import Any
 import aio_pika
 import pika
 import pytest
+from contacts_shared.bus import exchange_for, new_broker
 from contacts_shared.contracts import (
     AccountUpserted,
     ContactChangeStateChanged,
@@ -20,6 +21,7 @@ from contacts_shared.contracts import (
     Zone,
     envelope_for,
 )
+from contacts_shared.outbox import publish_envelope
 from seed import HOSTING, OLD_TECH, OWNER, WEBMASTER, email_of
 from support import System, dead_letters, eventually, queue_depth
 
@@ -140,11 +142,14 @@ async def test_routing_key_the_service_does_not_consume_is_dead_lettered(world: 
     assert uuid.UUID(json.loads(letters[0].body)["message_id"])
 
 
-async def test_a_state_that_mails_nobody_leaves_no_trace_and_the_next_one_mails(world: System) -> None:
-    """The notifier hears of every state; one that mails nobody is acked without a transaction
-    (no inbox row), and the queue goes on to the next."""
+async def test_the_notifier_hears_only_of_states_that_mail_and_one_that_mails_nobody_leaves_no_trace(world: System) -> None:
+    """Published as the requests service publishes (routed by state too), `validating` mails
+    nobody (the notifier's queue is not bound to it: shared/tests/test_routing_by_state.py); a
+    bound state that mails nobody all the same (a `rejected` without its requester among the
+    parties) is acked without a transaction (no inbox row); the done one mails its three."""
 
-    def state_changed(state: RequestState) -> ContactChangeStateChanged:
+    def state_changed(state: RequestState, *roles: str) -> ContactChangeStateChanged:
+        parties = {"requester": OWNER, "from": OLD_TECH, "to": WEBMASTER}
         return ContactChangeStateChanged(
             request_id=request_id,
             service=HOSTING,
@@ -152,18 +157,23 @@ async def test_a_state_that_mails_nobody_leaves_no_trace_and_the_next_one_mails(
             from_=OLD_TECH,
             to=WEBMASTER,
             state=state,
-            parties=[
-                Party(nic=OWNER, email=email_of(OWNER), role="requester"),
-                Party(nic=OLD_TECH, email=email_of(OLD_TECH), role="from"),
-                Party(nic=WEBMASTER, email=email_of(WEBMASTER), role="to"),
-            ],
+            parties=[Party(nic=parties[role], email=email_of(parties[role]), role=role) for role in roles],
         )
 
     request_id = uuid.uuid4()
-    quiet = envelope_for(state_changed(RequestState.validating))
-    await _raw_publish(world, "contact_change.state_changed", quiet.model_dump_json().encode(), str(quiet.message_id))
-    done = envelope_for(state_changed(RequestState.done))
-    await _raw_publish(world, "contact_change.state_changed", done.model_dump_json().encode(), str(done.message_id))
+    broker = new_broker(world.amqp_url)
+    await broker.connect()
+    try:
+        exchange = exchange_for(world.namespace)
+        quiet, nobody, done = (
+            envelope_for(state_changed(RequestState.validating, "requester", "from", "to")),
+            envelope_for(state_changed(RequestState.rejected, "from", "to")),
+            envelope_for(state_changed(RequestState.done, "requester", "from", "to")),
+        )
+        for envelope in (quiet, nobody, done):
+            assert await publish_envelope(broker, exchange, envelope)
+    finally:
+        await broker.stop()
 
     def mails_of_the_request() -> list:
         return [m for m in world.mails() if str(request_id) in m.body]  # outcome emails link to it
@@ -172,8 +182,9 @@ async def test_a_state_that_mails_nobody_leaves_no_trace_and_the_next_one_mails(
         return len(mails_of_the_request()) >= 3
 
     await eventually(done_mailed, what="the done emails")
-    inbox = await world.sql("notifier", "SELECT message_id FROM inbox WHERE message_id = ANY($1::uuid[])", [quiet.message_id, done.message_id])
+    ids = [quiet.message_id, nobody.message_id, done.message_id]
+    inbox = await world.sql("notifier", "SELECT message_id FROM inbox WHERE message_id = ANY($1::uuid[])", ids)
     assert [r["message_id"] for r in inbox] == [done.message_id]
-    assert len(mails_of_the_request()) == 3  # the done emails only: `validating` mailed nobody
+    assert len(mails_of_the_request()) == 3  # the done emails only
     assert await queue_depth(world.amqp_url, f"{world.namespace}notifier") == 0
     assert await dead_letters(world, "notifier") == []

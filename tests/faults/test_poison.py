@@ -31,7 +31,7 @@ CONSUMED = {
         "invoice.paid",
         envelope_for(InvoicePaid(invoice_id="inv-poison")),
     ),
-    "notifier": ("contact_change.state_changed", None),
+    "notifier": ("contact_change.validation_requested", None),
 }
 
 

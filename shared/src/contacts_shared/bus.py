@@ -128,8 +128,12 @@ class ServiceBus:
         await self.broker.declare_queue(self.retry_queue)
         queue = await self.broker.declare_queue(self.queue)
         exchange = await self.broker.declare_exchange(self.exchange)
-        for key in self.consumer.subscriptions:
-            await queue.bind(exchange, routing_key=key)
+        for key, subscription in self.consumer.subscriptions.items():
+            for binding_key in subscription.binding_keys:
+                await queue.bind(exchange, routing_key=binding_key)
+            if key not in subscription.binding_keys:
+                # Bound by narrower keys: the binding by its type (an earlier release's) goes.
+                await queue.unbind(exchange, routing_key=key)
         await self.broker.start()
         channel = await self.pool.fetchval("SELECT current_schema() || '_outbox'")
         self._relay_task = asyncio.create_task(
@@ -172,8 +176,8 @@ class ServiceBus:
 
     async def _publish_confirmed(self, envelopes: list[Envelope]) -> None:
         routed = await asyncio.gather(*(publish_envelope(self.broker, self.exchange, e) for e in envelopes))
-        returned = [(e.type, e.message_id) for e, ok in zip(envelopes, routed, strict=True) if not ok]
-        failed = [(key, message_id) for key, message_id in returned if count_unroutable(key)]
+        returned = [e for e, ok in zip(envelopes, routed, strict=True) if not ok]
+        failed = [(e.type, e.message_id) for e in returned if count_unroutable(e.type, e.model_dump_json())]
         for key, message_id in failed:
             log.warning("message unroutable, not published", routing_key=key, amqp_message_id=str(message_id))
         if failed:

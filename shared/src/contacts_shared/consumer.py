@@ -113,6 +113,7 @@ class Consumer:
         self.broker = broker
         self.pool = pool
         self.subscriptions: dict[str, Subscription] = {}
+        self.types_by_key: dict[str, str] = {}  # binding key -> routing key of the type
         self.handlers: dict[str, Callable[[asyncpg.Connection, Envelope, Any], Awaitable[Any]]] = {}
         self.queue = queue
         self.dead_letters = dead_letters
@@ -129,6 +130,8 @@ class Consumer:
         for key, subscription in by_routing_key(subscriptions).items():
             self.handlers[key] = subscription.bound(dependencies)
             self.subscriptions[key] = subscription
+            for binding_key in subscription.binding_keys:
+                self.types_by_key[binding_key] = key
 
     # --- 1. parse ---------------------------------------------------------------------------------
 
@@ -136,7 +139,10 @@ class Consumer:
         # Taken from the broker's context, not injected as a parameter: FastStream resolves an
         # injected context value in a worker thread, a thread hop per message (bench/README.md).
         message: RabbitMessage = self.broker.context.get_local("message")
+        # A message published with a narrower key it is bound by (an operator publishing a dead
+        # letter again by its state) is the type it carries.
         routing_key = routing_key_of(message, self.queue)
+        routing_key = self.types_by_key.get(routing_key, routing_key)
         # The publisher's own id: the AMQP property, else the envelope's (clients such as
         # amqp-tools cannot set the property; FastStream would make one up).
         message_id = message.raw_message.message_id or envelope_message_id(body)

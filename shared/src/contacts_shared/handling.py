@@ -100,10 +100,18 @@ class Subscription:
     # inbox row, having no effect to apply exactly once (the notifier hears of every state a
     # request goes through and mails for a few).
     concerns: Callable[[Any], bool] | None = None
+    # The keys its queue is bound by, when narrower than its type: a state change is also routed
+    # by its state (`contracts.also_routed_by`), and the notifier binds the states it mails on.
+    bound_by: tuple[str, ...] = ()
 
     @property
     def routing_key(self) -> str:
         return ROUTING_KEYS[self.contract]
+
+    @property
+    def binding_keys(self) -> tuple[str, ...]:
+        """The keys the service's queue is bound by to get these messages."""
+        return self.bound_by or (self.routing_key,)
 
     @cached_property
     def dependencies(self) -> frozenset[str]:
@@ -130,10 +138,12 @@ def on(
     claims_itself: bool = False,
     claimed_on_save: bool = False,
     concerns: Callable[[Any], bool] | None = None,
+    bound_by: Iterable[str] = (),
 ) -> Subscription:
-    """Declare `handle` for the messages of `contract` (how it runs: `Runs`)."""
+    """Declare `handle` for the messages of `contract` (how it runs: `Runs`), bound by its
+    routing key, or by the narrower keys `bound_by`."""
     runs = Runs.claims_itself if claims_itself else Runs.claimed_on_save if claimed_on_save else Runs.in_transaction
-    return Subscription(contract, handle, runs, concerns)
+    return Subscription(contract, handle, runs, concerns, tuple(bound_by))
 
 
 def by_routing_key(subscriptions: Iterable[Subscription]) -> dict[str, Subscription]:

@@ -17,7 +17,15 @@ import asyncpg
 import structlog
 from faststream.rabbit import RabbitBroker, RabbitExchange
 
-from contacts_shared.contracts import Contract, Envelope, envelope_for
+from contacts_shared.contracts import (
+    STATE_CHANGED,
+    Contract,
+    Envelope,
+    RequestState,
+    also_routed_by,
+    envelope_for,
+    state_key,
+)
 from contacts_shared.crashpoints import crash_point
 from contacts_shared.observability import MESSAGES_UNROUTABLE, OUTBOX_PUBLISHED
 from contacts_shared.statement import Statement
@@ -32,12 +40,26 @@ RELAY_BATCH = 200
 UNROUTABLE_RETRY_SECONDS = 0.2
 UNROUTABLE_RETRY_MAX_SECONDS = 5.0
 
-# Messages no service of ours consumes, published for other systems only: RabbitMQ returns one
-# when no other system has bound a queue to it, and that is no failure (docs/integration.md: a
-# message reaches only the queues bound when it is published). Every other message of ours has a
-# consumer among the services, so its return means that service's queue is not there yet (or
-# lost its binding): the message is not delivered, and is kept and retried.
-FOR_OTHER_SYSTEMS_ONLY = frozenset({"contact_change.completed", "contact_change.support_acted"})
+# The keys no service of ours binds: a message routed by these only is for other systems, and
+# RabbitMQ returns it when no other system has bound a queue to it; that is no failure
+# (docs/integration.md: a message reaches only the queues bound when it is published). Any other
+# message has a consumer among the services, so its return means that service's queue is not
+# there yet (or lost its binding): the message is not delivered, and is kept and retried. State
+# changes are routed by their state too (`also_routed_by`); the notifier binds the states it
+# mails on, so the others and the bare type are other systems' only.
+FOR_OTHER_SYSTEMS_ONLY = frozenset(
+    {
+        "contact_change.completed",
+        "contact_change.support_acted",
+        STATE_CHANGED,
+        *(state_key(state) for state in (RequestState.checking, RequestState.validating, RequestState.applying)),
+    }
+)
+
+
+def heard_by_us(routing_key: str, body: str) -> bool:
+    """Whether a service of ours binds one of the keys the message is routed by."""
+    return not {routing_key, *also_routed_by(routing_key, body)} <= FOR_OTHER_SYSTEMS_ONLY
 
 
 async def publish_envelope(broker: RabbitBroker, exchange: RabbitExchange, envelope: Envelope) -> bool:
@@ -53,7 +75,8 @@ async def publish_body(broker: RabbitBroker, exchange: RabbitExchange, routing_k
     `mandatory` (FastStream's default), and the channel does not raise on a return, so aio-pika
     resolves the publish with the returned message (aiormq's DeliveredMessage, whose `delivery`
     is the Basic.Return frame) instead of the confirm's Basic.Ack, and ignores the Basic.Ack
-    that follows."""
+    that follows. The keys it is also routed by go in its `BCC` header (`also_routed_by`)."""
+    also = also_routed_by(routing_key, body)
     result = await broker.publish(
         body.encode(),
         exchange=exchange,
@@ -61,6 +84,7 @@ async def publish_body(broker: RabbitBroker, exchange: RabbitExchange, routing_k
         persist=True,
         message_id=str(message_id),
         content_type="application/json",
+        headers={"BCC": list(also)} if also else None,
     )
     return getattr(result, "delivery", None) is None
 
@@ -76,10 +100,10 @@ class Unroutable(Exception):
         )
 
 
-def count_unroutable(routing_key: str) -> bool:
+def count_unroutable(routing_key: str, body: str) -> bool:
     """Count one return; True if it is a failure (a message a service of ours should get)."""
     MESSAGES_UNROUTABLE.labels(routing_key).inc()
-    return routing_key not in FOR_OTHER_SYSTEMS_ONLY
+    return heard_by_us(routing_key, body)
 
 
 @dataclass
@@ -183,11 +207,11 @@ class OutboxRelay:
             )
             crash_point("after-publish-before-delete")
             returned = [r for r, ok in zip(rows, routed, strict=True) if not ok]
-            kept = [r for r in returned if r["routing_key"] not in FOR_OTHER_SYSTEMS_ONLY]
+            kept = [r for r in returned if heard_by_us(r["routing_key"], r["body"])]
             if kept:
                 await conn.execute(_PUT_BACK, *([r[column] for r in kept] for column in _PUT_BACK_COLUMNS))
         for r in returned:
-            count_unroutable(r["routing_key"])
+            count_unroutable(r["routing_key"], r["body"])
         self._hold_or_release(rows, kept, due, time.monotonic())
         OUTBOX_PUBLISHED.inc(len(rows) - len(kept))
         return len(rows)

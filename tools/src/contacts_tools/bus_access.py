@@ -36,6 +36,8 @@ WRITES = {
         "contact_change.validation_requested",
         "contact_change.batch_validation_requested",
         "contact_change.state_changed",
+        # Also routed by its state (BCC), which RabbitMQ 4 checks against these permissions too.
+        "contact_change.state_changed.*",
         "contact_change.completed",
         "contact_change.support_acted",
     ),

@@ -32,7 +32,13 @@ from contacts_shared.bus import (
     exchange_for,
     queue_for,
 )
-from contacts_shared.contracts import CURRENT_VERSION, MESSAGE_TYPES, Envelope
+from contacts_shared.contracts import (
+    CURRENT_VERSION,
+    MESSAGE_TYPES,
+    STATE_CHANGED,
+    Envelope,
+    state_key,
+)
 from contacts_shared.handling import by_routing_key
 from contacts_shared.retry import MAX_ATTEMPTS
 from contacts_shared.settings import CommonSettings
@@ -68,16 +74,27 @@ FOR_OTHER_SYSTEMS = ("contact_change.state_changed", "contact_change.completed",
 EXAMPLE_OCCURRED_AT = "2026-01-31T12:00:00Z"
 
 
-def consumers() -> dict[str, list[str]]:
-    """Routing key -> the services that consume it, read from the services' own handler tables."""
+def bindings() -> dict[str, dict[str, tuple[str, ...]]]:
+    """Routing key -> the services that consume it -> the keys their queue is bound by, read
+    from the services' own handler tables."""
     # Imported here: the services depend on this package, not the other way round, and only the
     # `contacts docs` command (run inside the workspace) needs them.
     from contacts_billing_check.handlers import HANDLERS as BILLING_CHECK
     from contacts_notifier.handlers import HANDLERS as NOTIFIER
     from contacts_requests.consumers import HANDLERS as REQUESTS
 
-    tables = {"requests": REQUESTS, "billing_check": BILLING_CHECK, "notifier": NOTIFIER}
-    return {key: [service for service, table in tables.items() if key in by_routing_key(table)] for key in MESSAGE_TYPES}
+    tables = {"requests": by_routing_key(REQUESTS), "billing_check": by_routing_key(BILLING_CHECK), "notifier": by_routing_key(NOTIFIER)}
+    return {key: {service: table[key].binding_keys for service, table in tables.items() if key in table} for key in MESSAGE_TYPES}
+
+
+def consumers() -> dict[str, list[str]]:
+    """Routing key -> the services that consume it."""
+    return {key: list(services) for key, services in bindings().items()}
+
+
+def bound_keys() -> set[str]:
+    """Every key a queue of the services is bound by."""
+    return {binding for services in bindings().values() for keys in services.values() for binding in keys}
 
 
 @cache
@@ -152,7 +169,7 @@ SECURITY_SCHEMES = {
 def asyncapi_document(namespace: str = "") -> dict[str, Any]:
     # Bindings name things as they are in `namespace`; the prose as they are in any namespace.
     exchange, any_exchange = exchange_for(namespace), exchange_for(NAMESPACE).name
-    consumed_by = consumers()
+    bound_by = bindings()
     _, definitions = models_json_schema(
         [(message_model(key), "validation") for key in MESSAGE_TYPES], ref_template="#/components/schemas/{model}"
     )
@@ -160,7 +177,7 @@ def asyncapi_document(namespace: str = "") -> dict[str, Any]:
     operations: dict[str, Any] = {}
     messages: dict[str, Any] = {}
     for key, data_model in MESSAGE_TYPES.items():
-        readers = consumed_by[key]
+        readers = list(bound_by[key])
         audience = ", ".join(readers) + (" and other systems" if key in FOR_OTHER_SYSTEMS else "")
         messages[key] = {
             "name": key,
@@ -177,7 +194,13 @@ def asyncapi_document(namespace: str = "") -> dict[str, Any]:
         channels[key] = {
             "address": key,
             "title": key,
-            "description": f"Routing key `{key}` on the topic exchange `{any_exchange}`.",
+            "description": f"Routing key `{key}` on the topic exchange `{any_exchange}`."
+            + (
+                f" Also routed by its state, `{state_key('<state>')}` (in the `BCC` header, which consumers "
+                "do not see): a queue bound by such keys gets those states only."
+                if key == STATE_CHANGED
+                else ""
+            ),
             "messages": {key: {"$ref": f"#/components/messages/{key}"}},
             "bindings": {
                 "amqp": {
@@ -211,7 +234,7 @@ def asyncapi_document(namespace: str = "") -> dict[str, Any]:
                 "action": "receive",
                 "title": f"{service} consumes {key}",
                 "description": (
-                    f"From the quorum queue `{queue.name}`, bound to `{key}`. Acknowledged after the "
+                    f"From the quorum queue `{queue.name}`, bound to {', '.join(f'`{k}`' for k in bound_by[key][service])}. Acknowledged after the "
                     f"handler's transaction commits; a message seen before (same message_id) is acknowledged "
                     f"and ignored; an unparseable one, or one failing {MAX_ATTEMPTS} times, goes to "
                     f"`{dlq.name}` with the reason in the header `x-reason`."

@@ -81,18 +81,21 @@ class Recipient:
     language: str = SOURCE_LANGUAGE  # their account's (a BCP 47 tag)
 
 
+# Who hears about each state that is mailed about (section 7); the other states mail nobody.
+ROLES_FOR_STATE: dict[RequestState, tuple[str, ...]] = {
+    RequestState.rejected: ("requester",),
+    # The confirmers are the requester and the new contact.
+    RequestState.declined: ("requester", "to"),
+    RequestState.cancelled: ("requester", "to"),
+    RequestState.expired: ("requester", "to"),
+    RequestState.failed: ("requester", "to"),
+    RequestState.done: ("requester", "to", "from"),
+}
+
+
 def outcome_recipients(event: ContactChangeStateChanged) -> list[Recipient]:
     """Who hears about a new state (section 7); empty when the state mails nobody."""
-    roles_for_state: dict[RequestState, tuple[str, ...]] = {
-        RequestState.rejected: ("requester",),
-        # The confirmers are the requester and the new contact.
-        RequestState.declined: ("requester", "to"),
-        RequestState.cancelled: ("requester", "to"),
-        RequestState.expired: ("requester", "to"),
-        RequestState.failed: ("requester", "to"),
-        RequestState.done: ("requester", "to", "from"),
-    }
-    wanted = roles_for_state.get(event.state, ())
+    wanted = ROLES_FOR_STATE.get(event.state, ())
     seen: set[str] = set()
     recipients = []
     for role in wanted:

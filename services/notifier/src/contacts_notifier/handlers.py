@@ -9,12 +9,18 @@ from contacts_shared.contracts import (
     ContactChangeStateChanged,
     ContactChangeValidationRequested,
     Envelope,
+    state_key,
 )
 from contacts_shared.handling import Subscription, on
 from contacts_shared.i18n import supported
 
 from contacts_notifier import store
-from contacts_notifier.domain import heads_up_email, outcome_email, outcome_recipients
+from contacts_notifier.domain import (
+    ROLES_FOR_STATE,
+    heads_up_email,
+    outcome_email,
+    outcome_recipients,
+)
 
 
 async def on_validation_requested(conn: asyncpg.Connection, envelope: Envelope, data: ContactChangeValidationRequested) -> bool:
@@ -58,6 +64,13 @@ async def on_state_changed(conn: asyncpg.Connection, envelope: Envelope, data: C
 HANDLERS: tuple[Subscription, ...] = (
     on(ContactChangeValidationRequested, on_validation_requested, claims_itself=True),
     on(ContactChangeBatchValidationRequested, on_batch_validation_requested, claims_itself=True),
-    # Most states mail nobody: those messages are acked without touching the database.
-    on(ContactChangeStateChanged, on_state_changed, claims_itself=True, concerns=lambda data: bool(outcome_recipients(data))),
+    # Bound by the states that mail someone only: the others never reach the notifier's queue.
+    # One that mails nobody all the same (no party of that role) is acked without a transaction.
+    on(
+        ContactChangeStateChanged,
+        on_state_changed,
+        claims_itself=True,
+        concerns=lambda data: bool(outcome_recipients(data)),
+        bound_by=[state_key(state) for state in ROLES_FOR_STATE],
+    ),
 )

@@ -3,6 +3,7 @@ received from the bus."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from typing import Any
 
@@ -18,7 +19,19 @@ import contacts_shared.contracts.contact_change as by_the_services
 import contacts_shared.contracts.inbound as by_other_systems
 from contacts_shared.contracts.base import Contract, UtcDatetime, utcnow
 
-__all__ = ["CURRENT_VERSION", "MESSAGE_TYPES", "ROUTING_KEYS", "Envelope", "MalformedMessage", "envelope_for", "parse_message", "reply_id"]
+__all__ = [
+    "CURRENT_VERSION",
+    "MESSAGE_TYPES",
+    "ROUTING_KEYS",
+    "STATE_CHANGED",
+    "Envelope",
+    "MalformedMessage",
+    "also_routed_by",
+    "envelope_for",
+    "parse_message",
+    "reply_id",
+    "state_key",
+]
 
 MESSAGE_TYPES: dict[str, type[Contract]] = {
     "account.upserted": by_other_systems.AccountUpserted,
@@ -43,6 +56,22 @@ MESSAGE_TYPES: dict[str, type[Contract]] = {
 }
 ROUTING_KEYS: dict[type[Contract], str] = {model: key for key, model in MESSAGE_TYPES.items()}
 CURRENT_VERSION = 1
+STATE_CHANGED = ROUTING_KEYS[by_the_services.ContactChangeStateChanged]
+
+
+def state_key(state: str) -> str:
+    """The key a state change to `state` is also routed by: `contact_change.state_changed.<state>`."""
+    return f"{STATE_CHANGED}.{state}"
+
+
+def also_routed_by(routing_key: str, body: str) -> tuple[str, ...]:
+    """The keys a message of ours is routed by besides its type, sent as RabbitMQ's `BCC` header
+    (which consumers do not see): a state change also by its state (`state_key`), so that a
+    queue can take the states it needs only (the notifier mails on six of the nine). `body`: the
+    envelope as published."""
+    if routing_key != STATE_CHANGED:
+        return ()
+    return (state_key(json.loads(body)["data"]["state"]),)
 
 
 class Envelope(BaseModel):
