@@ -83,7 +83,7 @@ async def test_kill_each_service_in_turn(faulty_system: System, own_infrastructu
 # message passes. The three services crash at the same time, each in its own sequence.
 CRASH_POINTS = {
     "contacts-requests": ("during-apply", "after-commit-before-ack"),
-    "contacts-billing-check": ("after-reply-before-claim", "after-commit-before-ack"),
+    "contacts-billing-check": ("after-reply-before-ack", "after-commit-before-ack"),
     "contacts-notifier": ("after-smtp-before-mark", "after-commit-before-ack"),
 }
 

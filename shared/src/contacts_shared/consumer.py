@@ -240,6 +240,10 @@ class Consumer:
         if delivery.subscription.runs is Runs.claims_itself:
             async with self.pool.acquire() as conn:
                 fresh = await delivery.handler(conn, envelope, data)
+        elif delivery.subscription.runs is Runs.answers_only:
+            async with self.pool.acquire() as conn:
+                await delivery.handler(conn, envelope, data)
+            fresh = True
         elif delivery.subscription.runs is Runs.claimed_on_save:
             try:
                 async with self.pool.acquire() as conn, conn.transaction():

@@ -15,7 +15,7 @@ import signal
 POINTS = (
     "after-commit-before-ack",  # a message's effects committed, the broker not told (consumer)
     "after-publish-before-delete",  # an outbox batch confirmed by the broker, its rows not deleted (relay)
-    "after-reply-before-claim",  # a verdict confirmed by the broker, its question not claimed (billing-check)
+    "after-reply-before-ack",  # a verdict confirmed by the broker, its question not acked (billing-check)
     "after-smtp-before-mark",  # an email accepted by the SMTP server, not marked sent (notifier)
     "during-apply",  # the contact changed inside the transaction that records `done` (requests)
 )

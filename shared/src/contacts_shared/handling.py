@@ -49,6 +49,10 @@ class Runs(StrEnum):
     # took the claim, the consumer makes it after the handler. A message claimed before is
     # `AlreadyClaimed`: the transaction is rolled back, effects and all.
     claimed_on_save = "claimed_on_save"
+    # The handler writes nothing and only answers (`ServiceBus.reply`) under an id derived from
+    # the message's: answering a redelivery again publishes the same message, which the inbox
+    # of the service answered takes once. Nothing is claimed, no transaction opened.
+    answers_only = "answers_only"
 
 
 class AlreadyClaimed(Exception):
@@ -137,12 +141,21 @@ def on(
     *,
     claims_itself: bool = False,
     claimed_on_save: bool = False,
+    answers_only: bool = False,
     concerns: Callable[[Any], bool] | None = None,
     bound_by: Iterable[str] = (),
 ) -> Subscription:
     """Declare `handle` for the messages of `contract` (how it runs: `Runs`), bound by its
     routing key, or by the narrower keys `bound_by`."""
-    runs = Runs.claims_itself if claims_itself else Runs.claimed_on_save if claimed_on_save else Runs.in_transaction
+    runs = (
+        Runs.claims_itself
+        if claims_itself
+        else Runs.claimed_on_save
+        if claimed_on_save
+        else Runs.answers_only
+        if answers_only
+        else Runs.in_transaction
+    )
     return Subscription(contract, handle, runs, concerns, tuple(bound_by))
 
 

@@ -9,7 +9,6 @@ import structlog
 from contacts_shared import contracts
 from contacts_shared.contracts import Contract, Envelope, utcnow
 from contacts_shared.crashpoints import crash_point
-from contacts_shared.db import claim_message
 from contacts_shared.handling import Subscription, ignored_as_stale, on
 
 from contacts_billing_check import store
@@ -23,14 +22,12 @@ Reply = Callable[[Envelope, Contract], Awaitable[None]]
 
 async def on_contact_change_requested(
     conn: asyncpg.Connection, envelope: Envelope, data: contracts.ContactChangeRequested, *, reply: Reply
-) -> bool:
+) -> None:
     # The verdict follows from what is read and changes nothing here, so it needs neither a
-    # transaction nor the outbox: it is published at once, confirmed, as the answer to this
-    # message (a redelivery's answer is the same message, taken once by the requests service's
-    # inbox), then the message is claimed. A message claimed before is not answered again.
-    billing = await store.billing_of(conn, data.from_, data.to, envelope.message_id)
-    if billing.handled:
-        return False
+    # transaction, nor the outbox, nor a claim: it is published at once, confirmed, as the
+    # answer to this message. A redelivery is answered again with the same message id (derived
+    # from the question's), which the requests service's inbox takes once.
+    billing = await store.billing_of(conn, data.from_, data.to)
     verdict = vet_billing(
         ctype=data.type,
         from_nic=data.from_,
@@ -41,13 +38,9 @@ async def on_contact_change_requested(
         now=utcnow(),
     )
     await reply(envelope, contracts.ContactChangeVetted(request_id=data.request_id, phase=data.phase, approved=verdict.approved, reasons=verdict.reasons))
-    crash_point("after-reply-before-claim")
-    if fresh := await claim_message(conn, envelope.message_id, envelope.type):
-        # The invoices behind a refusal stay here, for support: the reasons name none.
-        log.info(
-            "contact change vetted", request_id=str(data.request_id), phase=data.phase.value, approved=verdict.approved, unpaid_invoices=verdict.evidence
-        )
-    return fresh
+    crash_point("after-reply-before-ack")
+    # The invoices behind a refusal stay here, for support: the reasons name none.
+    log.info("contact change vetted", request_id=str(data.request_id), phase=data.phase.value, approved=verdict.approved, unpaid_invoices=verdict.evidence)
 
 
 # The replicas of the billing system's invoices and payment methods.
@@ -78,5 +71,5 @@ HANDLERS: tuple[Subscription, ...] = (
     on(contracts.InvoicePaid, on_invoice_paid),
     on(contracts.PaymentMethodUpserted, on_payment_method_upserted),
     on(contracts.PaymentMethodRemoved, on_payment_method_removed),
-    on(contracts.ContactChangeRequested, on_contact_change_requested, claims_itself=True),
+    on(contracts.ContactChangeRequested, on_contact_change_requested, answers_only=True),
 )

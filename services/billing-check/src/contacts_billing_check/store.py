@@ -12,7 +12,6 @@ a newer upsert brings a removed payment method back (docs/decisions.md).
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -143,23 +142,19 @@ class BillingOf:
     unpaid_of_from: list[str]
     unpaid_of_to: list[str]
     payment_methods_of_to: list[PaymentMethod]
-    handled: bool  # the message asking was claimed before: it was answered
 
 
-async def billing_of(conn: asyncpg.Connection, from_nic: str, to_nic: str, message_id: uuid.UUID) -> BillingOf:
+async def billing_of(conn: asyncpg.Connection, from_nic: str, to_nic: str) -> BillingOf:
     row = await conn.fetchrow(
         "SELECT ARRAY(SELECT invoice_id FROM invoices WHERE nic = $1 AND NOT paid ORDER BY invoice_id) AS unpaid_of_from,"
         " ARRAY(SELECT invoice_id FROM invoices WHERE nic = $2 AND NOT paid ORDER BY invoice_id) AS unpaid_of_to,"
         " ARRAY(SELECT ROW(payment_method_id, valid_until) FROM payment_methods WHERE nic = $2 AND NOT removed"
-        " ORDER BY payment_method_id) AS methods_of_to,"
-        " EXISTS (SELECT 1 FROM inbox WHERE message_id = $3) AS handled",
+        " ORDER BY payment_method_id) AS methods_of_to",
         from_nic,
         to_nic,
-        message_id,
     )
     return BillingOf(
         unpaid_of_from=list(row["unpaid_of_from"]),
         unpaid_of_to=list(row["unpaid_of_to"]),
         payment_methods_of_to=[PaymentMethod(method_id, valid_until) for method_id, valid_until in row["methods_of_to"]],
-        handled=row["handled"],
     )
