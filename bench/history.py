@@ -108,9 +108,11 @@ async def committed_transactions(conn: asyncpg.Connection) -> int:
 
 
 async def message_and_mail_counts(conn: asyncpg.Connection, namespace: str, schemas: tuple[str, ...]) -> dict[str, int]:
-    """Messages consumed (inbox rows), published and emails sent, so far. Published: the outbox
-    ids handed out, and the messages published without an outbox, each claimed once in the
-    requests service's inbox: the notifier's `token_issued` (one per code) and the billing
+    """Messages consumed, published and emails sent, so far. Consumed: the inbox rows, and the
+    billing check's questions, which it answers without claiming them (one verdict each in the
+    requests service's inbox); a message a service is not bound to never reaches it. Published:
+    the outbox ids handed out, and the messages published without an outbox, each claimed once
+    in the requests service's inbox: the notifier's `token_issued` (one per code) and the billing
     check's verdicts (`contact_change.vetted`, answers published at once: `ServiceBus.reply`)."""
     consumed = published = 0
     for schema in schemas:
@@ -120,6 +122,7 @@ async def message_and_mail_counts(conn: asyncpg.Connection, namespace: str, sche
     published += await conn.fetchval(
         f"SELECT count(*) FROM \"{namespace}requests\".inbox WHERE routing_key IN ('contact_change.token_issued', 'contact_change.vetted')"
     )
+    consumed += await conn.fetchval(f"SELECT count(*) FROM \"{namespace}requests\".inbox WHERE routing_key = 'contact_change.vetted'")
     sent = await conn.fetchval(f"SELECT count(*) FROM \"{namespace}notifier\".mails WHERE state = 'sent'")
     return {"consumed": consumed, "published": published, "emails": sent}
 
