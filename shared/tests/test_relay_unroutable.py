@@ -9,7 +9,6 @@ import asyncio
 import json
 import os
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -33,7 +32,7 @@ from contacts_shared.outbox import (
     enqueue,
 )
 from contacts_tools.contract_docs import PRODUCERS, bound_keys
-from contacts_tools.testing import schema_pool
+from contacts_tools.testing import publishing_bus, schema_pool
 from prometheus_client import REGISTRY
 from structlog.testing import capture_logs
 
@@ -95,18 +94,9 @@ async def pool() -> AsyncIterator[asyncpg.Pool]:
 
 @pytest.fixture
 async def bus(pool: asyncpg.Pool) -> AsyncIterator[ServiceBus]:
-    """A service's bus with its broker connected and its exchange declared, but neither its
-    consumer nor its relay loop started: the test runs the relay's passes itself."""
-    bus = ServiceBus(amqp_url=AMQP_URL, namespace=f"t{uuid.uuid4().hex[:10]}_", service="relay", pool=pool)
-    await bus.broker.connect()
-    await bus.broker.declare_exchange(bus.exchange)
-    try:
+    """A service's bus, its relay run by the test (`publishing_bus`)."""
+    async with publishing_bus(pool, "relay") as bus:
         yield bus
-    finally:
-        await bus.broker.stop()
-        connection = await aio_pika.connect(AMQP_URL)
-        async with connection:
-            await (await connection.channel()).exchange_delete(bus.exchange.name)
 
 
 @pytest.fixture

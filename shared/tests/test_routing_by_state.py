@@ -7,7 +7,6 @@ release made, and takes a message published with a state's key as its type."""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -24,7 +23,12 @@ from contacts_shared.contracts import (
 )
 from contacts_shared.handling import on
 from contacts_shared.outbox import enqueue
-from contacts_tools.testing import TEST_AMQP_URL, consuming_bus, schema_pool
+from contacts_tools.testing import (
+    TEST_AMQP_URL,
+    consuming_bus,
+    publishing_bus,
+    schema_pool,
+)
 from prometheus_client import REGISTRY
 from support import eventually
 
@@ -46,17 +50,9 @@ async def pool() -> AsyncIterator[asyncpg.Pool]:
 
 @pytest.fixture
 async def bus(pool: asyncpg.Pool) -> AsyncIterator[ServiceBus]:
-    """A publishing service's bus: connected, its exchange declared; the test runs its relay."""
-    bus = ServiceBus(amqp_url=TEST_AMQP_URL, namespace=f"t{uuid.uuid4().hex[:10]}_", service="publisher", pool=pool)
-    await bus.broker.connect()
-    await bus.broker.declare_exchange(bus.exchange)
-    try:
+    """A publishing service's bus, its relay run by the test (`publishing_bus`)."""
+    async with publishing_bus(pool, "publisher") as bus:
         yield bus
-    finally:
-        await bus.broker.stop()
-        connection = await aio_pika.connect(TEST_AMQP_URL)
-        async with connection:
-            await (await connection.channel()).exchange_delete(bus.exchange.name)
 
 
 @pytest.fixture

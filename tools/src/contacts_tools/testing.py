@@ -48,6 +48,23 @@ async def explain(pool: asyncpg.Pool, sql: str, *args: object) -> dict:
 
 
 @contextlib.asynccontextmanager
+async def publishing_bus(pool: asyncpg.Pool, service: str) -> AsyncIterator[ServiceBus]:
+    """A service's bus in a namespace of its own, its broker connected and its exchange
+    declared, but neither its consumer nor its relay loop started: a test runs the relay's
+    passes itself. The exchange is deleted afterwards."""
+    bus = ServiceBus(amqp_url=TEST_AMQP_URL, namespace=f"t{uuid.uuid4().hex[:10]}_", service=service, pool=pool)
+    await bus.broker.connect()
+    await bus.broker.declare_exchange(bus.exchange)
+    try:
+        yield bus
+    finally:
+        await bus.broker.stop()
+        connection = await aio_pika.connect(TEST_AMQP_URL)
+        async with connection:
+            await (await connection.channel()).exchange_delete(bus.exchange.name)
+
+
+@contextlib.asynccontextmanager
 async def consuming_bus(
     pool: asyncpg.Pool, service: str, subscriptions: Sequence[Subscription], *, namespace: str | None = None, **options: object
 ) -> AsyncIterator[ServiceBus]:

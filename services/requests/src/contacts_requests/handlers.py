@@ -165,43 +165,33 @@ async def answer(
     """Accept or decline with a token. A wrong token is counted even though the call fails.
     `then` reads what the caller answers with, in the answer's own transaction (one commit
     where a read after it took another)."""
+
+    async def once(*, wait: bool) -> tuple[bool, T | None] | None:
+        """One try: whether the token was right (and the answer recorded, and `then` read), or
+        None when `wait` and the confirmer's token hash has not arrived yet (nothing written)."""
+        async with pool.acquire() as conn, UnitOfWork(conn) as uow:
+            loaded = await _load_visible(uow, request_id, nic)
+            change, slot = loaded.change, loaded.slots.get(nic)
+            change.check_answerable(nic)
+            if wait and (slot is None or slot.token_hash is None):
+                # A confirmer quick enough to answer before the hash of the token just mailed
+                # to them got here must not see a good token refused.
+                return None
+            if not (slot is not None and check_token(slot, token, now)):
+                await uow.record(change.code_refused(nic), loaded.accounts)
+                return False, None
+            await uow.record(change.answer(nic, accept), loaded.accounts)
+            return True, (await then(conn) if then is not None else None)
+
     loop = asyncio.get_running_loop()
     deadline = loop.time() + TOKEN_HASH_WAIT_SECONDS
-    while (outcome := await _answer_once(pool, request_id, nic, token, accept, now, wait=loop.time() < deadline, then=then)) is None:
+    while (outcome := await once(wait=loop.time() < deadline)) is None:
         await asyncio.sleep(0.02)
     token_ok, read = outcome
     if not token_ok:
         log.info("token refused", request_id=str(request_id), nic=nic)
         raise invalid_token()
     return read
-
-
-async def _answer_once(
-    pool: asyncpg.Pool,
-    request_id: uuid.UUID,
-    nic: str,
-    token: str,
-    accept: bool,
-    now: datetime,
-    *,
-    wait: bool,
-    then: Callable[[asyncpg.Connection], Awaitable[T]] | None,
-) -> tuple[bool, T | None] | None:
-    """One try: whether the token was right (and the answer recorded, and `then` read), or None
-    when `wait` and the confirmer's token hash has not arrived yet (then nothing was written)."""
-    async with pool.acquire() as conn, UnitOfWork(conn) as uow:
-        loaded = await _load_visible(uow, request_id, nic)
-        change, slot = loaded.change, loaded.slots.get(nic)
-        change.check_answerable(nic)
-        if wait and (slot is None or slot.token_hash is None):
-            # A confirmer quick enough to answer before the hash of the token just mailed to
-            # them got here must not see a good token refused.
-            return None
-        if not (slot is not None and check_token(slot, token, now)):
-            await uow.record(change.code_refused(nic), loaded.accounts)
-            return False, None
-        await uow.record(change.answer(nic, accept), loaded.accounts)
-        return True, (await then(conn) if then is not None else None)
 
 
 async def resend(conn: asyncpg.Connection, *, request_id: uuid.UUID, nic: str, rate_limits: RateLimits) -> list[str]:
