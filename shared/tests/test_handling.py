@@ -42,4 +42,4 @@ def test_a_type_handled_twice_is_refused() -> None:
 
     with pytest.raises(ValueError, match="account.deleted is handled twice"):
         by_routing_key([on(AccountDeleted, handle), on(AccountDeleted, handle)])
-    assert isinstance(on(AccountDeleted, handle, claims_itself=True), Subscription)
+    assert isinstance(on(AccountDeleted, handle, runs=Runs.claims_itself), Subscription)

@@ -138,24 +138,13 @@ class Subscription:
 def on(
     contract: type[Contract],
     handle: HandlerFunction,
+    runs: Runs = Runs.in_transaction,
     *,
-    claims_itself: bool = False,
-    claimed_on_save: bool = False,
-    answers_only: bool = False,
     concerns: Callable[[Any], bool] | None = None,
     bound_by: Iterable[str] = (),
 ) -> Subscription:
-    """Declare `handle` for the messages of `contract` (how it runs: `Runs`), bound by its
-    routing key, or by the narrower keys `bound_by`."""
-    runs = (
-        Runs.claims_itself
-        if claims_itself
-        else Runs.claimed_on_save
-        if claimed_on_save
-        else Runs.answers_only
-        if answers_only
-        else Runs.in_transaction
-    )
+    """Declare `handle` for the messages of `contract`, run as `runs` says, bound by its routing
+    key, or by the narrower keys `bound_by`."""
     return Subscription(contract, handle, runs, concerns, tuple(bound_by))
 
 

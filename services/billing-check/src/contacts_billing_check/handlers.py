@@ -9,7 +9,7 @@ import structlog
 from contacts_shared import contracts
 from contacts_shared.contracts import Contract, Envelope, utcnow
 from contacts_shared.crashpoints import crash_point
-from contacts_shared.handling import Subscription, ignored_as_stale, on
+from contacts_shared.handling import Runs, Subscription, ignored_as_stale, on
 
 from contacts_billing_check import store
 from contacts_billing_check.domain import vet_billing
@@ -71,5 +71,5 @@ HANDLERS: tuple[Subscription, ...] = (
     on(contracts.InvoicePaid, on_invoice_paid),
     on(contracts.PaymentMethodUpserted, on_payment_method_upserted),
     on(contracts.PaymentMethodRemoved, on_payment_method_removed),
-    on(contracts.ContactChangeRequested, on_contact_change_requested, answers_only=True),
+    on(contracts.ContactChangeRequested, on_contact_change_requested, runs=Runs.answers_only),
 )

@@ -11,7 +11,7 @@ from contacts_shared.contracts import (
     Envelope,
     state_key,
 )
-from contacts_shared.handling import Subscription, on
+from contacts_shared.handling import Runs, Subscription, on
 from contacts_shared.i18n import supported
 
 from contacts_notifier import store
@@ -62,14 +62,14 @@ async def on_state_changed(conn: asyncpg.Connection, envelope: Envelope, data: C
 
 # Each message's emails are queued in one statement that also claims it (no transaction).
 HANDLERS: tuple[Subscription, ...] = (
-    on(ContactChangeValidationRequested, on_validation_requested, claims_itself=True),
-    on(ContactChangeBatchValidationRequested, on_batch_validation_requested, claims_itself=True),
+    on(ContactChangeValidationRequested, on_validation_requested, runs=Runs.claims_itself),
+    on(ContactChangeBatchValidationRequested, on_batch_validation_requested, runs=Runs.claims_itself),
     # Bound by the states that mail someone only: the others never reach the notifier's queue.
     # One that mails nobody all the same (no party of that role) is acked without a transaction.
     on(
         ContactChangeStateChanged,
         on_state_changed,
-        claims_itself=True,
+        runs=Runs.claims_itself,
         concerns=lambda data: bool(outcome_recipients(data)),
         bound_by=[state_key(state) for state in ROLES_FOR_STATE],
     ),

@@ -26,7 +26,7 @@ from contacts_shared.contracts import (
     ServiceDeleted,
     ServiceUpserted,
 )
-from contacts_shared.handling import Subscription, ignored_as_stale, on
+from contacts_shared.handling import Runs, Subscription, ignored_as_stale, on
 from contacts_shared.outbox import enqueue
 
 from contacts_requests import batches, replicas, store, submissions
@@ -196,10 +196,10 @@ HANDLERS: tuple[Subscription, ...] = (
     on(AccountDeleted, on_account_deleted),
     on(ServiceUpserted, on_service_upserted),
     on(ServiceDeleted, on_service_deleted),
-    on(ContactChangeVetted, on_vetted, claimed_on_save=True),
+    on(ContactChangeVetted, on_vetted, runs=Runs.claimed_on_save),
     # One statement that claims the message too: no transaction around it.
-    on(ContactChangeTokenIssued, on_token_issued, claims_itself=True),
-    on(ContactChangeEmailFailed, on_email_failed, claimed_on_save=True),
+    on(ContactChangeTokenIssued, on_token_issued, runs=Runs.claims_itself),
+    on(ContactChangeEmailFailed, on_email_failed, runs=Runs.claimed_on_save),
     on(ContactChangeSubmit, on_submit),
     on(ContactChangeSubmitBatch, on_submit_batch),
 )
