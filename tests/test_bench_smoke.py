@@ -67,3 +67,23 @@ def test_the_scale_check_alternates_runs_on_two_prepared_systems(infrastructure:
     assert result["errors"] == 0 and set(result["median_flows_per_second"]) == {"50", "200"}
     # Exit 0 when the drop is within 10 %, 1 otherwise: a handful of flows says nothing of which.
     assert done.returncode == (0 if result["met"] else 1), done.stdout[-3000:] + done.stderr[-3000:]
+
+
+def test_the_floor_times_each_operation_a_flow_is_made_of(infrastructure: tuple[str, str], tmp_path: Path) -> None:
+    database_url, amqp_url = infrastructure
+    out = tmp_path / "floor.json"
+    command = [
+        sys.executable, "-m", "bench.floor", "--database-url", database_url, "--amqp-url", amqp_url,
+        "--count", "80", "--statements", "10", "--published", "2", "--delivered", "1", "--emails", "1", "--calls", "1",
+        "--out", str(out),
+    ]  # fmt: skip
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    figures = json.loads(out.read_text())
+    costs = figures["cpu_seconds_each"]
+    assert set(costs) == {"statement", "publish", "delivery", "email", "call"}
+    assert all(0 < cost < 0.1 for cost in costs.values()), costs
+    expected = sum(costs[name] * figures["per_flow"][name] for name in costs) * 1e3
+    assert figures["floor_ms_per_flow"] == pytest.approx(expected)
+    assert figures["per_flow"]["statement"] == 10
+    assert "floor" in done.stdout
