@@ -6,8 +6,8 @@ Each of the operations a flow is made of is timed alone, as the services do it, 
 
 - a PostgreSQL statement: a prepared single-row INSERT in autocommit over an asyncpg pool (a
   round trip; BEGIN and COMMIT are one each too);
-- a RabbitMQ publish, persistent, with publisher confirm (aio-pika), and a delivery consumed and
-  acked, each on its own connection, as one service publishes and another consumes;
+- a RabbitMQ publish, persistent, with publisher confirm, and a delivery consumed and acked,
+  through FastStream set up as the services' bus is, each on its own connection;
 - an email sent over a kept SMTP connection (aiosmtplib) to the bench's sink, which runs in a
   thread of its own;
 - an HTTP call served by uvicorn (httptools, uvloop) and FastAPI, a route with a JSON body
@@ -38,8 +38,12 @@ import aiosmtplib
 import asyncpg
 import uvicorn
 import uvloop
+from contacts_shared.bus import PREFETCH
+from contacts_shared.consumer import raw_body
 from contacts_tools.mailsink import MailSink
 from fastapi import FastAPI
+from faststream import AckPolicy
+from faststream.rabbit import Channel, QueueType, RabbitBroker, RabbitQueue
 from pydantic import BaseModel
 
 
@@ -101,44 +105,48 @@ async def statement(url: str, count: int) -> float:
 
 
 async def publish_and_deliver(url: str, count: int) -> tuple[float, float]:
-    """CPU per publish (with confirm) and per delivery (consumed and acked)."""
-    queue_name = f"bench.floor.{uuid.uuid4().hex[:8]}"
-    publisher, consumer = await aio_pika.connect(url), await aio_pika.connect(url)
+    """CPU per publish (with confirm) and per delivery (consumed and acked), through FastStream
+    set up as the services' bus is (`contacts_shared.bus`): two brokers, as one service publishes
+    and another consumes, a quorum queue, manual acks, the body undecoded."""
+    queue = RabbitQueue(f"bench.floor.{uuid.uuid4().hex[:8]}", queue_type=QueueType.QUORUM, durable=True)
+    publisher, consumer = new_broker(url), new_broker(url)
+    received, all_in = 0, asyncio.Event()
+
+    @consumer.subscriber(queue, ack_policy=AckPolicy.MANUAL, decoder=raw_body)
+    async def on_message(body: bytes) -> None:
+        nonlocal received
+        await consumer.context.get_local("message").ack()
+        received += 1
+        if received == count:
+            all_in.set()
+
+    body = b'{"floor": "' + b"x" * 400 + b'"}'  # about the size of our envelopes
+    await publisher.start()
     try:
-        channel = await publisher.channel(publisher_confirms=True)
-        await channel.declare_queue(queue_name, durable=True, arguments={"x-queue-type": "quorum"})
-        body = b'{"floor": "' + b"x" * 400 + b'"}'  # about the size of our envelopes
+        await publisher.declare_queue(queue)
 
         async def publish() -> None:
-            message = aio_pika.Message(body, delivery_mode=aio_pika.DeliveryMode.PERSISTENT, message_id=str(uuid.uuid4()))
-            await channel.default_exchange.publish(message, routing_key=queue_name)
+            await publisher.publish(body, routing_key=queue.name, persist=True, message_id=str(uuid.uuid4()), content_type="application/json")
 
         started = thread_cpu()
         await concurrently(count, 32, publish)
         per_publish = (thread_cpu() - started) / count
 
-        sub_channel = await consumer.channel()
-        await sub_channel.set_qos(prefetch_count=32)
-        queue = await sub_channel.get_queue(queue_name)
-        received, all_in = 0, asyncio.Event()
-
-        async def on_message(message: aio_pika.abc.AbstractIncomingMessage) -> None:
-            nonlocal received
-            await message.ack()
-            received += 1
-            if received == count:
-                all_in.set()
-
         started = thread_cpu()
-        tag = await queue.consume(on_message)
+        await consumer.start()
         await asyncio.wait_for(all_in.wait(), timeout=120)
         per_delivery = (thread_cpu() - started) / count
-        await queue.cancel(tag)
-        await channel.queue_delete(queue_name)
         return per_publish, per_delivery
     finally:
-        await consumer.close()
-        await publisher.close()
+        await consumer.stop()
+        await publisher.stop()
+        connection = await aio_pika.connect(url)  # FastStream declares queues, it does not delete them
+        async with connection, connection.channel() as channel:
+            await channel.queue_delete(queue.name)
+
+
+def new_broker(url: str) -> RabbitBroker:
+    return RabbitBroker(url, logger=None, apply_types=False, default_channel=Channel(prefetch_count=PREFETCH))
 
 
 async def email(count: int) -> float:
