@@ -28,7 +28,6 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Awaitable, Callable
 from email.mime.text import MIMEText
 from pathlib import Path
 
@@ -45,6 +44,8 @@ from fastapi import FastAPI
 from faststream import AckPolicy
 from faststream.rabbit import Channel, QueueType, RabbitBroker, RabbitQueue
 from pydantic import BaseModel
+
+from bench.harness import concurrently
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -66,18 +67,6 @@ def thread_cpu(ident: int | None = None) -> float:
     if ident is None:
         return time.thread_time()
     return time.clock_gettime(time.pthread_getcpuclockid(ident))
-
-
-async def concurrently(count: int, workers: int, operation: Callable[[], Awaitable[object]]) -> None:
-    remaining = count
-
-    async def worker() -> None:
-        nonlocal remaining
-        while remaining > 0:
-            remaining -= 1
-            await operation()
-
-    await asyncio.gather(*(worker() for _ in range(workers)))
 
 
 async def _no_reset(_: asyncpg.Connection) -> None:

@@ -11,7 +11,7 @@ import re
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
@@ -45,6 +45,20 @@ HEADS_UP_SUBJECT = "heads-up"  # to the technical contact being replaced, when t
 _REQUEST_ID = re.compile(rb"X-Contacts-Request-Id: ([0-9a-f-]{36})", re.IGNORECASE)
 # A batch's email (one code for all its requests): its arrivals are kept under the batch's id.
 BATCH_LINK = re.compile(r"/batches/([0-9a-f-]{36})\?token=([A-Za-z0-9_\-%]+)")
+
+
+async def concurrently(count: int, workers: int, operation: Callable[[], Awaitable[object]]) -> None:
+    """`operation` `count` times, by `workers` running side by side, each starting the next as
+    soon as its last is done (a closed loop)."""
+    remaining = count
+
+    async def worker() -> None:
+        nonlocal remaining
+        while remaining > 0:
+            remaining -= 1
+            await operation()
+
+    await asyncio.gather(*(worker() for _ in range(workers)))
 
 
 def database_url_for(admin_url: str, database: str) -> str:

@@ -49,6 +49,7 @@ from bench.harness import (
     Flow,
     FlowError,
     ProcessMeter,
+    concurrently,
     start_bench,
     stop_bench,
 )
@@ -197,15 +198,7 @@ async def run_flows(bench: Bench, progress: Progress, run: Run, count: int, *, c
                 tasks.append(asyncio.create_task(one()))
             await asyncio.gather(*tasks)
         else:
-            remaining = count
-
-            async def user() -> None:
-                nonlocal remaining
-                while remaining > 0:
-                    remaining -= 1
-                    await one()
-
-            await asyncio.gather(*(user() for _ in range(concurrency)))
+            await concurrently(count, concurrency, one)
         run.elapsed = (max(f.finished for f in run.flows) if run.flows else time.perf_counter()) - started
         run.processes = meter.end()
         run.starved = driver.starved
