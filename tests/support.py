@@ -95,6 +95,21 @@ async def eventually(
     raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
 
 
+async def take_messages(queue: aio_pika.abc.AbstractQueue, count: int) -> list[aio_pika.abc.AbstractIncomingMessage]:
+    """The next `count` messages of `queue`, acked, in the order it has them; fails if they do not
+    all come within `eventually`'s timeout, or if one more is there after them."""
+    taken: list[aio_pika.abc.AbstractIncomingMessage] = []
+
+    async def got_all() -> bool:
+        while len(taken) < count and (message := await queue.get(no_ack=True, fail=False)):
+            taken.append(message)
+        return len(taken) >= count
+
+    await eventually(got_all, what=f"{count} messages on {queue.name}")
+    assert await queue.get(no_ack=True, fail=False) is None, "more messages than expected"
+    return taken
+
+
 # --- the system under test ------------------------------------------------------------------------
 
 

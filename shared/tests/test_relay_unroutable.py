@@ -5,12 +5,11 @@ return is counted and logged without its body."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator
+from typing import Any
 
 import aio_pika
 import asyncpg
@@ -35,9 +34,9 @@ from contacts_tools.contract_docs import PRODUCERS, bound_keys
 from contacts_tools.testing import publishing_bus, schema_pool
 from prometheus_client import REGISTRY
 from structlog.testing import capture_logs
+from support import eventually, take_messages
 
 AMQP_URL = os.environ.get("CONTACTS_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f")
-T = TypeVar("T")
 REQUESTED, STATE_CHANGED, COMPLETED, TOKEN_ISSUED = (
     "contact_change.requested",
     "contact_change.state_changed",
@@ -54,15 +53,6 @@ def returns(routing_key: str) -> float:
     return REGISTRY.get_sample_value("contacts_messages_unroutable_total", {"routing_key": routing_key}) or 0.0
 
 
-async def eventually(check: Callable[[], Awaitable[T | None]], *, timeout: float = 10.0, what: str) -> T:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if result := await check():
-            return result
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-
-
 class Listener:
     """A queue of our own on the test's exchange, bound to the routing keys we choose."""
 
@@ -74,16 +64,7 @@ class Listener:
 
     async def take(self, count: int) -> list[tuple[str, str]]:
         """The next `count` messages (routing key, message_id), in the order the queue has them."""
-        taken: list[tuple[str, str]] = []
-
-        async def got_all() -> bool:
-            while len(taken) < count and (message := await self.queue.get(no_ack=True, fail=False)):
-                taken.append((message.routing_key or "", str(message.message_id)))
-            return len(taken) >= count
-
-        await eventually(got_all, what=f"{count} messages on the listener's queue")
-        assert await self.queue.get(no_ack=True, fail=False) is None, "more messages than expected"
-        return taken
+        return [(m.routing_key or "", str(m.message_id)) for m in await take_messages(self.queue, count)]
 
 
 @pytest.fixture

@@ -30,7 +30,7 @@ from contacts_tools.testing import (
     schema_pool,
 )
 from prometheus_client import REGISTRY
-from support import eventually
+from support import eventually, take_messages
 
 
 def state_changed(state: str) -> ContactChangeStateChanged:
@@ -68,19 +68,6 @@ async def queues(bus: ServiceBus) -> AsyncIterator[tuple[aio_pika.abc.AbstractQu
         yield by_state, by_type
 
 
-async def take(queue: aio_pika.abc.AbstractQueue, count: int) -> list[aio_pika.abc.AbstractIncomingMessage]:
-    taken: list[aio_pika.abc.AbstractIncomingMessage] = []
-
-    async def got_all() -> bool:
-        while len(taken) < count and (message := await queue.get(no_ack=True, fail=False)):
-            taken.append(message)
-        return len(taken) >= count
-
-    await eventually(got_all, what=f"{count} messages")
-    assert await queue.get(no_ack=True, fail=False) is None, "more messages than expected"
-    return taken
-
-
 async def test_a_queue_bound_by_a_state_gets_that_state_only_as_the_type_it_was_published_with(
     pool: asyncpg.Pool, bus: ServiceBus, queues: tuple[aio_pika.abc.AbstractQueue, aio_pika.abc.AbstractQueue]
 ) -> None:
@@ -89,10 +76,10 @@ async def test_a_queue_bound_by_a_state_gets_that_state_only_as_the_type_it_was_
         ids = [str(i) for i in await enqueue(conn, state_changed("checking"), state_changed("done"), state_changed("applying"))]
     assert await bus.relay.relay_once() == 3
 
-    (done,) = await take(by_state, 1)
+    (done,) = await take_messages(by_state, 1)
     assert (done.routing_key, done.message_id) == (STATE_CHANGED, ids[1])
     assert "BCC" not in (done.headers or {})  # RabbitMQ strips it: consumers see the message as published
-    assert [m.message_id for m in await take(by_type, 3)] == ids
+    assert [m.message_id for m in await take_messages(by_type, 3)] == ids
 
 
 async def test_a_state_no_service_binds_may_go_unheard_one_the_notifier_binds_waits_for_its_queue(pool: asyncpg.Pool, bus: ServiceBus) -> None:
